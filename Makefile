@@ -1,0 +1,25 @@
+# Two entry points, each from a clean clone: `make demo` and `make test`.
+# Both create .venv with the pinned versions of constraints.txt (torch and torchvision
+# come from the local mirror on the reference machine in about 2 minutes).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install demo test bench clean
+
+$(BIN)/d2ft: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
+	touch $@
+
+install: $(BIN)/d2ft
+
+demo: install
+	$(BIN)/d2ft demo
+
+test: install
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,8 @@
+"""d2ft.analysis: traces, plans and run logs as pandas DataFrames, comparisons and plots.
+
+Imports ``d2ft`` (plus pandas and matplotlib), never torch, ``simulator`` or ``runtime``.
+"""
+
+from .frames import devices_frame, events_frame
+
+__all__ = ["devices_frame", "events_frame"]

@@ -1,0 +1,192 @@
+"""The ``d2ft`` command line: a thin layer over the Python API.
+
+Every command prints a readable table by default and one JSON object with ``--json``.
+Units: seconds (s), bytes (B), FLOP; a "keep ratio" is a fraction in (0, 1].
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable, Sequence
+
+from . import catalogue
+from .cost import CostModel, StepCost
+from .loaders import load_cluster, load_model, load_plan
+from .ops import Op
+from .plan import Plan
+from .serial import atomic_write_text
+from .trace import Trace
+from .units import fmt_bytes, fmt_flop, fmt_time
+from .zoo import timm_names
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    COMMANDS[fn.__name__.removeprefix("cmd_")] = fn
+    return fn
+
+
+# ---- shared arguments ------------------------------------------------------------------
+def _add_model_cluster(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="vit_base_patch16_224",
+                   help="timm model name (see `d2ft list models`) or a model.json file (default: %(default)s)")
+    p.add_argument("--cluster", default="lan-4x3090",
+                   help="cluster preset (see `d2ft list clusters`) or a cluster.json file (default: %(default)s)")
+    p.add_argument("--heads-only", action="store_true",
+                   help="subnets are attention heads only; the MLP stays whole on the coordinator")
+    p.add_argument("--dtype-bytes", type=int, choices=(2, 4), default=None,
+                   help="bytes per element: 2 (bf16/fp16) or 4 (fp32); default: the model's (4)")
+
+
+def _model_and_cluster(args: argparse.Namespace):
+    overrides = {}
+    if args.heads_only:
+        overrides["split_mlp"] = False
+    if args.dtype_bytes:
+        overrides["dtype_bytes"] = args.dtype_bytes
+    return load_model(args.model, **overrides), load_cluster(args.cluster)
+
+
+def _emit(args: argparse.Namespace, obj: dict, text: str) -> None:
+    print(json.dumps(obj) if args.json else text)
+
+
+def step_record(cost: StepCost) -> dict:
+    """A StepCost as a plain JSON-ready dict (units in the key names)."""
+    return {
+        "compute_flop": cost.compute_flop,
+        "comm_bytes": cost.comm_bytes,
+        "compute_saving": cost.compute_saving,
+        "comm_saving": cost.comm_saving,
+        "max_compute_s": cost.max_compute_s,
+        "devices": {
+            d.name: {
+                "compute_s": d.compute_s, "flop": d.flop, "mem_bytes": d.mem_bytes,
+                "sent_bytes": d.sent_bytes, "recv_bytes": d.recv_bytes,
+                "peak_memory_bytes": d.peak_memory_bytes, "fits_memory": d.fits_memory,
+            }
+            for d in cost.devices
+        },
+    }
+
+
+def step_table(cost: StepCost) -> str:
+    rows = [f"{'device':<10} {'compute':>10} {'FLOP':>12} {'sent':>11} {'received':>11} {'peak mem':>11}  fits"]
+    for d in cost.devices:
+        rows.append(
+            f"{d.name:<10} {fmt_time(d.compute_s):>10} {fmt_flop(d.flop):>12} {fmt_bytes(d.sent_bytes):>11} "
+            f"{fmt_bytes(d.recv_bytes):>11} {fmt_bytes(d.peak_memory_bytes):>11}  {'yes' if d.fits_memory else 'NO'}"
+        )
+    rows.append(
+        f"total: {fmt_flop(cost.compute_flop)} compute ({cost.compute_saving:+.1%} saved), "
+        f"{fmt_bytes(cost.comm_bytes)} communication ({cost.comm_saving:+.1%} saved); "
+        f"busiest device {fmt_time(cost.max_compute_s)}"
+    )
+    return "\n".join(rows)
+
+
+# ---- commands --------------------------------------------------------------------------
+@command
+def cmd_list(args: argparse.Namespace) -> int:
+    """List the timm models, catalogue devices and links, and cluster presets."""
+    items = {
+        "models": {n: f"{m.params / 1e6:.1f} M params, {m.depth}x{m.heads} subnets"
+                   for n in timm_names() for m in [load_model(n)]},
+        "devices": {k: f"{d.name}: {d.peak_flops / 1e12:g} TFLOPS 16-bit, {d.mem_bandwidth / 1e9:g} GB/s, "
+                       f"{fmt_bytes(d.memory_bytes)}" for k, d in catalogue.DEVICES.items()},
+        "links": {k: f"{l.name}: {l.bandwidth / 1e9:g} GB/s, {fmt_time(l.latency_s)}" for k, l in catalogue.LINKS.items()},
+        "clusters": {k: ", ".join(f"{n}={s.name}" for n, s in catalogue.cluster_preset(k).devices)
+                     for k in catalogue.PRESETS},
+    }[args.what]
+    _emit(args, items, "\n".join(f"{k:<34} {v}" for k, v in items.items()))
+    return 0
+
+
+@command
+def cmd_cost(args: argparse.Namespace) -> int:
+    """Analytical cost of one step: a plan file, or every subnet running one op."""
+    model, cluster = _model_and_cluster(args)
+    if args.plan:
+        plan = load_plan(args.plan)
+    else:
+        plan = Plan.uniform(model, cluster, Op.from_char(args.op), args.micro_batches, args.micro_batch_size)
+    cost = CostModel(model, cluster).step(plan)
+    if args.trace:
+        atomic_write_text(args.trace, Trace.from_cost(cost, meta=plan.meta).to_json())
+    _emit(args, step_record(cost), step_table(cost))
+    return 0
+
+
+@command
+def cmd_demo(args: argparse.Namespace) -> int:
+    """What-if: the cost of one fine-tuning step of a model on several clusters, per op."""
+    model = load_model(args.model)
+    print(f"{model.name}: {model.params:,} parameters, {model.forward_macs / 1e9:.2f} G multiply-adds "
+          f"per image forward, {model.depth} x {model.heads} subnets")
+    print(f"step: {args.micro_batches} micro-batches of {args.micro_batch_size} images\n")
+    print(f"{'cluster':<16} {'all ops':<14} {'busiest device':>14} {'compute':>12} {'traffic':>11} {'peak mem':>11}")
+    for preset in args.clusters.split(","):
+        cluster = load_cluster(preset)
+        cm = CostModel(model, cluster)
+        for op in Op:
+            plan = Plan.uniform(model, cluster, op, args.micro_batches, args.micro_batch_size)
+            c = cm.step(plan)
+            peak = max(d.peak_memory_bytes for d in c.devices)
+            print(f"{preset:<16} {op.name:<14} {fmt_time(c.max_compute_s):>14} {fmt_flop(c.compute_flop):>12} "
+                  f"{fmt_bytes(c.comm_bytes):>11} {fmt_bytes(peak):>11}")
+    print("\nD2FT mixes these ops per subnet and micro-batch within a budget; `d2ft cost --help` prices any plan.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="d2ft", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help=cmd_list.__doc__, description=cmd_list.__doc__)
+    p.add_argument("what", choices=("models", "devices", "links", "clusters"))
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("cost", help=cmd_cost.__doc__, description=cmd_cost.__doc__)
+    _add_model_cluster(p)
+    p.add_argument("--plan", help="plan file (.json, or a text grid); default: a uniform plan of --op")
+    p.add_argument("--op", default="F", help="op of every subnet without --plan: F, O or S (default: F)")
+    p.add_argument("--micro-batches", type=_positive_int, default=4, help="micro-batches per step (default: 4)")
+    p.add_argument("--micro-batch-size", type=_positive_int, default=8, help="images per micro-batch (default: 8)")
+    p.add_argument("--trace", help="also write the step as a d2ft Trace JSON to this path")
+    p.add_argument("--json", action="store_true", help="print one JSON object (times in s, sizes in B)")
+
+    p = sub.add_parser("demo", help=cmd_demo.__doc__, description=cmd_demo.__doc__)
+    p.add_argument("--model", default="vit_base_patch16_224", help="timm name or model.json (default: %(default)s)")
+    p.add_argument("--clusters", default="dgx-a100,lan-4x3090,edge-orin-wifi",
+                   help="comma-separated cluster presets (default: %(default)s)")
+    p.add_argument("--micro-batches", type=_positive_int, default=4, help="micro-batches per step (default: 4)")
+    p.add_argument("--micro-batch-size", type=_positive_int, default=8, help="images per micro-batch (default: 8)")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``d2ft`` console script. Errors print one line and exit 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, KeyError, FileNotFoundError, IndexError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"d2ft {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""The analytical cost model: what one training step of a plan costs, task by task.
+
+Execution model (design.md): the coordinator holds the residual stream, stem, norms,
+shared biases and classifier; workers hold subnets. For each block l, micro-batch m
+and half (attention, then MLP):
+
+- forward: the coordinator computes the norm and sends it (a = b N D dtype bytes) to
+  every device with an active (non-SKIP) subnet of that half's block; each returns the
+  sum of its active subnets' outputs (a); the coordinator reduces them and updates the
+  residual stream;
+- backward (reverse order): the coordinator sends the output gradient (a) to every
+  device with a FULL subnet there; each returns its input gradient (a) and keeps its
+  weight gradients; the coordinator reduces them and back-propagates through the norm.
+
+So a worker moves 8a per block and micro-batch when its most active subnet there is
+FULL, 4a when FORWARD_ONLY, 0 when SKIP (4a and 2a in heads-only mode). Subnets on the
+coordinator itself send nothing. Each compute task costs the device's roofline time
+(``DeviceSpec.compute_time``); a device runs its tasks one at a time, so its compute time
+is their sum. Every step ends with an AdamW update of the parameters that got gradients.
+
+Not modelled: overlap of compute and communication and any waiting (the simulator
+schedules the timeline), the loss and softmax/GELU FLOP, kernel fusion, data loading,
+framework overhead beyond ``task_overhead_s``, memory held by the framework (CUDA
+context, allocator cache, communication buffers), and micro-batches in flight at once
+(peak memory assumes one micro-batch's activations at a time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from .model import ModelSpec, Work
+from .ops import Op
+from .plan import Plan
+
+# AdamW per parameter: read theta, g, m, v; write theta, m, v (Loshchilov & Hutter, ICLR 2019,
+# Algorithm 2), plus zeroing the gradient. Optimizer state is fp32 whatever the model dtype.
+_ADAM_STATE_BYTES = 2 * 4
+
+
+def optimizer_bytes_per_param(dtype_bytes: int) -> int:
+    """Memory traffic of one AdamW update per parameter, B: theta r/w, g r + zero, m and v r/w (fp32)."""
+    return 2 * dtype_bytes + 2 * dtype_bytes + 2 * _ADAM_STATE_BYTES
+
+
+class Task(NamedTuple):
+    """One compute task: a device runs ``part`` of one block half for one micro-batch."""
+
+    device: int
+    """Device index."""
+    phase: str
+    """"fwd", "bwd" or "opt"."""
+    part: str
+    """"embed", "norm", "attn", "mlp", "add", "head" or "optimizer"."""
+    layer: int
+    """Block index; -1 for the stem, classifier and optimizer."""
+    micro_batch: int
+    """Micro-batch index; -1 for the optimizer."""
+    flop: float
+    bytes_moved: float
+    time_s: float
+    subnets: int = 0
+    """How many subnets the task runs (0 for coordinator work)."""
+
+
+class Message(NamedTuple):
+    """One point-to-point transfer of the execution model."""
+
+    src: int
+    dst: int
+    nbytes: int
+    phase: str
+    half: str
+    layer: int
+    micro_batch: int
+
+
+@dataclass(frozen=True)
+class DeviceCost:
+    """One device's share of one step."""
+
+    name: str
+    compute_s: float
+    """Sum of its task times, s."""
+    flop: float
+    """FLOP it executes."""
+    mem_bytes: float
+    """Bytes it moves to and from its memory."""
+    sent_bytes: int
+    recv_bytes: int
+    peak_memory_bytes: float
+    """Parameters, gradients, AdamW state and one micro-batch's saved activations, B."""
+    memory_capacity_bytes: float
+
+    @property
+    def fits_memory(self) -> bool:
+        return self.peak_memory_bytes <= self.memory_capacity_bytes
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """Costs of one step of a plan, and of the all-FULL plan with the same placement."""
+
+    devices: tuple[DeviceCost, ...]
+    compute_flop: float
+    comm_bytes: int
+    """Bytes of all messages (each counted once)."""
+    full_compute_flop: float
+    full_comm_bytes: int
+
+    @property
+    def compute_saving(self) -> float:
+        """1 - FLOP / FLOP of all-FULL."""
+        return 1.0 - self.compute_flop / self.full_compute_flop if self.full_compute_flop else 0.0
+
+    @property
+    def comm_saving(self) -> float:
+        """1 - bytes / bytes of all-FULL (0 when all-FULL moves nothing)."""
+        return 1.0 - self.comm_bytes / self.full_comm_bytes if self.full_comm_bytes else 0.0
+
+    @property
+    def max_compute_s(self) -> float:
+        """Compute time of the busiest device, s (a lower bound on the step time)."""
+        return max(d.compute_s for d in self.devices)
+
+
+class CostModel:
+    """Costs of plans for one model on one cluster (see the module docstring)."""
+
+    def __init__(self, model: ModelSpec, cluster) -> None:
+        self.model = model
+        self.cluster = cluster
+        self.halves: tuple[str, ...] = ("attn", "mlp") if model.split_mlp else ("attn",)
+        self._half = {"attn": model.subnet_attn, "mlp": model.subnet_mlp}
+        self._specs = [spec for _, spec in cluster.devices]
+        self._coord = cluster.coordinator_index
+
+    # ---- one task -----------------------------------------------------------------
+    def _task(self, k: int, phase: str, part: str, layer: int, m: int, w: Work, n: int, b: int,
+              extra: float = 0, subnets: int = 0) -> Task:
+        """A task running ``n`` copies of work ``w`` on ``b`` samples; ``extra`` = more bytes moved."""
+        P = w.params * self.model.dtype_bytes
+        if phase == "fwd":
+            flop, nbytes = n * b * w.fwd_flop, n * (P + b * w.fwd_act_bytes)
+        else:  # input gradient + weight gradient; gradients read-modify-written (2P)
+            flop, nbytes = n * b * w.bwd_flop, n * (P + 2 * P + b * (w.ig_act_bytes + w.wg_act_bytes))
+        nbytes += extra
+        time = self._specs[k].compute_time(flop, nbytes, self.model.dtype_bytes)
+        return Task(k, phase, part, layer, m, flop, nbytes, time, subnets)
+
+    def subnet_time(self, device: int, op: Op, micro_batch_size: int) -> float:
+        """Compute time of one subnet for one micro-batch on ``device`` under ``op``, s.
+
+        The sum over its halves of the roofline time without the per-task overhead: the
+        marginal cost of adding the subnet to a task. FULL >= FORWARD_ONLY >= SKIP = 0.
+        """
+        spec, b, d = self._specs[device], micro_batch_size, self.model.dtype_bytes
+        total = 0.0
+        for half in self.halves:
+            for phase in ("fwd", "bwd")[: op.level]:
+                t = self._task(device, phase, half, 0, 0, self._half[half], 1, b)
+                total += max(t.flop / (spec.peak(d) * spec.efficiency), t.bytes_moved / spec.mem_bandwidth)
+        return total
+
+    def block_messages_bytes(self, op: Op, micro_batch_size: int) -> int:
+        """Bytes a worker sends plus receives in one block and micro-batch when its most active op is ``op``.
+
+        >>> from d2ft.cluster import Cluster; from d2ft.catalogue import device, link
+        >>> c = Cluster.star({"c": device("t4"), "w": device("t4")}, link("10gbe"))
+        >>> m = ModelSpec.vit(dim=64, depth=1, heads=2, img_size=32, patch=16)
+        >>> CostModel(m, c).block_messages_bytes(Op.FULL, 1) == 8 * m.activation_bytes(1)
+        True
+        """
+        return (2 + 2 * op.runs_backward) * len(self.halves) * self.model.activation_bytes(micro_batch_size) if op.runs_forward else 0
+
+    # ---- a whole step -------------------------------------------------------------
+    def tasks_and_messages(self, plan: Plan) -> tuple[list[Task], list[Message]]:
+        """Every compute task and message of one step of ``plan``, in execution order per device."""
+        plan.validate(self.model, self.cluster)
+        M, b, c = self.model, plan.micro_batch_size, self._coord
+        a = M.activation_bytes(b)
+        groups = _groups_by_device(plan)
+        tasks: list[Task] = []
+        msgs: list[Message] = []
+        for m, grid in enumerate(plan.ops):
+            tasks.append(self._task(c, "fwd", "embed", -1, m, M.embed, 1, b))
+            for l in range(M.depth):
+                self._block(tasks, msgs, "fwd", grid, groups[l], l, m, b, a)
+            tasks.append(self._task(c, "fwd", "head", -1, m, M.classifier, 1, b))
+            tasks.append(self._task(c, "bwd", "head", -1, m, M.classifier, 1, b))
+            for l in reversed(range(M.depth)):
+                self._block(tasks, msgs, "bwd", grid, groups[l], l, m, b, a)
+            tasks.append(self._task(c, "bwd", "embed", -1, m, M.embed, 1, b))
+        tasks += self._optimizer_tasks(plan)
+        return tasks, msgs
+
+    def _block(self, tasks, msgs, phase, grid, group, l, m, b, a) -> None:
+        """Tasks and messages of block ``l``, micro-batch ``m``, one direction."""
+        M, c, fwd = self.model, self._coord, phase == "fwd"
+        # Devices taking part and how many of their subnets run: active in forward, FULL in backward.
+        running = {k: sum(1 for h in heads if (grid[l][h].runs_forward if fwd else grid[l][h].runs_backward))
+                   for k, heads in group.items()}
+        running = {k: n for k, n in running.items() if n}
+        reduce_bytes = len(running) * a  # the coordinator reads each device's partial sum once
+        for half in ("attn", "mlp") if fwd else ("mlp", "attn"):
+            # forward: norm -> subnets -> reduce + residual add; backward: the reverse.
+            tasks.append(self._task(c, phase, "norm", l, m, M.norm, 1, b) if fwd else
+                         self._task(c, phase, "add", l, m, M.residual, 1, b))
+            if half in self.halves:
+                for k, n in running.items():
+                    if k != c:
+                        msgs.append(Message(c, k, a, phase, half, l, m))
+                    tasks.append(self._task(k, phase, half, l, m, self._half[half], n, b, subnets=n))
+                    if k != c:
+                        msgs.append(Message(k, c, a, phase, half, l, m))
+                extra = reduce_bytes
+            else:  # heads-only: the whole MLP runs on the coordinator
+                tasks.append(self._task(c, phase, "mlp", l, m, M.coordinator_mlp, 1, b))
+                extra = 0
+            tasks.append(self._task(c, phase, "add", l, m, M.residual, 1, b, extra=extra) if fwd else
+                         self._task(c, phase, "norm", l, m, M.norm, 1, b, extra=extra))
+
+    def _trained_params(self, plan: Plan) -> list[int]:
+        """Per device, how many parameters got a gradient this step."""
+        M = self.model
+        counts = [0] * self.cluster.num_devices
+        counts[self._coord] = M.coordinator_work.params
+        full = {(l, h) for grid in plan.ops for l, row in enumerate(grid) for h, op in enumerate(row) if op is Op.FULL}
+        for l, h in full:
+            counts[plan.placement[l][h]] += M.subnet.params
+        return counts
+
+    def _optimizer_tasks(self, plan: Plan) -> list[Task]:
+        per_param = optimizer_bytes_per_param(self.model.dtype_bytes)
+        out = []
+        for k, n in enumerate(self._trained_params(plan)):
+            if n:
+                t = self._specs[k].compute_time(0.0, n * per_param, self.model.dtype_bytes)
+                out.append(Task(k, "opt", "optimizer", -1, -1, 0.0, float(n * per_param), t))
+        return out
+
+    def peak_memory(self, plan: Plan) -> list[float]:
+        """Per device: parameters, gradients and AdamW state of what it holds, plus its largest
+        micro-batch's saved activations (and the inputs it received for backward), B."""
+        M, b, d = self.model, plan.micro_batch_size, self.model.dtype_bytes
+        per_param = 2 * d + _ADAM_STATE_BYTES  # parameter, gradient, m and v
+        held = [0] * self.cluster.num_devices
+        held[self._coord] = M.coordinator_work.params
+        for row in plan.placement:
+            for k in row:
+                held[k] += M.subnet.params
+        acts = [0.0] * self.cluster.num_devices
+        coord_acts = b * (M.embed.saved_bytes + M.depth * M.block_shared.saved_bytes + M.classifier.saved_bytes)
+        groups = _groups_by_device(plan)
+        for grid in plan.ops:
+            mb = [0.0] * self.cluster.num_devices
+            mb[self._coord] = coord_acts
+            for l, group in enumerate(groups):
+                for k, heads in group.items():
+                    n_full = sum(1 for h in heads if grid[l][h] is Op.FULL)
+                    if n_full:
+                        inputs = 0 if k == self._coord else len(self.halves) * M.activation_bytes(b)
+                        mb[k] += n_full * b * M.subnet.saved_bytes + inputs
+            acts = [max(x, y) for x, y in zip(acts, mb)]
+        return [n * per_param + x for n, x in zip(held, acts)]
+
+    def step(self, plan: Plan) -> StepCost:
+        """Per-device and total costs of one step of ``plan``, with savings against all-FULL."""
+        tasks, msgs = self.tasks_and_messages(plan)
+        full_tasks, full_msgs = self.tasks_and_messages(plan.with_ops([[[Op.FULL] * plan.heads] * plan.depth] * plan.micro_batches))
+        peak = self.peak_memory(plan)
+        devices = []
+        for k, (name, spec) in enumerate(self.cluster.devices):
+            mine = [t for t in tasks if t.device == k]
+            devices.append(DeviceCost(
+                name=name,
+                compute_s=sum(t.time_s for t in mine),
+                flop=sum(t.flop for t in mine),
+                mem_bytes=sum(t.bytes_moved for t in mine),
+                sent_bytes=sum(x.nbytes for x in msgs if x.src == k),
+                recv_bytes=sum(x.nbytes for x in msgs if x.dst == k),
+                peak_memory_bytes=peak[k],
+                memory_capacity_bytes=spec.memory_bytes,
+            ))
+        return StepCost(
+            devices=tuple(devices),
+            compute_flop=sum(t.flop for t in tasks),
+            comm_bytes=sum(x.nbytes for x in msgs),
+            full_compute_flop=sum(t.flop for t in full_tasks),
+            full_comm_bytes=sum(x.nbytes for x in full_msgs),
+        )
+
+
+def _groups_by_device(plan: Plan) -> list[dict[int, list[int]]]:
+    """Per layer: device index -> heads it holds, in device order."""
+    groups = []
+    for row in plan.placement:
+        g: dict[int, list[int]] = {}
+        for h, k in enumerate(row):
+            g.setdefault(k, []).append(h)
+        groups.append(dict(sorted(g.items())))
+    return groups
+
+
+__all__ = ["CostModel", "DeviceCost", "Message", "StepCost", "Task", "optimizer_bytes_per_param"]

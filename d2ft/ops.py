@@ -1,0 +1,76 @@
+"""Operations a subnet can run in one micro-batch, and subnet ids.
+
+Source: method.md, "Operations" (after Ding et al., arXiv 2504.12471).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple
+
+
+class Op(enum.Enum):
+    """What one subnet does for one micro-batch.
+
+    FULL runs forward and backward; FORWARD_ONLY runs forward and is a constant in
+    backward (no weight gradient, no gradient through the subnet); SKIP contributes
+    zero and costs nothing. The value is the one-character code used in text plans.
+    """
+
+    FULL = "F"
+    FORWARD_ONLY = "O"
+    SKIP = "S"
+
+    @property
+    def char(self) -> str:
+        return self.value
+
+    @property
+    def runs_forward(self) -> bool:
+        return self is not Op.SKIP
+
+    @property
+    def runs_backward(self) -> bool:
+        return self is Op.FULL
+
+    @property
+    def level(self) -> int:
+        """Activity rank: SKIP 0 < FORWARD_ONLY 1 < FULL 2."""
+        return _LEVEL[self]
+
+    @classmethod
+    def from_char(cls, c: str) -> "Op":
+        """Parses one op character.
+
+        >>> Op.from_char("O")
+        <Op.FORWARD_ONLY: 'O'>
+        """
+        try:
+            return cls(c.upper())
+        except ValueError:
+            raise ValueError(f"unknown op {c!r}: expected one of F (FULL), O (FORWARD_ONLY), S (SKIP)") from None
+
+
+_LEVEL = {Op.SKIP: 0, Op.FORWARD_ONLY: 1, Op.FULL: 2}
+
+
+def most_active(ops) -> Op:
+    """The most active op among ``ops`` (SKIP if there are none).
+
+    A device's traffic in a block follows its most active subnet there (design.md).
+
+    >>> most_active([Op.SKIP, Op.FORWARD_ONLY])
+    <Op.FORWARD_ONLY: 'O'>
+    """
+    best = Op.SKIP
+    for op in ops:
+        if op.level > best.level:
+            best = op
+    return best
+
+
+class SubnetId(NamedTuple):
+    """Subnet (layer, head): head ``head`` of block ``layer`` plus its MLP slice."""
+
+    layer: int
+    head: int

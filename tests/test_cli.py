@@ -1,0 +1,64 @@
+"""The d2ft command line: real invocations through main(), errors as one clear line."""
+
+import json
+
+import pytest
+
+from d2ft.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_demo_runs(capsys):
+    code, out, _ = run(capsys, "demo", "--clusters", "lan-4x3090", "--micro-batches", "1")
+    assert code == 0 and "86,567,656 parameters" in out and "FORWARD_ONLY" in out
+
+
+def test_cost_json(capsys, tmp_path):
+    trace = tmp_path / "trace.json"
+    code, out, _ = run(capsys, "cost", "--model", "vit_small_patch16_224", "--cluster", "mixed-4", "--op", "O",
+                       "--json", "--trace", str(trace))
+    assert code == 0
+    rec = json.loads(out)
+    assert rec["comm_saving"] == pytest.approx(0.5)
+    assert set(rec["devices"]) == {"h100", "a100", "v100", "t4"}
+    assert json.loads(trace.read_text())["source"] == "cost-model"
+
+
+def test_cost_of_a_plan_file(capsys, tmp_path):
+    from d2ft import Op, Plan
+    from d2ft.loaders import load_cluster, load_model
+
+    model, cluster = load_model("vit_tiny_patch16_224"), load_cluster("pcie-4x4090")
+    path = tmp_path / "plan.txt"
+    path.write_text(Plan.uniform(model, cluster, Op.SKIP, 2, 4).to_text())
+    code, out, _ = run(capsys, "cost", "--model", "vit_tiny_patch16_224", "--cluster", "pcie-4x4090",
+                       "--plan", str(path), "--json")
+    assert code == 0 and json.loads(out)["comm_bytes"] == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["cost", "--model", "vit_bsae_patch16_224"], "did you mean vit_base_patch16_224"),
+    (["cost", "--cluster", "dgx-a1000"], "unknown cluster preset 'dgx-a1000'"),
+    (["cost", "--plan", "nope.json"], "plan file 'nope.json' does not exist"),
+    (["cost", "--op", "Q"], "unknown op 'Q'"),
+])
+def test_errors_are_one_line(capsys, argv, message):
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_bad_flag_exits_with_usage(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["cost", "--micro-batches", "0"])
+    assert e.value.code == 2
+    assert "expected a positive integer" in capsys.readouterr().err
+
+
+def test_list(capsys):
+    code, out, _ = run(capsys, "list", "devices", "--json")
+    assert code == 0 and "h100-sxm" in json.loads(out)

@@ -1,0 +1,139 @@
+"""The analytical cost model: hand-computed cases and invariants over random plans."""
+
+import dataclasses
+
+import pytest
+from hypothesis import given, strategies as st
+
+from d2ft import CostModel, Op, Plan
+from d2ft.cost import optimizer_bytes_per_param
+from tests.conftest import plans, star, tiny_model
+
+MODEL = tiny_model(depth=2, heads=3)
+CLUSTER = star(3, flops=1e9, bw=1e9)
+
+
+def test_single_device_all_full_by_hand():
+    """One compute-bound device (1 GFLOP/s, efficiency 1, no overhead), tiny ViT, one sample.
+
+    FLOP: 2 subnets x (840 fwd + 1040 ig + 640 wg) = 5040; stem 32 fwd + 0 ig + 32 wg = 64;
+    classifier 3 x 24 = 72. Total 5176 FLOP -> 5.176 us. No messages: all on one device.
+    """
+    model, cluster = tiny_model(depth=1, heads=2), star(1, flops=1e9, bw=1e18)
+    cost = CostModel(model, cluster).step(Plan.uniform(model, cluster, Op.FULL))
+    assert cost.compute_flop == 5176
+    assert cost.devices[0].compute_s == pytest.approx(5176 / 1e9 + _optimizer_s(model, cluster, model.params))
+    assert cost.comm_bytes == 0 and cost.comm_saving == 0
+
+
+def _optimizer_s(model, cluster, params):
+    return params * optimizer_bytes_per_param(model.dtype_bytes) / cluster.device(0).mem_bandwidth
+
+
+@pytest.mark.parametrize("op, factor", [(Op.FULL, 8), (Op.FORWARD_ONLY, 4), (Op.SKIP, 0)])
+@pytest.mark.parametrize("split_mlp", [True, False])
+def test_traffic_per_block_by_hand(op, factor, split_mlp):
+    """All subnets on one worker; a = b N D dtype = 2 x 5 x 4 x 4 = 160 B. Per block and micro-batch
+    the worker moves 8a (FULL), 4a (FORWARD_ONLY), 0 (SKIP); half that in heads-only mode."""
+    model, cluster = tiny_model(depth=2, heads=2, split_mlp=split_mlp), star(2)
+    assert model.activation_bytes(2) == 160
+    plan = Plan(cluster.device_names, [[1, 1], [1, 1]], [[[op] * 2] * 2] * 3, micro_batch_size=2)
+    cost = CostModel(model, cluster).step(plan)
+    expected = factor * 160 * 2 * 3 // (1 if split_mlp else 2)  # x 2 blocks x 3 micro-batches
+    assert cost.comm_bytes == expected
+    assert cost.devices[1].sent_bytes == cost.devices[1].recv_bytes == expected // 2
+    assert cost.devices[0].sent_bytes == expected // 2
+
+
+def test_traffic_follows_the_most_active_subnet():
+    model, cluster = tiny_model(depth=1, heads=3), star(2)
+    cm = CostModel(model, cluster)
+    mixed = Plan(cluster.device_names, [[1, 1, 1]], [[["F", "O", "S"]]], micro_batch_size=1)
+    full = mixed.with_ops([[["F", "F", "F"]]])
+    assert cm.step(mixed).comm_bytes == cm.step(full).comm_bytes == 8 * model.activation_bytes(1)
+
+
+def test_subnets_on_the_coordinator_send_nothing():
+    model, cluster = tiny_model(), star(2)
+    plan = Plan.uniform(model, cluster, Op.FULL, placement=[[0] * model.heads] * model.depth)
+    assert CostModel(model, cluster).step(plan).comm_bytes == 0
+
+
+@given(plans(MODEL, CLUSTER))
+def test_all_skip_has_no_subnet_work_or_traffic(plan):
+    cm = CostModel(MODEL, CLUSTER)
+    skip = plan.with_ops([[[Op.SKIP] * MODEL.heads] * MODEL.depth] * plan.micro_batches)
+    tasks, msgs = cm.tasks_and_messages(skip)
+    assert not msgs
+    assert not [t for t in tasks if t.part in ("attn", "mlp")]
+    cost = cm.step(skip)
+    assert cost.compute_flop == cm.step(Plan.uniform(MODEL, CLUSTER, Op.SKIP, plan.micro_batches,
+                                                     plan.micro_batch_size)).compute_flop
+    assert cost.comm_saving == (1.0 if cost.full_comm_bytes else 0.0)
+
+
+@given(plans(MODEL, CLUSTER), st.data())
+def test_less_work_never_costs_more(plan, data):
+    """Downgrading any item (FULL -> FORWARD_ONLY -> SKIP) never raises any device's cost."""
+    m = data.draw(st.integers(0, plan.micro_batches - 1))
+    l, h = data.draw(st.integers(0, MODEL.depth - 1)), data.draw(st.integers(0, MODEL.heads - 1))
+    old = plan.ops[m][l][h]
+    if old is Op.SKIP:
+        return
+    lower = Op.SKIP if old is Op.FORWARD_ONLY else data.draw(st.sampled_from([Op.FORWARD_ONLY, Op.SKIP]))
+    ops = [[list(row) for row in grid] for grid in plan.ops]
+    ops[m][l][h] = lower
+    cm = CostModel(MODEL, CLUSTER)
+    before, after = cm.step(plan), cm.step(plan.with_ops(ops))
+    for a, b in zip(after.devices, before.devices):
+        assert a.compute_s <= b.compute_s + 1e-15
+        assert a.flop <= b.flop and a.mem_bytes <= b.mem_bytes
+        assert a.sent_bytes <= b.sent_bytes and a.recv_bytes <= b.recv_bytes
+        assert a.peak_memory_bytes <= b.peak_memory_bytes
+    assert after.compute_flop < before.compute_flop
+
+
+@given(st.integers(0, 2), st.integers(1, 64), st.sampled_from([True, False]))
+def test_subnet_time_is_ordered(device, b, split):
+    model = dataclasses.replace(MODEL, split_mlp=split)
+    cm = CostModel(model, CLUSTER)
+    assert cm.subnet_time(device, Op.FULL, b) > cm.subnet_time(device, Op.FORWARD_ONLY, b) > 0
+    assert cm.subnet_time(device, Op.SKIP, b) == 0
+
+
+@given(plans(MODEL, CLUSTER, max_mb=2), st.integers(2, 5))
+def test_flop_and_bytes_scale_linearly_with_micro_batch_size(plan, k):
+    cm = CostModel(MODEL, CLUSTER)
+    one = cm.step(dataclasses.replace(plan, micro_batch_size=1))
+    big = cm.step(dataclasses.replace(plan, micro_batch_size=k))
+    assert big.compute_flop == pytest.approx(k * one.compute_flop, rel=1e-12)
+    assert big.comm_bytes == k * one.comm_bytes
+    # Memory traffic is affine: weights once per micro-batch, activations per sample.
+    mem = [sum(d.mem_bytes for d in cm.step(dataclasses.replace(plan, micro_batch_size=b)).devices) for b in (1, 2, 3)]
+    assert mem[2] - mem[1] == pytest.approx(mem[1] - mem[0], rel=1e-9)
+
+
+@given(plans(MODEL, CLUSTER))
+def test_compute_saving_matches_the_op_mix_formula(plan):
+    """All subnets are equal, backward = 2 x forward: FORWARD_ONLY saves 2/3 of an item, SKIP all of it."""
+    cost = CostModel(MODEL, CLUSTER).step(plan)
+    counts, n = plan.summary(), plan.micro_batches * MODEL.num_subnets
+    subnet_share = n * MODEL.subnet.train_flop / (n * MODEL.subnet.train_flop + plan.micro_batches *
+                                                 (MODEL.coordinator_work.train_flop))
+    expected = (2 / 3 * counts["O"] + counts["S"]) / n * subnet_share
+    assert cost.compute_saving == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_peak_memory_shrinks_with_sharding():
+    model = tiny_model(depth=4, heads=4)
+    one, four = star(1), star(5)
+    alone = CostModel(model, one).step(Plan.uniform(model, one, Op.FULL))
+    spread = CostModel(model, four).step(Plan.uniform(model, four, Op.FULL))
+    assert max(d.peak_memory_bytes for d in spread.devices[1:]) < alone.devices[0].peak_memory_bytes / 3
+
+
+def test_plan_for_another_model_is_rejected():
+    other = tiny_model(depth=3, heads=3)
+    plan = Plan.uniform(other, CLUSTER, Op.FULL)
+    with pytest.raises(ValueError, match="plan it for this model"):
+        CostModel(MODEL, CLUSTER).step(plan)
