@@ -1,0 +1,233 @@
+"""The op-selection multiple knapsack: items, costs, capacities and exact load evaluation.
+
+Source: method.md, "The multiple knapsack". Every device k is a knapsack with a compute
+capacity C_k (s per step) and optionally a communication capacity B_k (bytes per step).
+The items are the (micro-batch, subnet) pairs placed on k; op p earns A_p and costs:
+
+- time: t_k(p) per item (``CostModel.subnet_time``: exactly linear, because a task running
+  n equal subnets costs n times one subnet's roofline), plus the device's per-task
+  overhead once per (block, micro-batch, direction) in which it is active (x halves);
+- bytes: per (block, micro-batch) in which the device is active, 2 x halves x a forward
+  and as much again backward if any of its subnets there is FULL (design.md).
+The overhead and byte terms couple the subnets of one block on one device; the exact
+``DeviceProblem.load`` evaluates them. With the placement fixed, devices share no items, so
+the problem splits into one knapsack per device.
+
+Fixed work (stem, norms, residual updates, classifier, optimizer) is charged up front at
+its all-FULL amount: the coordinator's reductions and the optimizer shrink when fewer
+subnets run, so the planner's load is an upper bound on the cost model's compute time,
+equal to it for the all-FULL plan.
+
+Not modelled: the coordinator's reduction savings when workers idle (charged at the
+maximum), and anything the cost model does not model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .cost import CostModel
+from .errors import raise_problems
+from .ops import Op
+from .plan import Plan
+from .scores import Scores
+from .units import fmt_bytes, fmt_time
+
+Item = tuple[int, int, int]  # (micro_batch, layer, head)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Per-device capacities: keep ratios of the all-FULL step, or explicit figures."""
+
+    keep: float | None = 0.6
+    """Compute keep ratio rho in (0, 1]: every device gets its fixed work plus rho x V_full seconds
+    per step, V_full being the slowest device's all-FULL subnet work (see ``build_problem``)."""
+    comm_keep: float | None = None
+    """Communication keep ratio in (0, 1]: each device may move this share of its all-FULL bytes."""
+    capacity_s: tuple[float, ...] | None = None
+    """Explicit compute capacities per device, s (instead of ``keep``)."""
+    capacity_bytes: tuple[float, ...] | None = None
+    """Explicit communication capacities per device, B (instead of ``comm_keep``)."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("keep", "comm_keep"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and 0 < v <= 1):
+                problems.append(f"{name} must be in (0, 1], got {v!r}: it is the fraction of the all-FULL cost kept")
+        if (self.keep is None) == (self.capacity_s is None):
+            problems.append("give exactly one of keep or capacity_s")
+        if self.comm_keep is not None and self.capacity_bytes is not None:
+            problems.append("give at most one of comm_keep or capacity_bytes")
+        for name in ("capacity_s", "capacity_bytes"):
+            v = getattr(self, name)
+            if v is not None and any(not (c >= 0) for c in v):
+                problems.append(f"{name} must be >= 0 everywhere, got {list(v)}")
+        raise_problems("budget", problems)
+
+
+@dataclass
+class DeviceProblem:
+    """One device's knapsack: its items, per-op costs and values, and its capacities.
+
+    Ops are handled by level (0 SKIP, 1 FORWARD_ONLY, 2 FULL) so that solvers index lists.
+    """
+
+    device: int
+    name: str
+    items: list[Item]
+    values: list[tuple[float, float, float]]
+    """values[i][level] = A_op of item i."""
+    levels: tuple[int, ...]
+    """The strategy's allowed op levels, lowest first."""
+    time: tuple[float, float, float]
+    """t_k by level: seconds per item."""
+    overhead_s: float
+    """Seconds per (block, micro-batch, direction) in which the device is active."""
+    block_bytes: tuple[int, int, int]
+    """Bytes per (block, micro-batch) by the level of the device's most active op there."""
+    capacity_s: float
+    """Seconds left for items after the fixed work."""
+    capacity_bytes: float | None
+    fixed_s: float = 0.0
+    blocks: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    """(micro_batch, layer) -> indices of the items in it."""
+
+    def __post_init__(self) -> None:
+        self.blocks = {}
+        for i, (m, l, _) in enumerate(self.items):
+            self.blocks.setdefault((m, l), []).append(i)
+
+    def load(self, choice: list[int]) -> tuple[float, int]:
+        """Exact item time (s, without fixed work) and bytes of a choice of op levels."""
+        t = sum(self.time[c] for c in choice)
+        nbytes = 0
+        for idx in self.blocks.values():
+            level = max(choice[i] for i in idx)
+            t += self.overhead_s * level  # one task forward if active, one more backward if FULL
+            nbytes += self.block_bytes[level]
+        return t, nbytes
+
+    def fits(self, choice: list[int], slack: float = 1e-12) -> bool:
+        t, nbytes = self.load(choice)
+        ok_t = t <= self.capacity_s * (1 + slack) + slack
+        return ok_t and (self.capacity_bytes is None or nbytes <= self.capacity_bytes)
+
+    def objective(self, choice: list[int]) -> float:
+        return sum(v[c] for v, c in zip(self.values, choice))
+
+
+LEVEL_OP = tuple(sorted(Op, key=lambda op: op.level))
+"""Op by level: (SKIP, FORWARD_ONLY, FULL)."""
+
+
+@dataclass
+class Problem:
+    """The whole op-selection problem for one step: one DeviceProblem per device."""
+
+    plan: Plan
+    """The placement and shape (its ops are ignored)."""
+    devices: list[DeviceProblem]
+    capacity_s: list[float]
+    """Total compute capacity per device, s (fixed work included)."""
+    capacity_bytes: list[float | None]
+    t_full_s: float
+    """Compute time of the busiest device under all-FULL, s."""
+    v_full_s: float
+    """Subnet work (items and their overheads) of the busiest device under all-FULL, s."""
+
+    def assemble(self, choices: list[list[int]], **meta) -> Plan:
+        """The plan that runs op level ``choices[k][i]`` for item i of device k."""
+        ops = [[[Op.SKIP] * self.plan.heads for _ in range(self.plan.depth)] for _ in range(self.plan.micro_batches)]
+        for dp, choice in zip(self.devices, choices):
+            for (m, l, h), c in zip(dp.items, choice):
+                ops[m][l][h] = LEVEL_OP[c]
+        return self.plan.with_ops(ops, **meta)
+
+    def choices(self, plan: Plan) -> list[list[int]]:
+        """Per device, the op level of each item in ``plan``."""
+        return [[plan.ops[m][l][h].level for m, l, h in dp.items] for dp in self.devices]
+
+    def loads(self, plan: Plan) -> tuple[list[float], list[int]]:
+        """Per device: planned compute load (fixed work included), s, and bytes moved, B."""
+        times, nbytes = [], []
+        for dp, choice in zip(self.devices, self.choices(plan)):
+            t, b = dp.load(choice)
+            times.append(dp.fixed_s + t)
+            nbytes.append(b)
+        return times, nbytes
+
+
+def build_problem(model, cluster, plan: Plan, scores: Scores, budget: Budget, ops: tuple[Op, ...]) -> Problem:
+    """The knapsack for ``plan``'s placement and shape under ``budget``, with ``ops`` allowed."""
+    plan.validate(model, cluster)
+    scores.check_shape(plan.depth, plan.heads, plan.micro_batches)
+    cm = CostModel(model, cluster)
+    b, K = plan.micro_batch_size, cluster.num_devices
+    ops = tuple(sorted(set(ops), key=lambda o: o.level))
+    full = plan.with_ops([[[Op.FULL] * plan.heads] * plan.depth] * plan.micro_batches)
+    tasks, _ = cm.tasks_and_messages(full)
+    fixed = [sum(t.time_s for t in tasks if t.device == k and not t.subnets) for k in range(K)]
+    full_time = [sum(t.time_s for t in tasks if t.device == k) for k in range(K)]
+    t_full = max(full_time)
+    # method.md: every device gets the same wall-clock budget rho x T_full, so faster devices take
+    # on more work. Fixed work (stem, norms, classifier, optimizer) is no op's to save, so the
+    # budget is rho x the slowest device's all-FULL subnet work, on top of each device's own fixed
+    # work; with a balanced placement and little fixed work this is rho x T_full.
+    v_full = max(f - x for f, x in zip(full_time, fixed))
+    capacity_s = ([fixed[k] + budget.keep * v_full for k in range(K)] if budget.capacity_s is None
+                  else list(budget.capacity_s))
+    for name, caps in (("capacity_s", capacity_s), ("capacity_bytes", budget.capacity_bytes)):
+        if caps is not None and len(caps) != K:
+            raise ValueError(f"budget {name} gives {len(caps)} capacities for {K} devices")
+    halves = len(cm.halves)
+    coord = cluster.coordinator_index
+    devices, capacity_bytes = [], []
+    for k, (name, spec) in enumerate(cluster.devices):
+        remote = k != coord
+        block_bytes = {op: cm.block_messages_bytes(op, b) if remote else 0 for op in Op}
+        items = [(m, l, h) for m in range(plan.micro_batches) for l, h in plan.subnets_of(k)]
+        n_blocks = len({(m, l) for m, l, _ in items})
+        if budget.capacity_bytes is not None:
+            cap_b = budget.capacity_bytes[k]
+        elif budget.comm_keep is not None:
+            cap_b = budget.comm_keep * n_blocks * block_bytes[Op.FULL]
+        else:
+            cap_b = None
+        capacity_bytes.append(cap_b)
+        devices.append(DeviceProblem(
+            device=k, name=name, items=items,
+            values=[tuple(scores.value(m, l, h, op) for op in LEVEL_OP) for m, l, h in items],
+            levels=tuple(op.level for op in ops), time=tuple(cm.subnet_time(k, op, b) for op in LEVEL_OP),
+            overhead_s=spec.task_overhead_s * halves, block_bytes=tuple(block_bytes[op] for op in LEVEL_OP),
+            capacity_s=capacity_s[k] - fixed[k], capacity_bytes=cap_b, fixed_s=fixed[k],
+        ))
+    problem = Problem(plan, devices, capacity_s, capacity_bytes, t_full, v_full)
+    _check_feasible(problem, budget)
+    return problem
+
+
+def _check_feasible(problem: Problem, budget: Budget) -> None:
+    """Raises one ValueError naming every device that cannot fit even its cheapest plan."""
+    problems = []
+    lowest = LEVEL_OP[problem.devices[0].levels[0]] if problem.devices else Op.SKIP
+    for dp in problem.devices:
+        t, nbytes = dp.load([lowest.level] * len(dp.items))
+        if t > dp.capacity_s * (1 + 1e-12) + 1e-12:
+            need = dp.fixed_s + t
+            hint = (f"; raise keep to at least {t / problem.v_full_s:.3f}"
+                    if budget.keep is not None and problem.v_full_s > 0 else "")
+            problems.append(
+                f"device {dp.name!r} needs {fmt_time(need)} per step even with every subnet {lowest.name} "
+                f"({fmt_time(dp.fixed_s)} of it fixed work) but its budget is {fmt_time(dp.fixed_s + dp.capacity_s)}, "
+                f"short by {fmt_time(need - dp.fixed_s - dp.capacity_s)}{hint}"
+                + ("" if lowest is Op.SKIP else ", or use a strategy that may SKIP (shortcut, hybrid)")
+            )
+        if dp.capacity_bytes is not None and nbytes > dp.capacity_bytes:
+            problems.append(
+                f"device {dp.name!r} moves {fmt_bytes(nbytes)} per step even with every subnet {lowest.name} "
+                f"but its communication budget is {fmt_bytes(dp.capacity_bytes)}"
+            )
+    if problems:
+        raise ValueError("no plan fits the budget:\n" + "\n".join(f"  - {p}" for p in problems))

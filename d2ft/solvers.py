@@ -1,0 +1,331 @@
+"""Solvers for one device's op-selection knapsack: ``greedy``, ``dp`` and the exact ``mip``.
+
+Each takes a ``DeviceProblem`` and returns a ``DeviceSolution`` whose choice fits every
+capacity under the exact load (``DeviceProblem.fits``):
+
+- ``greedy``: value per cost, first fit. Starting from every item at the strategy's
+  cheapest op, it repeatedly takes the upgrade with the highest value per unit of
+  normalised cost, with exact marginal costs (the block overhead and bytes of a device
+  are paid by the first subnet that activates the block), skipping upgrades that no
+  longer fit. This is the greedy for the multiple-choice knapsack (Sinha & Zoltners,
+  Operations Research 27(3), 1979) extended to the block coupling.
+- ``dp``: the paper's two-stage heuristic. Stage 1 picks which items run (0/1 knapsack by
+  dynamic programming over discretised cost, value s_fwd plus a share of s_bwd); stage 2
+  picks which of those also run backward (value s_bwd). Costs are charged as if every
+  item paid its own block's overhead and bytes (an upper bound, so the result fits); a
+  greedy pass then spends what the shared blocks left over. Items of equal cost, which
+  is every item on one device here, reduce each stage to top-k by value.
+- ``mip``: the exact multiple-choice knapsack with indicator variables for a device's
+  activity per block, in python-mip (CBC or HiGHS), warm-started from ``dp``, one thread,
+  fixed seed; stopping at the time limit with a gap is a valid result.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from dataclasses import dataclass
+
+from .knapsack import DeviceProblem
+
+
+@dataclass(frozen=True)
+class DeviceSolution:
+    choice: list[int]
+    """Op level per item (0 SKIP, 1 FORWARD_ONLY, 2 FULL)."""
+    objective: float
+    bound: float | None
+    """Upper bound on the objective where known (mip), else None."""
+    status: str
+    """"optimal", "feasible" (mip stopped with a gap) or "heuristic"."""
+
+
+# ---- greedy -------------------------------------------------------------------------------
+def greedy(dp: DeviceProblem) -> DeviceSolution:
+    """Value per cost over whole blocks, then single items (module docstring)."""
+    return DeviceSolution(*_fill(dp, _block_hull(dp)), None, "heuristic")
+
+
+def _block_configs(dp: DeviceProblem, idx: list[int]) -> list[tuple[float, float, int, list[int]]]:
+    """The configurations of one block: (time, value, bytes, levels of its items), one per op mix.
+
+    For each count of FULL and FORWARD_ONLY items, FULL goes to the items with the largest
+    A_F (or the largest A_F - A_O; whichever mix is worth more) and FORWARD_ONLY to the
+    best remaining by A_O. Every op mix is there, so the block's overhead and bytes are
+    weighed against all they enable.
+    """
+    V, T, lo = dp.values, dp.time, dp.levels[0]
+    r = len(idx)
+    can_f, can_o = 2 in dp.levels, 1 in dp.levels and lo == 0
+    by_a = sorted(idx, key=lambda i: V[i][lo] - V[i][2]) if can_f else idx
+    by_g = sorted(idx, key=lambda i: V[i][1] - V[i][2]) if can_f and 1 in dp.levels else by_a
+    configs = {}
+    for nf in range(r + 1 if can_f else 1):
+        for first in (by_a, by_g) if by_g is not by_a else (by_a,):
+            full = first[:nf]
+            rest = sorted((i for i in idx if i not in full), key=lambda i: V[i][lo] - V[i][1])
+            for no in range(r - nf + 1 if can_o else 1):
+                levels = {i: lo for i in idx}
+                levels.update({i: 2 for i in full})
+                levels.update({i: 1 for i in rest[:no]})
+                value = sum(V[i][levels[i]] for i in idx)
+                key = (nf, no)
+                if key not in configs or value > configs[key][1]:
+                    top = max(levels.values())
+                    time = sum(T[l] for l in levels.values()) + dp.overhead_s * top
+                    configs[key] = (time, value, dp.block_bytes[top], [levels[i] for i in idx])
+    return list(configs.values())
+
+
+def _block_hull(dp: DeviceProblem) -> list[int]:
+    """Multiple-choice knapsack over blocks by convex-hull increments (Sinha & Zoltners 1979)."""
+    cap_t, cap_b = dp.capacity_s, dp.capacity_bytes
+    choice = [dp.levels[0]] * len(dp.items)
+    base_t, base_b = dp.load(choice)
+    used_t, used_b = base_t, base_b
+    increments = []  # (-efficiency, block, step, dt, db, levels)
+    for key, idx in dp.blocks.items():
+        configs = _block_configs(dp, idx)
+        t0, v0, b0, _ = min(configs, key=lambda c: (c[0], -c[1]))
+        hull = [(t0, v0, b0, None)]
+        for t, v, b, lv in sorted(configs, key=lambda c: (_cost(c[0] - t0, c[2] - b0, cap_t, cap_b), -c[1])):
+            if v <= hull[-1][1]:
+                continue
+            while len(hull) >= 2 and _eff(hull[-2], hull[-1], cap_t, cap_b) <= _eff(hull[-1], (t, v, b), cap_t, cap_b):
+                hull.pop()
+            hull.append((t, v, b, lv))
+        for step, (prev, cur) in enumerate(zip(hull, hull[1:])):
+            increments.append((-_eff(prev, cur, cap_t, cap_b), key, step, cur[0] - prev[0], cur[2] - prev[2], cur[3]))
+    increments.sort(key=lambda x: x[:3])
+    blocked = set()
+    for _, key, _, dt, db, levels in increments:
+        if key in blocked:
+            continue
+        if used_t + dt <= cap_t * (1 + 1e-12) + 1e-15 and (cap_b is None or used_b + db <= cap_b):
+            used_t, used_b = used_t + dt, used_b + db
+            for i, lv in zip(dp.blocks[key], levels):
+                choice[i] = lv
+        else:
+            blocked.add(key)  # later increments of this block build on this one
+    return choice
+
+
+def _cost(dt: float, db: float, cap_t: float, cap_b: float | None) -> float:
+    c = _share(dt, cap_t) if dt > 0 else 0.0
+    if cap_b is not None and db > 0:
+        c += _share(db, cap_b)
+    return c
+
+
+def _eff(a, b, cap_t, cap_b) -> float:
+    c = _cost(b[0] - a[0], b[2] - a[2], cap_t, cap_b)
+    return (b[1] - a[1]) / c if c > 0 else math.inf
+
+
+def _fill(dp: DeviceProblem, start: list[int]) -> tuple[list[int], float]:
+    """Single-item upgrades by value per marginal cost, first fit, until nothing more fits."""
+    choice = list(start)
+    block_of = {i: key for key, idx in dp.blocks.items() for i in idx}
+    level = {key: max(choice[i] for i in idx) for key, idx in dp.blocks.items()}
+    used_t, used_b = dp.load(choice)
+    cap_t, cap_b = dp.capacity_s, dp.capacity_bytes
+    T, B, O, V = dp.time, dp.block_bytes, dp.overhead_s, dp.values
+
+    def delta(i: int, to: int) -> tuple[float, float, int]:
+        lv = level[block_of[i]]
+        new = max(lv, to)
+        return V[i][to] - V[i][choice[i]], T[to] - T[choice[i]] + O * (new - lv), B[new] - B[lv]
+
+    heap = []
+    for i in range(len(choice)):
+        for to in dp.levels:
+            if to > choice[i]:
+                dv, dt, db = delta(i, to)
+                if dv > 0:
+                    c = _cost(dt, db, cap_t, cap_b)
+                    heap.append((-(dv / c) if c > 0 else -math.inf, i, to))
+    heapq.heapify(heap)
+    while heap:
+        _, i, to = heapq.heappop(heap)
+        if to <= choice[i]:
+            continue
+        dv, dt, db = delta(i, to)
+        if dv <= 0 or used_t + dt > cap_t * (1 + 1e-12) + 1e-15 or (cap_b is not None and used_b + db > cap_b):
+            continue
+        choice[i] = to
+        used_t, used_b = used_t + dt, used_b + db
+        level[block_of[i]] = max(level[block_of[i]], to)
+    return choice, dp.objective(choice)
+
+
+# ---- dp ------------------------------------------------------------------------------------
+def dp_two_stage(dp: DeviceProblem, shares: int = 4, refine: int = 2) -> DeviceSolution:
+    """The paper's two-stage heuristic.
+
+    Stage 1 picks which items run at all (value s_fwd plus a share f of s_bwd, within a
+    share 1 - f of the capacity), stage 2 which running items also run backward (value
+    s_bwd, the rest of the capacity); ``shortcut`` and ``backward`` have one stage. f is
+    searched on a grid of ``shares`` + 1 points, then ``refine`` times around the best
+    (two more points at half the spacing each time). Each stage is a knapsack whose groups
+    are blocks (see ``_stage``). A repair pass then downgrades the least valuable items per
+    unit of time until the exact load fits, and single-item upgrades spend what is left.
+    """
+    lo, n, V = dp.levels[0], len(dp.items), dp.values
+    if n == 0:
+        return DeviceSolution([], 0.0, None, "heuristic")
+    two = lo == 0 and dp.levels == (0, 1, 2)
+    top = dp.levels[-1]
+
+    def run(frac: float) -> list[int]:
+        choice = [lo] * n
+        if two:  # stage 1: which items run
+            _stage(dp, choice, 0, 1, [V[i][1] - V[i][0] + frac * (V[i][2] - V[i][1]) for i in range(n)], 1 - frac)
+        frm = 1 if two else lo  # stage 2: which running items also run backward (or the only stage)
+        _stage(dp, choice, frm, top, [V[i][top] - V[i][frm] for i in range(n)], 1.0)
+        return choice
+
+    tried = {}
+    grid = [j / shares for j in range(shares + 1)] if two else [0.0]
+    step = 1 / shares
+    for _ in range(refine + 1 if two else 1):
+        for frac in grid:
+            if 0 <= frac <= 1 and frac not in tried:
+                tried[frac] = run(frac)
+        best_frac = max(tried, key=lambda f: dp.objective(tried[f]))
+        step /= 2
+        grid = [best_frac - step, best_frac + step]
+    choice, value = _fill(dp, _repair(dp, tried[best_frac]))
+    return DeviceSolution(choice, value, None, "heuristic")
+
+
+def _stage(dp: DeviceProblem, choice: list[int], frm: int, to: int, score: list[float], share: float) -> None:
+    """Moves items from level ``frm`` to ``to``, best ``score`` per cost first, within ``share`` of
+    the capacity left; in place.
+
+    A group knapsack over blocks: taking the j best items of a block costs j times the item
+    cost plus, once, the block's extra overhead and bytes. All items of a device cost the
+    same, so each block's options are the prefixes of its items by score; their upper
+    convex hull is one increment that activates the block with its most efficient prefix,
+    then one item at a time. Taking hull increments by efficiency (the LP greedy of Sinha &
+    Zoltners, Operations Research 27(3), 1979) is within one block's value of the optimum;
+    without block costs it is exactly top-k by score, the equal-weight fast path.
+    """
+    used_t, used_b = dp.load(choice)
+    left_t = (dp.capacity_s - used_t) * share
+    left_b = (dp.capacity_bytes - used_b) * share if dp.capacity_bytes is not None else None
+    c_item = dp.time[to] - dp.time[frm]
+    increments = []  # (-efficiency, order, key, items, dt, db)
+    for key, idx in dp.blocks.items():
+        pool = sorted((i for i in idx if choice[i] == frm and score[i] > 0), key=lambda i: -score[i])
+        if not pool:
+            continue
+        lv = max(choice[i] for i in idx)
+        act_t, act_b = dp.overhead_s * max(to - lv, 0), dp.block_bytes[max(lv, to)] - dp.block_bytes[lv]
+        best_j, best_eff, gain = 1, -1.0, 0.0
+        for j, i in enumerate(pool, 1):
+            gain += score[i]
+            c = _cost(j * c_item + act_t, act_b, left_t, left_b)
+            eff = gain / c if c > 0 else math.inf
+            if eff > best_eff:
+                best_j, best_eff = j, eff
+        increments.append((-best_eff, len(increments), key, pool[:best_j], best_j * c_item + act_t, act_b))
+        for i in pool[best_j:]:
+            c = _cost(c_item, 0, left_t, left_b)
+            increments.append((-(score[i] / c) if c > 0 else -math.inf, len(increments), key, [i], c_item, 0))
+    increments.sort(key=lambda x: x[:2])
+    blocked = set()
+    for _, _, key, items, dt, db in increments:
+        if key in blocked:
+            continue
+        if dt <= left_t * (1 + 1e-12) + 1e-15 and (left_b is None or db <= left_b):
+            left_t -= dt
+            if left_b is not None:
+                left_b -= db
+            for i in items:
+                choice[i] = to
+        else:
+            blocked.add(key)
+
+
+def _repair(dp: DeviceProblem, choice: list[int]) -> list[int]:
+    """Downgrades items, least value lost per share of capacity freed first, until the choice fits."""
+    choice = list(choice)
+    lo = dp.levels[0]
+    while not dp.fits(choice):
+        best_i, best_ratio = None, math.inf
+        for i, c in enumerate(choice):
+            if c == lo:
+                continue
+            down = max(l for l in dp.levels if l < c)
+            freed = _share(dp.time[c] - dp.time[down], dp.capacity_s)
+            loss = dp.values[i][c] - dp.values[i][down]
+            ratio = loss / freed if freed > 0 else math.inf
+            if ratio < best_ratio or best_i is None:
+                best_i, best_ratio = i, ratio
+        if best_i is None:
+            break
+        choice[best_i] = max(l for l in dp.levels if l < choice[best_i])
+    return choice
+
+
+def _share(x: float, capacity: float) -> float:
+    if capacity > 0:
+        return x / capacity
+    return math.inf if x > 0 else 0.0
+
+
+# ---- mip -----------------------------------------------------------------------------------
+def mip_exact(dp: DeviceProblem, time_limit_s: float = 5.0, gap: float = 1e-4, backend: str = "CBC",
+              seed: int = 0, warm: list[int] | None = None) -> DeviceSolution:
+    """The exact knapsack in python-mip with block-activity indicators (module docstring)."""
+    import mip
+
+    warm = warm if warm is not None else dp_two_stage(dp).choice
+    if not dp.items:
+        return DeviceSolution([], 0.0, 0.0, "optimal")
+    model = mip.Model(sense=mip.MAXIMIZE, solver_name=backend)
+    model.verbose, model.threads, model.seed = 0, 1, seed
+    model.max_mip_gap = gap
+    L = dp.levels
+    x = [{lv: model.add_var(var_type=mip.BINARY) for lv in L} for _ in dp.items]
+    ya = {key: model.add_var(var_type=mip.BINARY) for key in dp.blocks}  # active forward
+    yf = {key: model.add_var(var_type=mip.BINARY) for key in dp.blocks}  # active backward (some FULL)
+    for i, xi in enumerate(x):
+        model += mip.xsum(xi.values()) == 1
+    for key, idx in dp.blocks.items():
+        for i in idx:
+            run = [x[i][lv] for lv in L if lv >= 1]
+            if run:
+                model += ya[key] >= mip.xsum(run)
+            if 2 in L:
+                model += yf[key] >= x[i][2]
+    model += (mip.xsum(dp.time[lv] * x[i][lv] for i in range(len(x)) for lv in L)
+              + mip.xsum(dp.overhead_s * (ya[k] + yf[k]) for k in dp.blocks)) <= dp.capacity_s
+    if dp.capacity_bytes is not None:
+        bo, bf = dp.block_bytes[1], dp.block_bytes[2]
+        model += mip.xsum(bo * ya[k] + (bf - bo) * yf[k] for k in dp.blocks) <= dp.capacity_bytes
+    model.objective = mip.xsum(dp.values[i][lv] * x[i][lv] for i in range(len(x)) for lv in L)
+    start = [(x[i][lv], 1.0 if warm[i] == lv else 0.0) for i in range(len(x)) for lv in L]
+    for key, idx in dp.blocks.items():
+        lvl = max(warm[i] for i in idx)
+        start += [(ya[key], float(lvl >= 1)), (yf[key], float(lvl >= 2))]
+    model.start = start
+    status = model.optimize(max_seconds=max(time_limit_s, 0.01))
+    warm_value = dp.objective(warm)
+    if status not in (mip.OptimizationStatus.OPTIMAL, mip.OptimizationStatus.FEASIBLE):
+        return DeviceSolution(list(warm), warm_value, None, "heuristic")
+    choice = [max(L, key=lambda lv: x[i][lv].x) for i in range(len(x))]
+    value = dp.objective(choice)
+    if not dp.fits(choice, slack=1e-9) or value < warm_value:  # numerical trouble: keep the warm start
+        choice, value = list(warm), warm_value
+    bound = max(model.objective_bound, value)
+    optimal = status == mip.OptimizationStatus.OPTIMAL and bound - value <= gap * max(abs(bound), 1e-12) + 1e-9
+    return DeviceSolution(choice, value, bound, "optimal" if optimal else "feasible")
+
+
+def timed(fn, *args, **kwargs):
+    """(result, seconds) of one call, by the monotonic performance counter."""
+    t0 = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - t0
