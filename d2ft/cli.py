@@ -16,7 +16,7 @@ from .cost import CostModel, StepCost
 from .loaders import load_cluster, load_model, load_plan
 from .ops import Op
 from .plan import Plan
-from .serial import atomic_write_text
+from .serial import atomic_write_text, read_json
 from .trace import Trace
 from .units import fmt_bytes, fmt_flop, fmt_time
 from .zoo import timm_names
@@ -121,6 +121,45 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
 
 @command
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Plan one step's ops with a D2FT strategy (or a baseline) under a compute/communication budget."""
+    from .placement import plan_placement
+    from .planner import plan_step
+    from .scores import Scores
+
+    model, cluster = _model_and_cluster(args)
+    scores = Scores.from_dict(read_json(args.scores, "scores file")) if args.scores else None
+    placement = plan_placement(model, cluster, args.placement, micro_batches=args.micro_batches,
+                               micro_batch_size=args.micro_batch_size, keep=args.keep)
+    report = plan_step(
+        model, cluster, args.strategy, args.solver, keep=args.keep, comm_keep=args.comm_keep,
+        micro_batches=args.micro_batches, micro_batch_size=args.micro_batch_size, scores=scores,
+        placement=placement, seed=args.seed, time_limit_s=args.time_limit, gap=args.gap, backend=args.backend,
+    )
+    if args.out:
+        text = report.plan.to_json() if args.out.endswith(".json") else report.plan.to_text()
+        atomic_write_text(args.out, text + ("" if text.endswith("\n") else "\n"))
+    _emit(args, report.to_dict(), plan_table(report) + (f"\nplan written to {args.out}" if args.out else ""))
+    return 0
+
+
+def plan_table(report) -> str:
+    rows = [f"{'device':<10} {'load':>10} {'capacity':>10} {'use':>6} {'traffic':>11} {'comm cap':>11}"]
+    for n, l, c, b, cb in zip(report.device_names, report.load_s, report.capacity_s, report.comm_bytes,
+                              report.capacity_bytes):
+        rows.append(f"{n:<10} {fmt_time(l):>10} {fmt_time(c):>10} {l / c if c else 0:>6.1%} {fmt_bytes(b):>11} "
+                    f"{fmt_bytes(cb) if cb is not None else '-':>11}")
+    bound = f"{report.bound:.4f} (gap {report.gap:.2%})" if report.bound is not None else "-"
+    rows.append(
+        f"{report.strategy}/{report.solver}: status {report.status}, objective {report.objective:.4f}, bound {bound}, "
+        f"solved in {fmt_time(report.solve_time_s)}"
+    )
+    rows.append(f"ops {report.plan.summary()}; compute {report.compute_saving:.1%} saved, "
+                f"communication {report.comm_saving:.1%} saved (cost model, against all-FULL)")
+    return "\n".join(rows)
+
+
+@command
 def cmd_demo(args: argparse.Namespace) -> int:
     """What-if: the cost of one fine-tuning step of a model on several clusters, per op."""
     model = load_model(args.model)
@@ -158,6 +197,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace", help="also write the step as a d2ft Trace JSON to this path")
     p.add_argument("--json", action="store_true", help="print one JSON object (times in s, sizes in B)")
 
+    p = sub.add_parser("plan", help=cmd_plan.__doc__, description=cmd_plan.__doc__)
+    _add_model_cluster(p)
+    p.add_argument("--strategy", default="hybrid",
+                   help="backward (F/O), shortcut (F/S), hybrid (F/O/S), or a baseline: full, random, freeze, "
+                        "layerdrop (default: %(default)s)")
+    p.add_argument("--solver", default="dp", help="mip (exact), dp (two-stage heuristic) or greedy (default: %(default)s)")
+    p.add_argument("--keep", type=_fraction, default=0.6,
+                   help="compute keep ratio in (0, 1]: each device gets its fixed work plus this share of its "
+                        "all-FULL subnet time; the placement balances these budgets (default: %(default)s)")
+    p.add_argument("--comm-keep", type=_fraction, default=None,
+                   help="communication keep ratio in (0, 1]: each device's bytes per step vs all-FULL (default: none)")
+    p.add_argument("--micro-batches", type=_positive_int, default=4, help="micro-batches per step (default: 4)")
+    p.add_argument("--micro-batch-size", type=_positive_int, default=8, help="images per micro-batch (default: 8)")
+    p.add_argument("--scores", help="scores JSON {\"forward\": [[...]], \"backward\": [[...]]} per [layer][head] "
+                                    "or [micro_batch][layer][head]; default: synthetic scores from --seed")
+    p.add_argument("--placement", choices=("width", "depth"), default="width",
+                   help="subnets spread over devices per block (width) or whole blocks per device (depth)")
+    p.add_argument("--seed", type=int, default=0, help="seed for synthetic scores and random baselines (default: 0)")
+    p.add_argument("--time-limit", type=float, default=5.0, help="mip time limit, s (default: 5)")
+    p.add_argument("--gap", type=float, default=0.01, help="mip relative gap to stop at (default: 0.01)")
+    p.add_argument("--backend", choices=("CBC", "HiGHS"), default="HiGHS", help="mip backend (default: HiGHS)")
+    p.add_argument("--out", help="write the plan here (.json, or any other extension for the text grid)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (times in s, sizes in B)")
+
     p = sub.add_parser("demo", help=cmd_demo.__doc__, description=cmd_demo.__doc__)
     p.add_argument("--model", default="vit_base_patch16_224", help="timm name or model.json (default: %(default)s)")
     p.add_argument("--clusters", default="dgx-a100,lan-4x3090,edge-orin-wifi",
@@ -165,6 +228,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--micro-batches", type=_positive_int, default=4, help="micro-batches per step (default: 4)")
     p.add_argument("--micro-batch-size", type=_positive_int, default=8, help="images per micro-batch (default: 8)")
     return parser
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value}: it is the share of the all-FULL cost kept")
+    return value
 
 
 def _positive_int(text: str) -> int:

@@ -41,8 +41,8 @@ class Budget:
     """Per-device capacities: keep ratios of the all-FULL step, or explicit figures."""
 
     keep: float | None = 0.6
-    """Compute keep ratio rho in (0, 1]: every device gets its fixed work plus rho x V_full seconds
-    per step, V_full being the slowest device's all-FULL subnet work (see ``build_problem``)."""
+    """Compute keep ratio rho in (0, 1]: every device holding subnets gets the same budget, the
+    largest of (fixed work + rho x own all-FULL subnet work), in seconds per step (``build_problem``)."""
     comm_keep: float | None = None
     """Communication keep ratio in (0, 1]: each device may move this share of its all-FULL bytes."""
     capacity_s: tuple[float, ...] | None = None
@@ -101,13 +101,11 @@ class DeviceProblem:
 
     def load(self, choice: list[int]) -> tuple[float, int]:
         """Exact item time (s, without fixed work) and bytes of a choice of op levels."""
-        t = sum(self.time[c] for c in choice)
-        nbytes = 0
-        for idx in self.blocks.values():
-            level = max(choice[i] for i in idx)
-            t += self.overhead_s * level  # one task forward if active, one more backward if FULL
-            nbytes += self.block_bytes[level]
-        return t, nbytes
+        T, B, get = self.time, self.block_bytes, choice.__getitem__
+        t = sum(map(T.__getitem__, choice))
+        levels = [max(map(get, idx)) for idx in self.blocks.values()]
+        # one task forward where active, one more backward where some subnet is FULL
+        return t + self.overhead_s * sum(levels), sum(map(B.__getitem__, levels))
 
     def fits(self, choice: list[int], slack: float = 1e-12) -> bool:
         t, nbytes = self.load(choice)
@@ -134,8 +132,8 @@ class Problem:
     capacity_bytes: list[float | None]
     t_full_s: float
     """Compute time of the busiest device under all-FULL, s."""
-    v_full_s: float
-    """Subnet work (items and their overheads) of the busiest device under all-FULL, s."""
+    v_full_s: list[float]
+    """Per device, its subnet work (items and their overheads) under all-FULL, s."""
 
     def assemble(self, choices: list[list[int]], **meta) -> Plan:
         """The plan that runs op level ``choices[k][i]`` for item i of device k."""
@@ -172,11 +170,17 @@ def build_problem(model, cluster, plan: Plan, scores: Scores, budget: Budget, op
     full_time = [sum(t.time_s for t in tasks if t.device == k) for k in range(K)]
     t_full = max(full_time)
     # method.md: every device gets the same wall-clock budget rho x T_full, so faster devices take
-    # on more work. Fixed work (stem, norms, classifier, optimizer) is no op's to save, so the
-    # budget is rho x the slowest device's all-FULL subnet work, on top of each device's own fixed
-    # work; with a balanced placement and little fixed work this is rho x T_full.
-    v_full = max(f - x for f, x in zip(full_time, fixed))
-    capacity_s = ([fixed[k] + budget.keep * v_full for k in range(K)] if budget.capacity_s is None
+    # on more work and none straggles. Fixed work (stem, norms, classifier, optimizer) is no op's
+    # to save, so the budget is set where it binds: the largest over devices holding subnets of
+    # (fixed work + rho x own all-FULL subnet work), the same for all of them. The placement
+    # planner balances exactly these loads (placement.py), so every device keeps about rho of
+    # its subnet work; with little fixed work the budget is rho x T_full. A device that holds no
+    # subnets keeps its fixed work as its capacity.
+    v_full = [f - x for f, x in zip(full_time, fixed)]
+    own = [fixed[k] + budget.keep * v_full[k] for k in range(K)] if budget.keep is not None else []
+    holders = [k for k in range(K) if plan.subnets_of(k)]
+    common = max((own[k] for k in holders), default=0.0) if own else 0.0
+    capacity_s = ([common if k in holders else own[k] for k in range(K)] if budget.capacity_s is None
                   else list(budget.capacity_s))
     for name, caps in (("capacity_s", capacity_s), ("capacity_bytes", budget.capacity_bytes)):
         if caps is not None and len(caps) != K:
@@ -216,8 +220,8 @@ def _check_feasible(problem: Problem, budget: Budget) -> None:
         t, nbytes = dp.load([lowest.level] * len(dp.items))
         if t > dp.capacity_s * (1 + 1e-12) + 1e-12:
             need = dp.fixed_s + t
-            hint = (f"; raise keep to at least {t / problem.v_full_s:.3f}"
-                    if budget.keep is not None and problem.v_full_s > 0 else "")
+            v = problem.v_full_s[dp.device]
+            hint = f"; raise keep to at least {t / v:.3f}" if budget.keep is not None and v > 0 else ""
             problems.append(
                 f"device {dp.name!r} needs {fmt_time(need)} per step even with every subnet {lowest.name} "
                 f"({fmt_time(dp.fixed_s)} of it fixed work) but its budget is {fmt_time(dp.fixed_s + dp.capacity_s)}, "

@@ -4,11 +4,13 @@ Source: method.md, "The multiple knapsack" (placement is a classic multiple knap
 solved once per run). All subnets are equal, so a placement is first a count n_k per
 device, minimising the slowest device's all-FULL step load
 
-    load_k = fixed_k + n_k t_k + o_k [n_k > 0],     n_k <= memory_k / m_k,    sum n_k = L H
+    load_k = fixed_k + n_k t_k + o_k min(n_k, L),     n_k <= memory_k / m_k,    sum n_k = L H
 
 where t_k is one subnet's all-FULL time on k for the step (compute and optimizer),
-fixed_k the coordinator's own work and o_k the device's per-task overheads if it is
-active in every block. ``solver="mip"`` solves this exactly with python-mip; ``greedy``
+scaled by the keep ratio the op planner will apply (its budget is fixed work plus keep x
+subnet work, knapsack.py), fixed_k the coordinator's own work and o_k the device's
+per-task overheads for one block it is active in (the width layout spreads n_k subnets
+over min(n_k, L) blocks), scaled alike. ``solver="mip"`` solves this exactly with python-mip; ``greedy``
 (water-filling: each next subnet to the device where it finishes first) is the fallback.
 
 Layout: ``width`` (default) spreads each device's subnets evenly over the blocks (stride
@@ -26,36 +28,43 @@ import math
 from .cost import CostModel, optimizer_bytes_per_param
 from .errors import raise_problems
 from .ops import Op
-from .plan import Plan
+from .plan import Plan, even_placement
 from .units import fmt_bytes
 
 MODES = ("width", "depth")
 
 
-def device_rates(model, cluster, micro_batches: int, micro_batch_size: int):
-    """Per device: (fixed_s, per-subnet s, overhead_s if active, subnet capacity by memory)."""
+def device_rates(model, cluster, micro_batches: int, micro_batch_size: int, keep: float = 1.0):
+    """Per device: (fixed_s, s per subnet, overhead_s per active block, subnet capacity by memory).
+
+    Fixed work is what no op saves: the coordinator's own tasks (with every worker active)
+    and each subnet's optimizer update; subnet compute and task overheads count at ``keep``.
+    """
     cm = CostModel(model, cluster)
     coord, b, d = cluster.coordinator_index, micro_batch_size, model.dtype_bytes
-    # The coordinator's own work, from the cost model's all-FULL tasks with no subnets anywhere but it.
-    probe = Plan.uniform(model, cluster, Op.SKIP, micro_batches, b, placement=[[coord] * model.heads] * model.depth)
+    probe = Plan.uniform(model, cluster, Op.FULL, micro_batches, b, placement=even_placement(model, cluster))
     tasks, _ = cm.tasks_and_messages(probe)
-    coord_fixed = sum(t.time_s for t in tasks if t.device == coord)
+    coord_fixed = sum(t.time_s for t in tasks if t.device == coord and not t.subnets)
     per_param_mem = 2 * d + 8  # parameter, gradient, AdamW m and v (fp32)
     subnet_mem = model.subnet.params * per_param_mem + b * model.subnet.saved_bytes
-    coord_mem = cm.peak_memory(probe)[coord]
+    coord_mem = cm.peak_memory(Plan.uniform(model, cluster, Op.SKIP, 1, b, placement=probe.placement))[coord]
     rates = []
     for k, (_, spec) in enumerate(cluster.devices):
-        opt = model.subnet.params * optimizer_bytes_per_param(d) / spec.mem_bandwidth
-        t = micro_batches * cm.subnet_time(k, Op.FULL, b) + opt
-        overhead = spec.task_overhead_s * len(cm.halves) * 2 * model.depth * micro_batches
+        optimizer = model.subnet.params * optimizer_bytes_per_param(d) / spec.mem_bandwidth
+        t = keep * micro_batches * cm.subnet_time(k, Op.FULL, b) + optimizer
+        optimizer += spec.task_overhead_s / model.depth  # one optimizer task, spread over the blocks
+        overhead = spec.task_overhead_s * keep * len(cm.halves) * 2 * micro_batches
         free = spec.memory_bytes - (coord_mem if k == coord else 0)
         rates.append((coord_fixed if k == coord else 0.0, t, overhead, max(int(free // subnet_mem), 0)))
     return rates
 
 
-def plan_counts(model, cluster, micro_batches: int = 1, micro_batch_size: int = 1, solver: str = "mip") -> list[int]:
-    """Subnets per device that minimise the slowest device's all-FULL load (module docstring)."""
-    rates = device_rates(model, cluster, micro_batches, micro_batch_size)
+def plan_counts(model, cluster, micro_batches: int = 1, micro_batch_size: int = 1, solver: str = "mip",
+                keep: float = 1.0) -> list[int]:
+    """Subnets per device that minimise the slowest device's planned load (module docstring)."""
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep must be in (0, 1], got {keep!r}")
+    rates = device_rates(model, cluster, micro_batches, micro_batch_size, keep)
     total = model.num_subnets
     room = sum(r[3] for r in rates)
     if room < total:
@@ -66,60 +75,69 @@ def plan_counts(model, cluster, micro_batches: int = 1, micro_batch_size: int = 
             "use devices with more memory, more devices, a smaller micro-batch or a smaller dtype"
         )
     if solver == "mip":
-        counts = _counts_mip(rates, total)
+        counts = _counts_mip(rates, total, model.depth)
         if counts is not None:
             return counts
     elif solver != "greedy":
         raise ValueError(f"unknown placement solver {solver!r}; valid: mip, greedy")
-    return _counts_greedy(rates, total)
+    return _counts_greedy(rates, total, model.depth)
 
 
-def _load(rate, n: int) -> float:
+def _load(rate, n: int, depth: int) -> float:
     fixed, t, overhead, _ = rate
-    return fixed + n * t + (overhead if n else 0.0)
+    return fixed + n * t + overhead * min(n, depth)
 
 
-def _counts_greedy(rates, total: int) -> list[int]:
+def _counts_greedy(rates, total: int, depth: int) -> list[int]:
+    """Water-filling: each next subnet to the device whose load after taking it is least."""
     counts = [0] * len(rates)
     for _ in range(total):
         options = [k for k, r in enumerate(rates) if counts[k] < r[3]]
-        k = min(options, key=lambda k: (_load(rates[k], counts[k] + 1), k))
+        k = min(options, key=lambda k: (_load(rates[k], counts[k] + 1, depth), k))
         counts[k] += 1
     return counts
 
 
-def _counts_mip(rates, total: int, time_limit_s: float = 2.0) -> list[int] | None:
+def _counts_mip(rates, total: int, depth: int, time_limit_s: float = 2.0) -> list[int] | None:
+    """min Z s.t. load_k <= Z, with o_k min(n_k, L) linearised by a binary u_k = [n_k >= L]."""
     import mip
 
     model = mip.Model(sense=mip.MINIMIZE, solver_name="CBC")
     model.verbose, model.threads, model.seed = 0, 1, 0
     z = model.add_var(lb=0.0)
-    n = [model.add_var(var_type=mip.INTEGER, lb=0, ub=r[3]) for r in rates]
-    on = [model.add_var(var_type=mip.BINARY) for _ in rates]
+    n = [model.add_var(var_type=mip.INTEGER, lb=0, ub=min(r[3], total)) for r in rates]
+    u = [model.add_var(var_type=mip.BINARY) for _ in rates]
+    blocks = [model.add_var(lb=0.0) for _ in rates]  # = min(n_k, L) at the optimum
     model += mip.xsum(n) == total
     for k, (fixed, t, overhead, cap) in enumerate(rates):
-        model += n[k] <= cap * on[k]
-        model += fixed + t * n[k] + overhead * on[k] <= z
+        model += n[k] <= depth + total * u[k]  # u_k = 0 forces n_k <= L ...
+        model += blocks[k] >= n[k] - total * u[k]  # ... and then blocks_k >= n_k
+        model += blocks[k] >= depth * u[k]  # u_k = 1: blocks_k >= L
+        model += fixed + t * n[k] + overhead * blocks[k] <= z
     model.objective = z
-    greedy = _counts_greedy(rates, total)
-    model.start = [(v, float(c)) for v, c in zip(n, greedy)] + [(v, float(c > 0)) for v, c in zip(on, greedy)]
+    greedy = _counts_greedy(rates, total, depth)
+    model.start = ([(v, float(c)) for v, c in zip(n, greedy)] + [(v, float(c > depth)) for v, c in zip(u, greedy)]
+                   + [(v, float(min(c, depth))) for v, c in zip(blocks, greedy)])
     status = model.optimize(max_seconds=time_limit_s)
     if status not in (mip.OptimizationStatus.OPTIMAL, mip.OptimizationStatus.FEASIBLE):
         return None
     counts = [int(round(v.x)) for v in n]
     if sum(counts) != total:
         return None
-    worst = lambda cs: max(_load(r, c) for r, c in zip(rates, cs))  # noqa: E731
+    worst = lambda cs: max(_load(r, c, depth) for r, c in zip(rates, cs))  # noqa: E731
     return counts if worst(counts) <= worst(greedy) else greedy
 
 
 def plan_placement(model, cluster, mode: str = "width", solver: str = "mip", micro_batches: int = 1,
-                   micro_batch_size: int = 1) -> tuple[tuple[int, ...], ...]:
-    """A placement[layer][head] -> device index, balanced by device speed and memory."""
+                   micro_batch_size: int = 1, keep: float = 1.0) -> tuple[tuple[int, ...], ...]:
+    """A placement[layer][head] -> device index, balanced by device speed and memory.
+
+    ``keep`` is the compute keep ratio the op planner will use (1 balances all-FULL).
+    """
     raise_problems("placement", [f"unknown mode {mode!r}; valid: {', '.join(MODES)}"] if mode not in MODES else [])
     if mode == "depth":
-        return _depth_layout(model, cluster, micro_batches, micro_batch_size)
-    counts = plan_counts(model, cluster, micro_batches, micro_batch_size, solver)
+        return _depth_layout(model, cluster, micro_batches, micro_batch_size, keep)
+    counts = plan_counts(model, cluster, micro_batches, micro_batch_size, solver, keep)
     return _width_layout(model, counts)
 
 
@@ -131,11 +149,11 @@ def _width_layout(model, counts: list[int]) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(flat[l * H:(l + 1) * H]) for l in range(model.depth))
 
 
-def _depth_layout(model, cluster, micro_batches: int, micro_batch_size: int) -> tuple[tuple[int, ...], ...]:
+def _depth_layout(model, cluster, micro_batches: int, micro_batch_size: int, keep: float):
     """Consecutive whole blocks per device, in device order, minimising the slowest device's load."""
-    rates = device_rates(model, cluster, micro_batches, micro_batch_size)
+    rates = device_rates(model, cluster, micro_batches, micro_batch_size, keep)
     H, L, K = model.heads, model.depth, len(rates)
-    block = [(r[1] * H + r[2] / L) for r in rates]  # one block's subnets and its overheads on device k
+    block = [(r[1] * H + r[2]) for r in rates]  # one block's subnets and its overheads on device k
     # best[k][j]: the minimal max load placing blocks j.. on devices k..
     best = [[math.inf] * (L + 1) for _ in range(K + 1)]
     cut = [[L] * (L + 1) for _ in range(K + 1)]

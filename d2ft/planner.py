@@ -122,7 +122,8 @@ def plan_step(
     if placement is None:
         from .placement import plan_placement
 
-        placement = plan_placement(model, cluster, micro_batches=micro_batches, micro_batch_size=micro_batch_size)
+        placement = plan_placement(model, cluster, micro_batches=micro_batches, micro_batch_size=micro_batch_size,
+                                   keep=budget.keep or 1.0)
     skeleton = Plan.uniform(model, cluster, Op.FULL, micro_batches, micro_batch_size, placement=placement)
     scores = scores if scores is not None else synthetic(model.depth, model.heads, seed=seed)
     ops = STRATEGIES.get(strategy, STRATEGIES["hybrid"])

@@ -47,34 +47,38 @@ def greedy(dp: DeviceProblem) -> DeviceSolution:
     return DeviceSolution(*_fill(dp, _block_hull(dp)), None, "heuristic")
 
 
-def _block_configs(dp: DeviceProblem, idx: list[int]) -> list[tuple[float, float, int, list[int]]]:
-    """The configurations of one block: (time, value, bytes, levels of its items), one per op mix.
+def _block_configs(dp: DeviceProblem, idx: list[int]) -> list[tuple[float, float, int, tuple]]:
+    """The configurations of one block: (time, value, bytes, (FULL items, FORWARD_ONLY items)).
 
     For each count of FULL and FORWARD_ONLY items, FULL goes to the items with the largest
     A_F (or the largest A_F - A_O; whichever mix is worth more) and FORWARD_ONLY to the
     best remaining by A_O. Every op mix is there, so the block's overhead and bytes are
     weighed against all they enable.
     """
-    V, T, lo = dp.values, dp.time, dp.levels[0]
+    V, T, lo, O, B = dp.values, dp.time, dp.levels[0], dp.overhead_s, dp.block_bytes
     r = len(idx)
     can_f, can_o = 2 in dp.levels, 1 in dp.levels and lo == 0
-    by_a = sorted(idx, key=lambda i: V[i][lo] - V[i][2]) if can_f else idx
-    by_g = sorted(idx, key=lambda i: V[i][1] - V[i][2]) if can_f and 1 in dp.levels else by_a
-    configs = {}
+    base_v = sum(V[i][lo] for i in idx)
+    base_t = r * T[lo]
+    orders = [sorted(idx, key=lambda i: V[i][lo] - V[i][2])] if can_f else [[]]
+    if can_f and can_o:
+        orders.append(sorted(idx, key=lambda i: V[i][1] - V[i][2]))
+    configs: dict[tuple[int, int], tuple[float, float, int, tuple]] = {}
     for nf in range(r + 1 if can_f else 1):
-        for first in (by_a, by_g) if by_g is not by_a else (by_a,):
-            full = first[:nf]
-            rest = sorted((i for i in idx if i not in full), key=lambda i: V[i][lo] - V[i][1])
-            for no in range(r - nf + 1 if can_o else 1):
-                levels = {i: lo for i in idx}
-                levels.update({i: 2 for i in full})
-                levels.update({i: 1 for i in rest[:no]})
-                value = sum(V[i][levels[i]] for i in idx)
-                key = (nf, no)
-                if key not in configs or value > configs[key][1]:
-                    top = max(levels.values())
-                    time = sum(T[l] for l in levels.values()) + dp.overhead_s * top
-                    configs[key] = (time, value, dp.block_bytes[top], [levels[i] for i in idx])
+        for order in orders:
+            full = order[:nf]
+            gain_f = sum(V[i][2] - V[i][lo] for i in full)
+            rest = sorted((i for i in idx if i not in full), key=lambda i: V[i][lo] - V[i][1]) if can_o else []
+            gain_o = 0.0
+            for no in range(len(rest) + 1 if can_o else 1):
+                if no:
+                    gain_o += V[rest[no - 1]][1] - V[rest[no - 1]][lo]
+                value = base_v + gain_f + gain_o
+                if (nf, no) in configs and configs[nf, no][1] >= value:
+                    continue
+                top = 2 if nf else (1 if no else lo)
+                time = base_t + nf * (T[2] - T[lo]) + no * (T[1] - T[lo]) + O * top
+                configs[nf, no] = (time, value, B[top], (tuple(full), tuple(rest[:no])))
     return list(configs.values())
 
 
@@ -104,8 +108,9 @@ def _block_hull(dp: DeviceProblem) -> list[int]:
             continue
         if used_t + dt <= cap_t * (1 + 1e-12) + 1e-15 and (cap_b is None or used_b + db <= cap_b):
             used_t, used_b = used_t + dt, used_b + db
-            for i, lv in zip(dp.blocks[key], levels):
-                choice[i] = lv
+            full, fwd = levels
+            for i in dp.blocks[key]:
+                choice[i] = 2 if i in full else 1 if i in fwd else dp.levels[0]
         else:
             blocked.add(key)  # later increments of this block build on this one
     return choice
@@ -160,7 +165,7 @@ def _fill(dp: DeviceProblem, start: list[int]) -> tuple[list[int], float]:
 
 
 # ---- dp ------------------------------------------------------------------------------------
-def dp_two_stage(dp: DeviceProblem, shares: int = 4, refine: int = 2) -> DeviceSolution:
+def dp_two_stage(dp: DeviceProblem, shares: int = 4, refine: int = 1) -> DeviceSolution:
     """The paper's two-stage heuristic.
 
     Stage 1 picks which items run at all (value s_fwd plus a share f of s_bwd, within a
@@ -214,25 +219,32 @@ def _stage(dp: DeviceProblem, choice: list[int], frm: int, to: int, score: list[
     used_t, used_b = dp.load(choice)
     left_t = (dp.capacity_s - used_t) * share
     left_b = (dp.capacity_bytes - used_b) * share if dp.capacity_bytes is not None else None
+    inv_t = 1 / left_t if left_t > 0 else math.inf
+    inv_b = 0.0 if left_b is None else (1 / left_b if left_b > 0 else math.inf)
     c_item = dp.time[to] - dp.time[frm]
+    c_one = c_item * inv_t if c_item > 0 else 0.0
+    O, B = dp.overhead_s, dp.block_bytes
     increments = []  # (-efficiency, order, key, items, dt, db)
     for key, idx in dp.blocks.items():
-        pool = sorted((i for i in idx if choice[i] == frm and score[i] > 0), key=lambda i: -score[i])
+        pool = [i for i in idx if choice[i] == frm and score[i] > 0]
         if not pool:
             continue
-        lv = max(choice[i] for i in idx)
-        act_t, act_b = dp.overhead_s * max(to - lv, 0), dp.block_bytes[max(lv, to)] - dp.block_bytes[lv]
+        if len(pool) > 1:
+            pool.sort(key=score.__getitem__, reverse=True)
+        lv = max(map(choice.__getitem__, idx))
+        act_t = O * (to - lv) if to > lv else 0.0
+        act_b = B[to] - B[lv] if to > lv else 0
+        fixed = (act_t * inv_t if act_t > 0 else 0.0) + (act_b * inv_b if act_b > 0 else 0.0)
         best_j, best_eff, gain = 1, -1.0, 0.0
         for j, i in enumerate(pool, 1):
             gain += score[i]
-            c = _cost(j * c_item + act_t, act_b, left_t, left_b)
+            c = j * c_one + fixed
             eff = gain / c if c > 0 else math.inf
             if eff > best_eff:
                 best_j, best_eff = j, eff
         increments.append((-best_eff, len(increments), key, pool[:best_j], best_j * c_item + act_t, act_b))
         for i in pool[best_j:]:
-            c = _cost(c_item, 0, left_t, left_b)
-            increments.append((-(score[i] / c) if c > 0 else -math.inf, len(increments), key, [i], c_item, 0))
+            increments.append((-(score[i] / c_one) if c_one > 0 else -math.inf, len(increments), key, [i], c_item, 0))
     increments.sort(key=lambda x: x[:2])
     blocked = set()
     for _, _, key, items, dt, db in increments:
@@ -300,11 +312,14 @@ def mip_exact(dp: DeviceProblem, time_limit_s: float = 5.0, gap: float = 1e-4, b
                 model += ya[key] >= mip.xsum(run)
             if 2 in L:
                 model += yf[key] >= x[i][2]
-    model += (mip.xsum(dp.time[lv] * x[i][lv] for i in range(len(x)) for lv in L)
-              + mip.xsum(dp.overhead_s * (ya[k] + yf[k]) for k in dp.blocks)) <= dp.capacity_s
+    # Constraints in units of their capacity, so the solver's absolute tolerances (1e-6) are relative.
+    st = 1 / dp.capacity_s if dp.capacity_s > 0 else 1.0
+    model += (mip.xsum(dp.time[lv] * st * x[i][lv] for i in range(len(x)) for lv in L)
+              + mip.xsum(dp.overhead_s * st * (ya[k] + yf[k]) for k in dp.blocks)) <= dp.capacity_s * st
     if dp.capacity_bytes is not None:
-        bo, bf = dp.block_bytes[1], dp.block_bytes[2]
-        model += mip.xsum(bo * ya[k] + (bf - bo) * yf[k] for k in dp.blocks) <= dp.capacity_bytes
+        sb = 1 / dp.capacity_bytes if dp.capacity_bytes > 0 else 1.0
+        bo, bf = dp.block_bytes[1] * sb, dp.block_bytes[2] * sb
+        model += mip.xsum(bo * ya[k] + (bf - bo) * yf[k] for k in dp.blocks) <= dp.capacity_bytes * sb
     model.objective = mip.xsum(dp.values[i][lv] * x[i][lv] for i in range(len(x)) for lv in L)
     start = [(x[i][lv], 1.0 if warm[i] == lv else 0.0) for i in range(len(x)) for lv in L]
     for key, idx in dp.blocks.items():
@@ -317,10 +332,11 @@ def mip_exact(dp: DeviceProblem, time_limit_s: float = 5.0, gap: float = 1e-4, b
         return DeviceSolution(list(warm), warm_value, None, "heuristic")
     choice = [max(L, key=lambda lv: x[i][lv].x) for i in range(len(x))]
     value = dp.objective(choice)
-    if not dp.fits(choice, slack=1e-9) or value < warm_value:  # numerical trouble: keep the warm start
+    if not dp.fits(choice) or value < warm_value:  # within the solver's tolerance only: keep the warm start
         choice, value = list(warm), warm_value
     bound = max(model.objective_bound, value)
-    optimal = status == mip.OptimizationStatus.OPTIMAL and bound - value <= gap * max(abs(bound), 1e-12) + 1e-9
+    tol = max(gap, 1e-6) * max(abs(bound), 1e-12)  # the solver proves optimality to its own tolerance
+    optimal = status == mip.OptimizationStatus.OPTIMAL and bound - value <= tol
     return DeviceSolution(choice, value, bound, "optimal" if optimal else "feasible")
 
 

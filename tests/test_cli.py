@@ -62,3 +62,44 @@ def test_bad_flag_exits_with_usage(capsys):
 def test_list(capsys):
     code, out, _ = run(capsys, "list", "devices", "--json")
     assert code == 0 and "h100-sxm" in json.loads(out)
+
+
+def test_plan_json_and_out(capsys, tmp_path):
+    out = tmp_path / "plan.txt"
+    code, stdout, _ = run(capsys, "plan", "--model", "vit_small_patch16_224", "--cluster", "lan-4x3090",
+                          "--strategy", "hybrid", "--solver", "mip", "--keep", "0.6", "--comm-keep", "0.8",
+                          "--micro-batches", "2", "--micro-batch-size", "4", "--seed", "1", "--out", str(out),
+                          "--json")
+    assert code == 0
+    rec = json.loads(stdout)
+    for key in ("objective", "bound", "status", "solve_time_s", "op_counts", "compute_saving", "comm_saving"):
+        assert key in rec
+    for dev in rec["devices"].values():
+        assert dev["load_s"] <= dev["capacity_s"] * (1 + 1e-9)
+    from d2ft import Plan
+    assert Plan.from_text(out.read_text()).summary() == rec["op_counts"]
+    code, stdout, _ = run(capsys, "cost", "--model", "vit_small_patch16_224", "--cluster", "lan-4x3090",
+                          "--plan", str(out), "--json")
+    assert code == 0 and json.loads(stdout)["compute_saving"] == pytest.approx(rec["compute_saving"])
+
+
+def test_plan_with_scores_file(capsys, tmp_path):
+    from d2ft.scores import synthetic
+
+    path = tmp_path / "scores.json"
+    path.write_text(synthetic(12, 6, seed=2).to_json())
+    code, stdout, _ = run(capsys, "plan", "--model", "vit_small_patch16_224", "--scores", str(path),
+                          "--micro-batches", "1", "--json")
+    assert code == 0 and json.loads(stdout)["status"] == "heuristic"
+    path.write_text(synthetic(3, 6, seed=2).to_json())
+    code, _, err = run(capsys, "plan", "--model", "vit_small_patch16_224", "--scores", str(path))
+    assert code == 2 and "scores have shape (3, 6)" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["plan", "--strategy", "backward", "--keep", "0.05"], "no plan fits the budget"),
+    (["plan", "--solver", "cplex"], "unknown solver 'cplex'"),
+])
+def test_plan_errors(capsys, argv, message):
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and message in err
