@@ -161,22 +161,29 @@ def plan_table(report) -> str:
 
 @command
 def cmd_demo(args: argparse.Namespace) -> int:
-    """What-if: the cost of one fine-tuning step of a model on several clusters, per op."""
+    """What-if: one fine-tuning step of a model on several clusters, per D2FT strategy and baseline."""
+    from .planner import plan_step
+
     model = load_model(args.model)
-    print(f"{model.name}: {model.params:,} parameters, {model.forward_macs / 1e9:.2f} G multiply-adds "
-          f"per image forward, {model.depth} x {model.heads} subnets")
-    print(f"step: {args.micro_batches} micro-batches of {args.micro_batch_size} images\n")
-    print(f"{'cluster':<16} {'all ops':<14} {'busiest device':>14} {'compute':>12} {'traffic':>11} {'peak mem':>11}")
+    print(f"{model.name}: {model.params:,} parameters, {model.forward_macs / 1e9:.2f} G multiply-adds per image "
+          f"forward, {model.depth} x {model.heads} subnets")
+    comm = f" and {args.comm_keep:.0%} of its traffic" if args.comm_keep else ""
+    print(f"step: {args.micro_batches} micro-batches of {args.micro_batch_size} images; budget: keep "
+          f"{args.keep:.0%} of each device's subnet compute{comm}; solver {args.solver}; analytical cost model\n")
+    header = f"{'cluster':<15} {'strategy':<10} {'step compute':>12} {'compute saved':>13} {'traffic saved':>13} {'ops F/O/S':>16}"
+    print(header)
+    print("-" * len(header))
     for preset in args.clusters.split(","):
         cluster = load_cluster(preset)
-        cm = CostModel(model, cluster)
-        for op in Op:
-            plan = Plan.uniform(model, cluster, op, args.micro_batches, args.micro_batch_size)
-            c = cm.step(plan)
-            peak = max(d.peak_memory_bytes for d in c.devices)
-            print(f"{preset:<16} {op.name:<14} {fmt_time(c.max_compute_s):>14} {fmt_flop(c.compute_flop):>12} "
-                  f"{fmt_bytes(c.comm_bytes):>11} {fmt_bytes(peak):>11}")
-    print("\nD2FT mixes these ops per subnet and micro-batch within a budget; `d2ft cost --help` prices any plan.")
+        for strategy in ("full", "backward", "shortcut", "hybrid", "random", "freeze", "layerdrop"):
+            r = plan_step(model, cluster, strategy, args.solver, keep=args.keep, comm_keep=args.comm_keep,
+                          micro_batches=args.micro_batches, micro_batch_size=args.micro_batch_size, seed=args.seed)
+            c = r.plan.summary()
+            print(f"{preset:<15} {strategy:<10} {fmt_time(max(r.load_s)):>12} {r.compute_saving:>13.1%} "
+                  f"{r.comm_saving:>13.1%} {c['F']:>6}/{c['O']}/{c['S']}")
+        print()
+    print("step compute: the busiest device's planned compute time (no overlap with communication).")
+    print("Next: `d2ft plan --help` to plan one configuration, `d2ft cost --help` to price a plan file.")
     return 0
 
 
@@ -223,8 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help=cmd_demo.__doc__, description=cmd_demo.__doc__)
     p.add_argument("--model", default="vit_base_patch16_224", help="timm name or model.json (default: %(default)s)")
-    p.add_argument("--clusters", default="dgx-a100,lan-4x3090,edge-orin-wifi",
+    p.add_argument("--clusters", default="lan-4x3090,mixed-4,edge-orin-wifi",
                    help="comma-separated cluster presets (default: %(default)s)")
+    p.add_argument("--keep", type=_fraction, default=0.6, help="compute keep ratio in (0, 1] (default: 0.6)")
+    p.add_argument("--comm-keep", type=_fraction, default=0.5,
+                   help="communication keep ratio in (0, 1] (default: 0.5)")
+    p.add_argument("--solver", default="dp", help="mip, dp or greedy (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic scores (default: 0)")
     p.add_argument("--micro-batches", type=_positive_int, default=4, help="micro-batches per step (default: 4)")
     p.add_argument("--micro-batch-size", type=_positive_int, default=8, help="images per micro-batch (default: 8)")
     return parser
@@ -259,6 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"d2ft {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

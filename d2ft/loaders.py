@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .catalogue import PRESETS, cluster_preset
+from .catalogue import cluster_preset
 from .cluster import Cluster
 from .model import ModelSpec
 from .plan import Plan
@@ -38,4 +38,4 @@ def load_plan(path: str) -> Plan:
     return Plan.from_text(text)
 
 
-__all__ = ["PRESETS", "load_cluster", "load_model", "load_plan"]
+__all__ = ["load_cluster", "load_model", "load_plan"]
