@@ -41,6 +41,11 @@ def _add_model_cluster(p: argparse.ArgumentParser) -> None:
                    help="bytes per element: 2 (bf16/fp16) or 4 (fp32); default: the model's (4)")
 
 
+def _add_step_shape(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--micro-batches", type=_positive_int, default=4, help="micro-batches per step (default: 4)")
+    p.add_argument("--micro-batch-size", type=_positive_int, default=8, help="images per micro-batch (default: 8)")
+
+
 def _model_and_cluster(args: argparse.Namespace):
     overrides = {}
     if args.heads_only:
@@ -199,8 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_cluster(p)
     p.add_argument("--plan", help="plan file (.json, or a text grid); default: a uniform plan of --op")
     p.add_argument("--op", default="F", help="op of every subnet without --plan: F, O or S (default: F)")
-    p.add_argument("--micro-batches", type=_positive_int, default=4, help="micro-batches per step (default: 4)")
-    p.add_argument("--micro-batch-size", type=_positive_int, default=8, help="images per micro-batch (default: 8)")
+    _add_step_shape(p)
     p.add_argument("--trace", help="also write the step as a d2ft Trace JSON to this path")
     p.add_argument("--json", action="store_true", help="print one JSON object (times in s, sizes in B)")
 
@@ -215,8 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "all-FULL subnet time; the placement balances these budgets (default: %(default)s)")
     p.add_argument("--comm-keep", type=_fraction, default=None,
                    help="communication keep ratio in (0, 1]: each device's bytes per step vs all-FULL (default: none)")
-    p.add_argument("--micro-batches", type=_positive_int, default=4, help="micro-batches per step (default: 4)")
-    p.add_argument("--micro-batch-size", type=_positive_int, default=8, help="images per micro-batch (default: 8)")
+    _add_step_shape(p)
     p.add_argument("--scores", help="scores JSON {\"forward\": [[...]], \"backward\": [[...]]} per [layer][head] "
                                     "or [micro_batch][layer][head]; default: synthetic scores from --seed")
     p.add_argument("--placement", choices=("width", "depth"), default="width",
@@ -237,29 +240,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="communication keep ratio in (0, 1] (default: 0.5)")
     p.add_argument("--solver", default="dp", help="mip, dp or greedy (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic scores (default: 0)")
-    p.add_argument("--micro-batches", type=_positive_int, default=4, help="micro-batches per step (default: 4)")
-    p.add_argument("--micro-batch-size", type=_positive_int, default=8, help="images per micro-batch (default: 8)")
+    _add_step_shape(p)
     return parser
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value}: it is the share of the all-FULL cost kept")
-    return value
+def _checked(parse, ok, expected: str):
+    """An argparse type: ``parse`` the text, then require ``ok(value)``, else say what was ``expected``."""
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return convert
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+_fraction = _checked(float, lambda v: 0 < v <= 1, "a number in (0, 1] (the share of the all-FULL cost kept)")
+_positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,10 @@ def run(capsys, *argv):
 
 def test_demo_runs(capsys):
     code, out, _ = run(capsys, "demo", "--clusters", "lan-4x3090", "--micro-batches", "1")
-    assert code == 0 and "86,567,656 parameters" in out and "FORWARD_ONLY" in out
+    assert code == 0 and "86,567,656 parameters" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith("lan-4x3090")]
+    assert [r[1] for r in rows] == ["full", "backward", "shortcut", "hybrid", "random", "freeze", "layerdrop"]
+    assert rows[0][4] == "0.0%" and all(float(r[5].rstrip("%")) >= 49.9 for r in rows[1:])  # comm-keep 0.5
 
 
 def test_cost_json(capsys, tmp_path):
