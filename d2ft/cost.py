@@ -175,25 +175,31 @@ class CostModel:
         return (2 + 2 * op.runs_backward) * len(self.halves) * self.model.activation_bytes(micro_batch_size) if op.runs_forward else 0
 
     # ---- a whole step -------------------------------------------------------------
-    def tasks_and_messages(self, plan: Plan) -> tuple[list[Task], list[Message]]:
-        """Every compute task and message of one step of ``plan``, in execution order per device."""
+    def stream(self, plan: Plan) -> list[Task | Message]:
+        """Every task and message of one step of ``plan`` in execution order: per micro-batch
+        the forward and backward chains, each block half as pre task, messages to and tasks on
+        the active devices, their replies, post task; then one optimizer task per device."""
         plan.validate(self.model, self.cluster)
         M, b, c = self.model, plan.micro_batch_size, self._coord
         a = M.activation_bytes(b)
         groups = _groups_by_device(plan)
-        tasks: list[Task] = []
-        msgs: list[Message] = []
+        out: list[Task | Message] = []
         for m, grid in enumerate(plan.ops):
-            tasks.append(self._task(c, "fwd", "embed", -1, m, M.embed, 1, b))
+            out.append(self._task(c, "fwd", "embed", -1, m, M.embed, 1, b))
             for l in range(M.depth):
-                self._block(tasks, msgs, "fwd", grid, groups[l], l, m, b, a)
-            tasks.append(self._task(c, "fwd", "head", -1, m, M.classifier, 1, b))
-            tasks.append(self._task(c, "bwd", "head", -1, m, M.classifier, 1, b))
+                self._block(out, out, "fwd", grid, groups[l], l, m, b, a)
+            out.append(self._task(c, "fwd", "head", -1, m, M.classifier, 1, b))
+            out.append(self._task(c, "bwd", "head", -1, m, M.classifier, 1, b))
             for l in reversed(range(M.depth)):
-                self._block(tasks, msgs, "bwd", grid, groups[l], l, m, b, a)
-            tasks.append(self._task(c, "bwd", "embed", -1, m, M.embed, 1, b))
-        tasks += self._optimizer_tasks(plan)
-        return tasks, msgs
+                self._block(out, out, "bwd", grid, groups[l], l, m, b, a)
+            out.append(self._task(c, "bwd", "embed", -1, m, M.embed, 1, b))
+        out += self._optimizer_tasks(plan)
+        return out
+
+    def tasks_and_messages(self, plan: Plan) -> tuple[list[Task], list[Message]]:
+        """Every compute task and message of one step of ``plan`` (``stream`` split by kind)."""
+        s = self.stream(plan)
+        return [x for x in s if isinstance(x, Task)], [x for x in s if isinstance(x, Message)]
 
     def _block(self, tasks, msgs, phase, grid, group, l, m, b, a) -> None:
         """Tasks and messages of block ``l``, micro-batch ``m``, one direction."""

@@ -62,10 +62,10 @@ class Work:
     """Activation bytes kept from forward for backward, per sample (B)."""
 
     def __add__(self, other: "Work") -> "Work":
-        return Work(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+        return Work(*(getattr(self, f) + getattr(other, f) for f in _WORK_FIELDS))
 
     def __mul__(self, k: int) -> "Work":
-        return Work(*(a * k for a in dataclasses.astuple(self)))
+        return Work(*(getattr(self, f) * k for f in _WORK_FIELDS))
 
     @property
     def bwd_flop(self) -> float:
@@ -76,6 +76,9 @@ class Work:
     def train_flop(self) -> float:
         """Forward plus backward FLOP per sample."""
         return self.fwd_flop + self.ig_flop + self.wg_flop
+
+
+_WORK_FIELDS = tuple(f.name for f in dataclasses.fields(Work))
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ class Op(enum.Enum):
     @property
     def level(self) -> int:
         """Activity rank: SKIP 0 < FORWARD_ONLY 1 < FULL 2."""
-        return _LEVEL[self]
+        return _LEVEL[self._value_]
 
     @classmethod
     def from_char(cls, c: str) -> "Op":
@@ -51,7 +51,7 @@ class Op(enum.Enum):
             raise ValueError(f"unknown op {c!r}: expected one of F (FULL), O (FORWARD_ONLY), S (SKIP)") from None
 
 
-_LEVEL = {Op.SKIP: 0, Op.FORWARD_ONLY: 1, Op.FULL: 2}
+_LEVEL = {"S": 0, "O": 1, "F": 2}  # by value: hashing a str is cheaper than hashing an Enum member
 
 
 def most_active(ops) -> Op:

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from .serial import fields_dict, from_fields
 
 SOURCES = ("cost-model", "simulator", "runtime")
 
 
-@dataclass(frozen=True)
-class Event:
-    """One interval on one resource (a device's compute, or a link's transfer)."""
+class Event(NamedTuple):
+    """One interval on one resource (a device's compute, or a link's transfer).
+
+    A NamedTuple, not a dataclass: a trace holds thousands; ``Trace`` validates them.
+    """
 
     resource: str
     """Device name, or link "a->b"."""
@@ -35,10 +37,6 @@ class Event:
     layer: int = -1
     nbytes: int = 0
     flop: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not self.end_s >= self.start_s:
-            raise ValueError(f"event {self.name!r} on {self.resource!r} ends ({self.end_s}) before it starts ({self.start_s})")
 
     @property
     def duration_s(self) -> float:
@@ -85,6 +83,9 @@ class Trace:
         object.__setattr__(self, "links", dict(self.links))
         object.__setattr__(self, "events", tuple(self.events))
         object.__setattr__(self, "meta", dict(self.meta))
+        bad = next((e for e in self.events if not e.end_s >= e.start_s), None)
+        if bad is not None:
+            raise ValueError(f"event {bad.name!r} on {bad.resource!r} ends ({bad.end_s}) before it starts ({bad.start_s})")
 
     @property
     def comm_bytes(self) -> int:
@@ -110,7 +111,7 @@ class Trace:
             "step_time_s": self.step_time_s,
             "devices": {n: fields_dict(s) for n, s in self.devices.items()},
             "links": dict(self.links),
-            "events": [fields_dict(e) for e in self.events],
+            "events": [e._asdict() for e in self.events],
             "meta": dict(self.meta),
         }
 
@@ -123,7 +124,7 @@ class Trace:
             step_time_s=data["step_time_s"],
             devices={n: from_fields(DeviceStats, s, f"trace device {n!r}") for n, s in data["devices"].items()},
             links=data.get("links", {}),
-            events=tuple(from_fields(Event, e, "trace event") for e in data.get("events", [])),
+            events=tuple(_event(e) for e in data.get("events", [])),
             meta=data.get("meta", {}),
         )
 
@@ -133,3 +134,10 @@ class Trace:
     @classmethod
     def from_json(cls, text: str) -> "Trace":
         return cls.from_dict(json.loads(text))
+
+
+def _event(data: Any) -> Event:
+    if not isinstance(data, dict) or set(data) - set(Event._fields) or not {"resource", "kind", "name", "start_s",
+                                                                             "end_s"} <= set(data):
+        raise ValueError(f"trace event: expected an object with keys {', '.join(Event._fields)}, got {data!r}")
+    return Event(**data)

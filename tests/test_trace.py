@@ -29,4 +29,4 @@ def test_bad_traces():
     with pytest.raises(ValueError, match="source 'guess'"):
         Trace("guess", 1.0, {})
     with pytest.raises(ValueError, match="ends"):
-        Event("a", "compute", "x", 2.0, 1.0)
+        Trace("simulator", 1.0, {}, events=[Event("a", "compute", "x", 2.0, 1.0)])

@@ -1,0 +1,206 @@
+"""The analytical path: per-device sums and per-micro-batch chains, no timeline.
+
+For a fixed model, cluster, placement and micro-batch size, ``Analytical`` precomputes
+every per-subnet and per-task cost from the cost model; evaluating a plan is then a few
+numpy reductions over its op array (micro_batch, layer, head). Per device it gives exactly
+the cost model's compute time, FLOP and bytes. The step time:
+
+- ``order="sequential"``: the sum over micro-batches of their chains (for each block half:
+  the coordinator's pre task, the slowest active device's message in, task and message
+  out, plus the time the coordinator's messages wait for each other on its first hop; the
+  coordinator's post task; stem and classifier), plus the optimizer tail (each device's
+  update after its last backward task of the last micro-batch);
+- ``order="interleaved"``: the lower bound max(busiest device, busiest link direction,
+  longest micro-batch chain).
+
+Where it differs from the graph path: without contention (one device; or one worker with
+one micro-batch) the two agree. With several workers, the analytical path charges the
+fan-out queue on the coordinator's first hop as if every message waited for all the
+others, while the graph path lets early replies overlap later sends, and queues on other
+shared hops too; with interleaved micro-batches the graph path schedules the overlap the
+lower bound only brackets. Not modelled beyond that: see
+graph.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from d2ft.cost import CostModel, optimizer_bytes_per_param
+from d2ft.ops import Op
+from d2ft.plan import Plan
+from d2ft.trace import DeviceStats, Trace
+
+_PHASES = ("fwd", "bwd")
+_LEVELS = np.zeros(256, dtype=np.int8)  # op character -> level
+for _op in Op:
+    _LEVELS[ord(_op.value)] = _op.level
+
+
+class Analytical:
+    """Fast step estimates for plans sharing one placement and micro-batch size."""
+
+    def __init__(self, model, cluster, placement, micro_batch_size: int, order: str = "sequential"):
+        if order not in ("sequential", "interleaved"):
+            raise ValueError(f"unknown order {order!r}; valid: sequential, interleaved")
+        self.model, self.cluster, self.order = model, cluster, order
+        self.b = micro_batch_size
+        cm = CostModel(model, cluster)
+        self.cost = cm
+        K, L, H = cluster.num_devices, model.depth, model.heads
+        c = self.coord = cluster.coordinator_index
+        self.names = cluster.device_names
+        self.placement = tuple(tuple(r) for r in placement)
+        self.onehot = np.zeros((L, H, K))
+        for l, row in enumerate(self.placement):
+            for h, k in enumerate(row):
+                self.onehot[l, h, k] = 1.0
+        halves = len(cm.halves)
+        self.halves = halves
+        a = self.a = model.activation_bytes(micro_batch_size)
+        specs = [s for _, s in cluster.devices]
+        self.overhead = np.array([s.task_overhead_s for s in specs])
+        # Per device and phase: one subnet's time, FLOP and bytes over all its halves (no overhead).
+        one = Plan.uniform(model, cluster, Op.FULL, 1, micro_batch_size, placement=[[0] * H] * L)
+        self.t_half = np.zeros((K, halves, 2))  # device, half, phase: one subnet's roofline time
+        self.flop_sub = np.zeros(2)
+        self.bytes_sub = np.zeros(2)
+        for p, phase in enumerate(_PHASES):
+            for j, half in enumerate(cm.halves):
+                for k, spec in enumerate(specs):
+                    t = cm._task(k, phase, half, 0, 0, cm._half[half], 1, micro_batch_size)
+                    self.t_half[k, j, p] = max(t.flop / (spec.peak(model.dtype_bytes) * spec.efficiency),
+                                               t.bytes_moved / spec.mem_bandwidth)
+                self.flop_sub[p] += t.flop
+                self.bytes_sub[p] += t.bytes_moved
+        self.t_sub = self.t_half.sum(1)  # (K, 2)
+        # Coordinator tasks of one micro-batch, with no device active: embed, head, norms, adds.
+        tasks, _ = cm.tasks_and_messages(one.with_ops([[[Op.SKIP] * H] * L]))
+        chain = [t for t in tasks if t.micro_batch == 0]
+        self.coord_fixed = sum(t.time_s for t in chain)
+        self.coord_flop = sum(t.flop for t in chain)
+        self.coord_bytes = sum(t.bytes_moved for t in chain)
+        bw_c = specs[c].mem_bandwidth
+        self.reduce_s = a / bw_c  # one more partial sum read by the coordinator's reduction
+        # Messages: time from the coordinator to k and back, with nothing else on the route.
+        self.msg = np.array([0.0 if k == c else cluster.transfer_time(self.names[c], self.names[k], a)
+                             for k in range(K)])
+        self.msg_back = np.array([0.0 if k == c else cluster.transfer_time(self.names[k], self.names[c], a)
+                                  for k in range(K)])
+        self.remote = np.array([0.0 if k == c else 1.0 for k in range(K)])
+        # Link load: hold time of one message on each link direction of k's routes.
+        self.link_hold: dict[tuple, np.ndarray] = {}
+        for k in range(K):
+            if k == c:
+                continue
+            for src, dst, direction in ((c, k, 0), (k, c, 1)):
+                hops = cluster.route_links(self.names[src], self.names[dst])
+                bw = min(l.bandwidth for _, _, l in hops)
+                for u, v, link in hops:
+                    key = (u, v) if link.duplex else frozenset((u, v))
+                    self.link_hold.setdefault(key, np.zeros((K, 2)))[k, direction] += a / bw
+        # Fan-out: the coordinator's messages of one block half take turns on its first hop.
+        self.fan_hold = np.zeros(K)
+        self.fan_factor = 1.0
+        for k in range(K):
+            if k != c:
+                u, v, link = cluster.route_links(self.names[c], self.names[k])[0]
+                self.fan_hold[k] = a / link.bandwidth
+                self.fan_factor = max(self.fan_factor, 1.0 if link.duplex else 2.0)  # replies share a half-duplex hop
+        self.params_sub = model.subnet.params
+        self.opt_per_param = optimizer_bytes_per_param(model.dtype_bytes)
+        self.coord_params = model.coordinator_work.params
+
+    def _levels(self, plan: Plan) -> np.ndarray:
+        if tuple(tuple(r) for r in plan.placement) != self.placement or plan.micro_batch_size != self.b:
+            raise ValueError("plan placement or micro-batch size differs from the one this Analytical was built for")
+        chars = "".join(op._value_ for grid in plan.ops for row in grid for op in row).encode("ascii")
+        levels = _LEVELS[np.frombuffer(chars, dtype=np.uint8)]
+        return levels.reshape(plan.micro_batches, plan.depth, plan.heads)
+
+    def evaluate(self, plan: Plan) -> dict:
+        """Per-device arrays and the step time of ``plan`` (see ``trace`` for a Trace)."""
+        lv = self._levels(plan)
+        M = lv.shape[0]
+        K, c, hv = self.cluster.num_devices, self.coord, self.halves
+        n_f = np.einsum("mlh,lhk->mlk", (lv >= 1).astype(float), self.onehot)  # subnets running forward
+        n_b = np.einsum("mlh,lhk->mlk", (lv == 2).astype(float), self.onehot)  # ... and backward
+        act_f, act_b = n_f > 0, n_b > 0
+        # Compute per device: subnet tasks and their overheads (one task per half and phase).
+        task_f = n_f * self.t_sub[:, 0] + act_f * (self.overhead * hv)
+        task_b = n_b * self.t_sub[:, 1] + act_b * (self.overhead * hv)
+        busy = task_f.sum((0, 1)) + task_b.sum((0, 1))
+        flop = n_f.sum((0, 1)) * self.flop_sub[0] + n_b.sum((0, 1)) * self.flop_sub[1]
+        mem = n_f.sum((0, 1)) * self.bytes_sub[0] + n_b.sum((0, 1)) * self.bytes_sub[1]
+        active_f, active_b = act_f.sum(2), act_b.sum(2)  # (M, L) devices taking part
+        reduce = (active_f + active_b) * hv * self.reduce_s
+        busy[c] += M * self.coord_fixed + reduce.sum()
+        flop[c] += M * self.coord_flop
+        mem[c] += M * self.coord_bytes + (active_f + active_b).sum() * hv * self.a
+        full_any = (lv == 2).any(0).astype(float)  # (L, H)
+        trained_params = np.einsum("lh,lhk->k", full_any, self.onehot) * self.params_sub
+        trained_params[c] += self.coord_params
+        specs = [s for _, s in self.cluster.devices]
+        opt = np.array([(s.task_overhead_s + p * self.opt_per_param / s.mem_bandwidth) if p else 0.0
+                        for s, p in zip(specs, trained_params)])
+        busy += opt
+        mem += trained_params * self.opt_per_param
+        # Bytes: every active worker receives and returns a per half and phase.
+        msgs = (act_f.sum((0, 1)) + act_b.sum((0, 1))) * hv * self.a * self.remote
+        sent = msgs.copy()
+        sent[c] = msgs.sum()
+        recv = sent.copy()
+        # Chains: per micro-batch, per block half, the slowest active device's round trip.
+        leg = self.msg + self.msg_back
+        blocks_f = self._legs(n_f, act_f, 0, leg)  # (M, L): slowest round trips, both halves
+        blocks_b = self._legs(n_b, act_b, 1, leg)
+        chains = self.coord_fixed + reduce.sum(1) + blocks_f.sum(1) + blocks_b.sum(1)
+        if self.order == "sequential":
+            step = chains.sum() + self._tail(act_b, blocks_b, opt, chains)
+        else:
+            links = max((np.einsum("k,kd->d", ((act_f + act_b).sum((0, 1)) * hv).astype(float), h).max()
+                         for h in self.link_hold.values()), default=0.0)
+            step = max(busy.max(), links, chains.max() + opt.max())
+        return dict(step_time_s=float(step), busy_s=busy, flop=flop, mem_bytes=mem, sent_bytes=sent,
+                    recv_bytes=recv, chains_s=chains, optimizer_s=opt)
+
+    def _legs(self, n, active, phase: int, leg) -> np.ndarray:
+        """Per (micro-batch, block): the sum over halves of the slowest active device's message in,
+        task (subnets plus one task overhead) and message out; 0 for a half with no device active."""
+        total = 0.0
+        queued = active * self.fan_hold  # (M, L, K)
+        fan = self.fan_factor * (queued.sum(2) - queued.max(2))  # waiting behind the other messages
+        for j in range(self.halves):
+            task = n * self.t_half[:, j, phase] + active * self.overhead
+            total = total + np.where(active, task + leg, 0.0).max(2) + fan
+        return total
+
+    def _tail(self, act_b, blocks_b, opt, chains) -> float:
+        """Optimizer tail after the last micro-batch: each device starts its update after its last
+        backward task there. The backward chain runs blocks L-1..0, so what follows a device's last
+        FULL block l is at least the legs of blocks below l (coordinator tasks left out: the tail is
+        an upper bound)."""
+        c = self.coord
+        last_full = act_b[-1]  # (L, K)
+        after = np.concatenate(([0.0], np.cumsum(blocks_b[-1])[:-1]))  # legs of blocks 0..l-1
+        tail = opt[c]
+        for k in range(len(opt)):
+            if k == c or not opt[k]:
+                continue
+            blocks = np.nonzero(last_full[:, k])[0]
+            slack = after[blocks.min()] if len(blocks) else chains[-1]
+            tail = max(tail, opt[k] - slack)
+        return float(tail)
+
+    def trace(self, plan: Plan) -> Trace:
+        """The analytical estimate of ``plan`` as an untimed Trace."""
+        r = self.evaluate(plan)
+        peak = self.cost.peak_memory(plan)
+        devices = {
+            name: DeviceStats(busy_s=float(r["busy_s"][k]), sent_bytes=int(r["sent_bytes"][k]),
+                              recv_bytes=int(r["recv_bytes"][k]), peak_memory_bytes=peak[k],
+                              flop=float(r["flop"][k]), wait_s=max(r["step_time_s"] - float(r["busy_s"][k]), 0.0))
+            for k, name in enumerate(self.names)
+        }
+        return Trace("simulator", r["step_time_s"], devices,
+                     meta={**dict(plan.meta), "path": "analytical", "order": self.order})

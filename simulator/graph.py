@@ -1,0 +1,131 @@
+"""The task graph of one training step, and its schedule over devices and links.
+
+``step_graph`` turns the cost model's execution stream (``CostModel.stream``) into a
+networkx DiGraph. Node attributes:
+
+- ``kind``: "compute" (a device task) or "transfer" (a message);
+- ``resources``: what the node holds: ("dev", name) for a compute task, and for a transfer
+  each link direction on its route, ("link", u, v) (or ("link", {u, v}) for a half-duplex
+  medium such as Wi-Fi, whose directions share the air);
+- ``hold_s``: how long it holds its resources, s; ``duration_s``: until it completes, s
+  (a transfer adds its route latency after releasing the links: cut-through);
+- ``order``: its place in the list every resource serves in; ``item``: the Task or Message.
+
+Edges are data dependencies of the execution model (design.md): a block half's pre task
+(norm forward, residual backward) precedes the messages to the active devices, their
+tasks, their replies, then the post task; micro-batches are independent of each other.
+
+``schedule`` is list scheduling with a static priority list: every resource (a device's
+compute, a link direction) serves its nodes one at a time in list order; a node starts
+when its dependencies have completed and each of its resources has finished the node
+before it in the list. ``order="sequential"`` lists micro-batches one after another, as
+the runtime executes them; ``"interleaved"`` lists the k-th task of every micro-batch
+together, so micro-batches overlap as far as resources allow. Concurrent transfers share a
+link by taking turns at its full bandwidth (the same throughput as fair sharing). With a
+fixed list, the schedule is a longest-path computation, so a faster device or link, or less
+work, never lengthens the step (fair processor sharing can: a transfer finishing earlier
+may slow another on the critical path).
+
+Not modelled: fair-share interleaving of bytes on a link (transfers take turns), compute
+and communication contending for memory bandwidth, network protocol overhead, stragglers
+and jitter, and memory over time (peak memory comes from the cost model).
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from d2ft.cost import CostModel, Message, Task
+
+ORDERS = ("sequential", "interleaved")
+
+
+def step_graph(plan, model, cluster, order: str = "sequential", cost: CostModel | None = None) -> nx.DiGraph:
+    """The task graph of one step of ``plan`` (module docstring)."""
+    if order not in ORDERS:
+        raise ValueError(f"unknown order {order!r}; valid: {', '.join(ORDERS)}")
+    cost = cost or CostModel(model, cluster)
+    names = cluster.device_names
+    coord = cluster.coordinator_index
+    g = nx.DiGraph()
+    seen: dict[int, int] = {}  # micro-batch -> nodes listed so far
+    last = None  # the coordinator's latest chain task
+    pending: list[int] = []  # replies the next coordinator task waits for
+    inbox: dict[int, int] = {}  # device -> its latest incoming message
+    latest: dict[int, int] = {}  # device -> its latest subnet task
+    routes: dict[tuple[int, int], tuple[list, float, float]] = {}
+    for n, item in enumerate(cost.stream(plan)):
+        if isinstance(item, Task):
+            g.add_node(n, kind="compute", item=item, resources=(("dev", names[item.device]),),
+                       hold_s=item.time_s, duration_s=item.time_s)
+            if item.part == "optimizer":
+                deps = []  # after everything else on its device, by list order
+            elif item.subnets and item.device != coord:
+                deps = [inbox[item.device]]
+                latest[item.device] = n
+            elif item.subnets:  # a subnet on the coordinator itself
+                deps = [last]
+                pending.append(n)
+            elif item.part == "embed" and item.phase == "fwd":  # a micro-batch starts: independent
+                deps, last, pending = [], n, []
+            else:  # coordinator chain: after the replies it reduces, or its previous task
+                deps = pending or [last]
+                last, pending = n, []
+            for d in deps:
+                g.add_edge(d, n)
+        else:
+            key = (item.src, item.dst)
+            if key not in routes:
+                routes[key] = _route(cluster, names[item.src], names[item.dst])
+            links, latency, bandwidth = routes[key]
+            hold = item.nbytes / bandwidth
+            g.add_node(n, kind="transfer", item=item, resources=links, hold_s=hold, duration_s=hold + latency)
+            if item.src == coord:
+                g.add_edge(last, n)
+                inbox[item.dst] = n
+            else:
+                g.add_edge(latest[item.src], n)
+                pending.append(n)
+        mb = item.micro_batch
+        seen[mb] = seen.get(mb, -1) + 1
+        # sequential: stream order; interleaved: the k-th node of every micro-batch together
+        g.nodes[n]["order"] = (n,) if order == "sequential" else ((seen[mb], mb) if mb >= 0 else (1 << 60, n))
+    return g
+
+
+def _route(cluster, a: str, b: str) -> tuple[tuple, float, float]:
+    """(link resources, latency s, bottleneck bandwidth B/s) of the route from a to b."""
+    hops = cluster.route_links(a, b)
+    resources = tuple(("link", u, v) if link.duplex else ("link", frozenset((u, v))) for u, v, link in hops)
+    return resources, sum(l.latency_s for _, _, l in hops), min(l.bandwidth for _, _, l in hops)
+
+
+def schedule(g: nx.DiGraph) -> dict:
+    """Start and end times of every node, and the critical path (module docstring).
+
+    Returns {"start": {n: s}, "end": {n: s}, "makespan_s": s, "critical_path": [n, ...]}.
+    """
+    start, end, why = {}, {}, {}
+    free: dict = {}  # resource -> (time it is free, node that held it last)
+    data = dict(g.nodes(data=True))
+    preds = g.pred
+    for n in sorted(data, key=lambda n: data[n]["order"]):
+        node = data[n]
+        t, cause = 0.0, None
+        for d in preds[n]:
+            if end[d] > t:
+                t, cause = end[d], d
+        for r in node["resources"]:
+            if r in free and free[r][0] > t:
+                t, cause = free[r]
+        start[n], end[n], why[n] = t, t + node["duration_s"], cause
+        release = t + node["hold_s"]
+        for r in node["resources"]:
+            free[r] = (release, n)
+    makespan = max(end.values(), default=0.0)
+    path = []
+    n = max(end, key=end.get) if end else None
+    while n is not None:
+        path.append(n)
+        n = why[n]
+    return {"start": start, "end": end, "makespan_s": makespan, "critical_path": path[::-1]}

@@ -1,0 +1,136 @@
+"""``simulate``: predict one training step of a plan as a ``d2ft.Trace``.
+
+Two paths:
+- ``"graph"`` builds the task graph and schedules it (graph.py): a timeline of every
+  task and transfer, the makespan, busy and idle time per device, bytes per link, and the
+  critical path.
+- ``"analytical"`` sums per device and per micro-batch chain without a timeline
+  (analytical.py), fast enough for sweeps.
+
+Both return the same Trace type the runtime returns. Peak memory comes from the cost
+model (one micro-batch's activations at a time). Not modelled: see graph.py and
+analytical.py, and the cost model (d2ft/cost.py).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from d2ft.cost import CostModel
+from d2ft.trace import DeviceStats, Event, Trace
+
+from .graph import schedule, step_graph
+
+PATHS = ("graph", "analytical")
+
+
+def simulate(plan, model, cluster, path: str = "graph", order: str = "sequential") -> Trace:
+    """Predicts one step of ``plan`` for ``model`` on ``cluster`` (module docstring)."""
+    if path not in PATHS:
+        raise ValueError(f"unknown path {path!r}; valid: {', '.join(PATHS)}")
+    _check_cluster(cluster)
+    plan.validate(model, cluster)
+    if path == "analytical":
+        from .analytical import Analytical
+
+        return Analytical(model, cluster, plan.placement, plan.micro_batch_size, order).trace(plan)
+    cost = CostModel(model, cluster)
+    g = step_graph(plan, model, cluster, order, cost)
+    sched = schedule(g)
+    return _trace(g, sched, plan, model, cluster, cost, order)
+
+
+def _check_cluster(cluster) -> None:
+    for a, b, link in cluster.links:
+        if not link.bandwidth > 0:
+            raise ValueError(f"link {a}-{b} has bandwidth {link.bandwidth!r} B/s: every link needs a positive bandwidth")
+
+
+def _trace(g, sched, plan, model, cluster, cost: CostModel, order: str) -> Trace:
+    names = cluster.device_names
+    start, end = sched["start"], sched["end"]
+    busy = defaultdict(float)
+    flop = defaultdict(float)
+    sent = defaultdict(int)
+    recv = defaultdict(int)
+    comm_intervals = defaultdict(list)
+    links = defaultdict(int)
+    events = []
+    hops: dict[tuple[str, str], list[str]] = {}
+    data = dict(g.nodes(data=True))
+    for n in sorted(data, key=lambda n: (start[n], n)):
+        node = data[n]
+        item = node["item"]
+        if node["kind"] == "compute":
+            dev = names[item.device]
+            busy[dev] += node["duration_s"]
+            flop[dev] += item.flop
+            layer = f" L{item.layer}" if item.layer >= 0 else ""
+            kind = "optimizer" if item.part == "optimizer" else "compute"
+            events.append(Event(dev, kind, f"{item.phase} {item.part}{layer}", start[n], end[n],
+                                micro_batch=item.micro_batch, layer=item.layer, flop=item.flop))
+        else:
+            src, dst = names[item.src], names[item.dst]
+            sent[src] += item.nbytes
+            recv[dst] += item.nbytes
+            comm_intervals[src].append((start[n], end[n]))
+            comm_intervals[dst].append((start[n], end[n]))
+            if (src, dst) not in hops:
+                hops[src, dst] = [f"{u}->{v}" for u, v, _ in cluster.route_links(src, dst)]
+            for hop in hops[src, dst]:
+                links[hop] += item.nbytes
+            events.append(Event(f"{src}->{dst}", "transfer", f"{item.phase} {item.half} L{item.layer}",
+                                start[n], end[n], micro_batch=item.micro_batch, layer=item.layer,
+                                nbytes=item.nbytes))
+    makespan = sched["makespan_s"]
+    peak = cost.peak_memory(plan)
+    devices = {
+        name: DeviceStats(
+            busy_s=busy[name], sent_bytes=sent[name], recv_bytes=recv[name], peak_memory_bytes=peak[k],
+            flop=flop[name], comm_s=_union(comm_intervals[name]), wait_s=max(makespan - busy[name], 0.0),
+        )
+        for k, name in enumerate(names)
+    }
+    critical = [_label(g, n, names) for n in sched["critical_path"]]
+    return Trace("simulator", makespan, devices, links=dict(links), events=events, meta={
+        **dict(plan.meta), "path": "graph", "order": order, "critical_path": critical,
+        "bottleneck": bottleneck(g, sched, names),
+    })
+
+
+def _label(g, n, names) -> str:
+    item = g.nodes[n]["item"]
+    if g.nodes[n]["kind"] == "compute":
+        return f"{names[item.device]}: {item.phase} {item.part} L{item.layer} mb{item.micro_batch}"
+    return f"{names[item.src]}->{names[item.dst]}: {item.phase} {item.half} L{item.layer} mb{item.micro_batch}"
+
+
+def bottleneck(g, sched, names) -> dict:
+    """The resource holding the critical path longest: {"resource", "kind", "share"} of the makespan."""
+    held = defaultdict(float)
+    for n in sched["critical_path"]:
+        node, item = g.nodes[n], g.nodes[n]["item"]
+        if node["kind"] == "compute":
+            held[names[item.device]] += node["duration_s"]
+        else:
+            key = "link " + " + ".join(f"{r[1]}-{r[2]}" if len(r) == 3 else "-".join(sorted(r[1]))
+                                       for r in node["resources"])
+            held[key] += node["duration_s"]
+    if not held or sched["makespan_s"] <= 0:
+        return {"resource": None, "kind": None, "share": 0.0}
+    resource = max(held, key=held.get)
+    return {"resource": resource, "kind": "link" if resource.startswith("link ") else "device",
+            "share": held[resource] / sched["makespan_s"]}
+
+
+def _union(intervals: list[tuple[float, float]]) -> float:
+    """Total length covered by a set of intervals, s."""
+    total, cur_s, cur_e = 0.0, None, None
+    for s, e in sorted(intervals):
+        if cur_e is None or s > cur_e:
+            if cur_e is not None:
+                total += cur_e - cur_s
+            cur_s, cur_e = s, e
+        else:
+            cur_e = max(cur_e, e)
+    return total + (cur_e - cur_s if cur_e is not None else 0.0)
