@@ -165,6 +165,92 @@ def plan_table(report) -> str:
 
 
 @command
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Simulate one step of a plan: timeline (graph path) or sums (analytical path), and its bottleneck."""
+    from simulator import simulate
+
+    model, cluster = _model_and_cluster(args)
+    if args.plan:
+        plan = load_plan(args.plan)
+    else:
+        from .placement import plan_placement
+
+        placement = plan_placement(model, cluster, args.mode, micro_batches=args.micro_batches,
+                                   micro_batch_size=args.micro_batch_size)
+        plan = Plan.uniform(model, cluster, Op.FULL, args.micro_batches, args.micro_batch_size, placement=placement)
+    trace = simulate(plan, model, cluster, path=args.path, order=args.order, mode=args.mode)
+    cost = CostModel(model, cluster).step(plan)
+    if args.trace:
+        atomic_write_text(args.trace, trace.to_json())
+    if args.chrome_trace:
+        atomic_write_text(args.chrome_trace, json.dumps(trace.to_chrome()))
+    record = {
+        "step_time_s": trace.step_time_s, "compute_flop": cost.compute_flop, "comm_bytes": trace.comm_bytes,
+        # depth-wise traffic is the residual stream between stages: no op saves it
+        "compute_saving": cost.compute_saving, "comm_saving": cost.comm_saving if args.mode == "width" else 0.0,
+        "bottleneck": trace.meta.get("bottleneck"), "path": args.path, "order": args.order, "mode": args.mode,
+        "devices": {n: {"busy_s": d.busy_s, "comm_s": d.comm_s, "wait_s": d.wait_s, "sent_bytes": d.sent_bytes,
+                        "recv_bytes": d.recv_bytes, "peak_memory_bytes": d.peak_memory_bytes}
+                    for n, d in trace.devices.items()},
+    }
+    rows = [f"{'device':<10} {'busy':>10} {'comm':>10} {'idle':>10} {'sent':>11} {'received':>11} {'peak mem':>11}"]
+    for n, d in trace.devices.items():
+        rows.append(f"{n:<10} {fmt_time(d.busy_s):>10} {fmt_time(d.comm_s):>10} {fmt_time(d.wait_s):>10} "
+                    f"{fmt_bytes(d.sent_bytes):>11} {fmt_bytes(d.recv_bytes):>11} {fmt_bytes(d.peak_memory_bytes):>11}")
+    b = trace.meta.get("bottleneck")
+    rows.append(f"step time {fmt_time(trace.step_time_s)} ({args.path} path, {args.order} micro-batches, {args.mode}-wise)")
+    if b and b.get("resource"):
+        rows.append(f"bottleneck: {b['resource']} holds {b['share']:.0%} of the critical path")
+    rows.append(f"against all-FULL: compute {cost.compute_saving:.1%} saved, communication "
+                f"{record['comm_saving']:.1%} saved")
+    _emit(args, record, "\n".join(rows))
+    return 0
+
+
+@command
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Plan and simulate every point of a grid of what-ifs; one CSV row per point."""
+    import csv
+    import io
+
+    from simulator.sweep import RECORD_FIELDS, parse_list, sweep
+
+    bar = _progress_bar()
+    records = sweep(
+        parse_list(args.models), parse_list(args.clusters), strategies=parse_list(args.strategies),
+        keeps=parse_list(args.keeps, float), micro_batch_sizes=parse_list(args.micro_batch_sizes, int),
+        micro_batches=parse_list(args.micro_batches, int), link_bandwidths=parse_list(args.link_bandwidths, float),
+        device_counts=parse_list(args.devices, int), comm_keeps=parse_list(args.comm_keeps, float),
+        solver=args.solver, path=args.path, seed=args.seed, progress=bar,
+    )
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=RECORD_FIELDS)
+    writer.writeheader()
+    writer.writerows(records)
+    atomic_write_text(args.out, buf.getvalue())
+    failed = sum(1 for r in records if r["error"])
+    print(f"{len(records)} points written to {args.out}" + (f" ({failed} with no feasible plan)" if failed else ""))
+    return 0
+
+
+def _progress_bar():
+    """A progress callback drawing a tqdm bar on stderr (silent where tqdm is missing)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+    state = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = tqdm(total=total, unit="point", file=sys.stderr)
+        state["bar"].update(1)
+        if done == total:
+            state["bar"].close()
+    return update
+
+
+@command
 def cmd_demo(args: argparse.Namespace) -> int:
     """What-if: one fine-tuning step of a model on several clusters, per D2FT strategy and baseline."""
     from .planner import plan_step
@@ -230,6 +316,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("CBC", "HiGHS"), default="HiGHS", help="mip backend (default: HiGHS)")
     p.add_argument("--out", help="write the plan here (.json, or any other extension for the text grid)")
     p.add_argument("--json", action="store_true", help="print one JSON object (times in s, sizes in B)")
+
+    p = sub.add_parser("simulate", help=cmd_simulate.__doc__, description=cmd_simulate.__doc__)
+    _add_model_cluster(p)
+    p.add_argument("--plan", help="plan file (.json or text grid); default: all-FULL on the balanced placement")
+    _add_step_shape(p)
+    p.add_argument("--path", choices=("graph", "analytical"), default="graph",
+                   help="graph: full timeline; analytical: per-device sums, fast (default: graph)")
+    p.add_argument("--order", choices=("sequential", "interleaved"), default="sequential",
+                   help="micro-batches one after another (as the runtime runs them) or overlapping")
+    p.add_argument("--mode", choices=("width", "depth"), default="width",
+                   help="subnets spread over devices per block, or whole blocks per device (a pipeline)")
+    p.add_argument("--trace", help="write the d2ft Trace JSON here (analysis reads it)")
+    p.add_argument("--chrome-trace", help="write the timeline in Chrome trace-event JSON (ui.perfetto.dev)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (times in s, sizes in B)")
+
+    p = sub.add_parser("sweep", help=cmd_sweep.__doc__, description=cmd_sweep.__doc__)
+    p.add_argument("--models", default="vit_base_patch16_224", help="comma-separated timm names or model.json files")
+    p.add_argument("--clusters", default="lan-4x3090", help="comma-separated presets or cluster.json files")
+    p.add_argument("--strategies", default="full,hybrid", help="comma-separated strategies and baselines")
+    p.add_argument("--keeps", default="0.6", help="comma-separated compute keep ratios in (0, 1]")
+    p.add_argument("--comm-keeps", default="none", help="comma-separated communication keep ratios, or none")
+    p.add_argument("--micro-batches", default="4", help="comma-separated micro-batches per step")
+    p.add_argument("--micro-batch-sizes", default="8", help="comma-separated images per micro-batch")
+    p.add_argument("--link-bandwidths", default="none",
+                   help="comma-separated bandwidths for every link, B/s (1.25e9 = 10 Gb/s), or none: as built")
+    p.add_argument("--devices", default="none", help="comma-separated device counts (star clusters), or none")
+    p.add_argument("--solver", default="dp", help="mip, dp or greedy (default: dp)")
+    p.add_argument("--path", choices=("graph", "analytical"), default="analytical", help="simulator path")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic scores (default: 0)")
+    p.add_argument("--out", required=True, help="CSV file to write (atomically)")
 
     p = sub.add_parser("demo", help=cmd_demo.__doc__, description=cmd_demo.__doc__)
     p.add_argument("--model", default="vit_base_patch16_224", help="timm name or model.json (default: %(default)s)")

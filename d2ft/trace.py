@@ -105,6 +105,34 @@ class Trace:
         }
         return cls("cost-model", cost.max_compute_s, devices, meta=dict(meta or {}))
 
+    def to_chrome(self) -> dict:
+        """The timeline in the Chrome trace-event format (open in ui.perfetto.dev or chrome://tracing).
+
+        Devices are one process, links (transfers, named "src->dst") another; each resource is
+        a thread; times are in microseconds, as the format requires.
+        """
+        tids: dict[str, tuple[int, int]] = {}
+        out = []
+        for pid, label in ((1, "devices"), (2, "transfers")):
+            out.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": label}})
+        for e in self.events:
+            if e.resource not in tids:
+                pid = 2 if e.kind == "transfer" else 1
+                tids[e.resource] = (pid, len(tids) + 1)
+                out.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tids[e.resource][1],
+                            "args": {"name": e.resource}})
+            pid, tid = tids[e.resource]
+            args = {"micro_batch": e.micro_batch, "layer": e.layer}
+            if e.nbytes:
+                args["bytes"] = e.nbytes
+            if e.flop:
+                args["flop"] = e.flop
+            out.append({"ph": "X", "name": e.name, "cat": e.kind, "pid": pid, "tid": tid,
+                        "ts": e.start_s * 1e6, "dur": e.duration_s * 1e6, "args": args})
+        return {"traceEvents": out, "displayTimeUnit": "ms",
+                "otherData": {"source": self.source, "step_time_s": self.step_time_s,
+                              **{k: v for k, v in self.meta.items() if isinstance(v, (str, int, float))}}}
+
     def to_dict(self) -> dict:
         return {
             "source": self.source,

@@ -1,6 +1,13 @@
-"""d2ft.simulator: predicts what a plan costs on a cluster, as a timeline.
+"""d2ft.simulator: predicts what a plan costs on a cluster, as a timeline or analytically.
 
-Imports ``d2ft`` only (never torch or ``runtime``). The graph-based simulator and the
-sweep API are built on ``d2ft.cost.CostModel.tasks_and_messages``; until they land, the
-analytical ``d2ft.CostModel`` is the prediction path.
+Imports ``d2ft`` (and numpy), never torch or ``runtime``. ``simulate`` returns the same
+``d2ft.Trace`` the runtime measures; ``sweep`` plans and simulates grids of what-ifs.
 """
+
+from .analytical import Analytical
+from .graph import schedule, step_graph
+from .simulate import PATHS, simulate
+from .sweep import RECORD_FIELDS, resized, sweep, with_link_bandwidth
+
+__all__ = ["Analytical", "PATHS", "RECORD_FIELDS", "resized", "schedule", "simulate", "step_graph", "sweep",
+           "with_link_bandwidth"]

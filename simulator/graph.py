@@ -19,8 +19,8 @@ tasks, their replies, then the post task; micro-batches are independent of each 
 compute, a link direction) serves its nodes one at a time in list order; a node starts
 when its dependencies have completed and each of its resources has finished the node
 before it in the list. ``order="sequential"`` lists micro-batches one after another, as
-the runtime executes them; ``"interleaved"`` lists the k-th task of every micro-batch
-together, so micro-batches overlap as far as resources allow. Concurrent transfers share a
+the runtime executes them; ``"interleaved"`` lists the same step (block half, role) of
+every micro-batch together, so micro-batches overlap as far as resources allow. Concurrent transfers share a
 link by taking turns at its full bandwidth (the same throughput as fair sharing). With a
 fixed list, the schedule is a longest-path computation, so a faster device or link, or less
 work, never lengthens the step (fair processor sharing can: a transfer finishing earlier
@@ -38,59 +38,104 @@ import networkx as nx
 from d2ft.cost import CostModel, Message, Task
 
 ORDERS = ("sequential", "interleaved")
+MODES = ("width", "depth")
 
 
-def step_graph(plan, model, cluster, order: str = "sequential", cost: CostModel | None = None) -> nx.DiGraph:
-    """The task graph of one step of ``plan`` (module docstring)."""
+def step_graph(plan, model, cluster, order: str = "sequential", cost: CostModel | None = None,
+               mode: str = "width") -> nx.DiGraph:
+    """The task graph of one step of ``plan`` (module docstring); ``mode="depth"``: pipeline.py."""
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r}; valid: {', '.join(ORDERS)}")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+    if mode == "depth":
+        from .pipeline import pipeline_stream
+
+        return _chain_graph(pipeline_stream(plan, model, cluster), cluster, order)
     cost = cost or CostModel(model, cluster)
-    names = cluster.device_names
     coord = cluster.coordinator_index
     g = nx.DiGraph()
-    seen: dict[int, int] = {}  # micro-batch -> nodes listed so far
     last = None  # the coordinator's latest chain task
     pending: list[int] = []  # replies the next coordinator task waits for
     inbox: dict[int, int] = {}  # device -> its latest incoming message
     latest: dict[int, int] = {}  # device -> its latest subnet task
-    routes: dict[tuple[int, int], tuple[list, float, float]] = {}
+    routes: dict = {}
+    stage: dict[int, int] = {}  # micro-batch -> coordinator chain tasks so far (present whatever the ops)
     for n, item in enumerate(cost.stream(plan)):
+        _add_node(g, n, item, cluster, routes)
+        mb = item.micro_batch
         if isinstance(item, Task):
-            g.add_node(n, kind="compute", item=item, resources=(("dev", names[item.device]),),
-                       hold_s=item.time_s, duration_s=item.time_s)
             if item.part == "optimizer":
-                deps = []  # after everything else on its device, by list order
+                deps, rank = [], (1 << 30, 0, item.device)
             elif item.subnets and item.device != coord:
-                deps = [inbox[item.device]]
+                deps, rank = [inbox[item.device]], (stage[mb], 2, item.device)
                 latest[item.device] = n
             elif item.subnets:  # a subnet on the coordinator itself
-                deps = [last]
+                deps, rank = [last], (stage[mb], 2, item.device)
                 pending.append(n)
-            elif item.part == "embed" and item.phase == "fwd":  # a micro-batch starts: independent
-                deps, last, pending = [], n, []
-            else:  # coordinator chain: after the replies it reduces, or its previous task
-                deps = pending or [last]
+            else:
+                if item.part == "embed" and item.phase == "fwd":  # a micro-batch starts: independent
+                    deps, pending = [], []
+                else:  # coordinator chain: after the replies it reduces, or its previous task
+                    deps = pending or [last]
                 last, pending = n, []
+                stage[mb] = stage.get(mb, -1) + 1
+                rank = (stage[mb], 0, coord)
             for d in deps:
                 g.add_edge(d, n)
+        elif item.src == coord:
+            g.add_edge(last, n)
+            inbox[item.dst] = n
+            rank = (stage[mb], 1, item.dst)
         else:
-            key = (item.src, item.dst)
-            if key not in routes:
-                routes[key] = _route(cluster, names[item.src], names[item.dst])
-            links, latency, bandwidth = routes[key]
-            hold = item.nbytes / bandwidth
-            g.add_node(n, kind="transfer", item=item, resources=links, hold_s=hold, duration_s=hold + latency)
-            if item.src == coord:
-                g.add_edge(last, n)
-                inbox[item.dst] = n
-            else:
-                g.add_edge(latest[item.src], n)
-                pending.append(n)
-        mb = item.micro_batch
-        seen[mb] = seen.get(mb, -1) + 1
-        # sequential: stream order; interleaved: the k-th node of every micro-batch together
-        g.nodes[n]["order"] = (n,) if order == "sequential" else ((seen[mb], mb) if mb >= 0 else (1 << 60, n))
+            g.add_edge(latest[item.src], n)
+            pending.append(n)
+            rank = (stage[mb], 3, item.src)
+        # sequential: stream order; interleaved: the same step of every micro-batch together. Both
+        # keys stay put when other nodes come or go, so less work never reorders the list.
+        g.nodes[n]["order"] = (n,) if order == "sequential" else (rank[0], rank[1], mb, rank[2])
     return g
+
+
+def _chain_graph(stream, cluster, order: str) -> nx.DiGraph:
+    """A graph in which every node of a micro-batch follows the one before it (pipeline mode).
+
+    Every node of the pipeline stream is there whatever the ops, so its position within its
+    micro-batch is a stable interleaving key."""
+    g = nx.DiGraph()
+    routes: dict = {}
+    seen: dict[int, int] = {}
+    previous: dict[int, int] = {}
+    for n, item in enumerate(stream):
+        _add_node(g, n, item, cluster, routes)
+        mb = item.micro_batch
+        if mb >= 0:
+            if mb in previous:
+                g.add_edge(previous[mb], n)
+            previous[mb] = n
+        _set_order(g, n, item, order, seen)
+    return g
+
+
+def _add_node(g: nx.DiGraph, n: int, item, cluster, routes: dict) -> None:
+    names = cluster.device_names
+    if isinstance(item, Task):
+        g.add_node(n, kind="compute", item=item, resources=(("dev", names[item.device]),),
+                   hold_s=item.time_s, duration_s=item.time_s)
+        return
+    key = (item.src, item.dst)
+    if key not in routes:
+        routes[key] = _route(cluster, names[item.src], names[item.dst])
+    links, latency, bandwidth = routes[key]
+    hold = item.nbytes / bandwidth
+    g.add_node(n, kind="transfer", item=item, resources=links, hold_s=hold, duration_s=hold + latency)
+
+
+def _set_order(g: nx.DiGraph, n: int, item, order: str, seen: dict) -> None:
+    """sequential: stream order; interleaved: the k-th node of every micro-batch together, optimizers last."""
+    mb = item.micro_batch
+    seen[mb] = seen.get(mb, -1) + 1
+    g.nodes[n]["order"] = (n,) if order == "sequential" else ((seen[mb], mb) if mb >= 0 else (1 << 60, n))
 
 
 def _route(cluster, a: str, b: str) -> tuple[tuple, float, float]:

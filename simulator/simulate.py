@@ -24,20 +24,31 @@ from .graph import schedule, step_graph
 PATHS = ("graph", "analytical")
 
 
-def simulate(plan, model, cluster, path: str = "graph", order: str = "sequential") -> Trace:
-    """Predicts one step of ``plan`` for ``model`` on ``cluster`` (module docstring)."""
+def simulate(plan, model, cluster, path: str = "graph", order: str = "sequential", mode: str = "width") -> Trace:
+    """Predicts one step of ``plan`` for ``model`` on ``cluster`` (module docstring).
+
+    ``mode="depth"`` simulates whole blocks per device as a pipeline (graph path only).
+    """
     if path not in PATHS:
         raise ValueError(f"unknown path {path!r}; valid: {', '.join(PATHS)}")
     _check_cluster(cluster)
     plan.validate(model, cluster)
     if path == "analytical":
+        if mode != "width":
+            raise ValueError("the analytical path models width-wise placement only; use path='graph' for depth")
         from .analytical import Analytical
 
         return Analytical(model, cluster, plan.placement, plan.micro_batch_size, order).trace(plan)
     cost = CostModel(model, cluster)
-    g = step_graph(plan, model, cluster, order, cost)
+    g = step_graph(plan, model, cluster, order, cost, mode)
     sched = schedule(g)
-    return _trace(g, sched, plan, model, cluster, cost, order)
+    if mode == "depth":
+        from .pipeline import pipeline_peak_memory
+
+        peak = pipeline_peak_memory(plan, model, cluster)
+    else:
+        peak = cost.peak_memory(plan)
+    return _trace(g, sched, plan, cluster, peak, order, mode)
 
 
 def _check_cluster(cluster) -> None:
@@ -46,7 +57,7 @@ def _check_cluster(cluster) -> None:
             raise ValueError(f"link {a}-{b} has bandwidth {link.bandwidth!r} B/s: every link needs a positive bandwidth")
 
 
-def _trace(g, sched, plan, model, cluster, cost: CostModel, order: str) -> Trace:
+def _trace(g, sched, plan, cluster, peak: list[float], order: str, mode: str) -> Trace:
     names = cluster.device_names
     start, end = sched["start"], sched["end"]
     busy = defaultdict(float)
@@ -83,7 +94,6 @@ def _trace(g, sched, plan, model, cluster, cost: CostModel, order: str) -> Trace
                                 start[n], end[n], micro_batch=item.micro_batch, layer=item.layer,
                                 nbytes=item.nbytes))
     makespan = sched["makespan_s"]
-    peak = cost.peak_memory(plan)
     devices = {
         name: DeviceStats(
             busy_s=busy[name], sent_bytes=sent[name], recv_bytes=recv[name], peak_memory_bytes=peak[k],
@@ -93,7 +103,7 @@ def _trace(g, sched, plan, model, cluster, cost: CostModel, order: str) -> Trace
     }
     critical = [_label(g, n, names) for n in sched["critical_path"]]
     return Trace("simulator", makespan, devices, links=dict(links), events=events, meta={
-        **dict(plan.meta), "path": "graph", "order": order, "critical_path": critical,
+        **dict(plan.meta), "path": "graph", "order": order, "mode": mode, "critical_path": critical,
         "bottleneck": bottleneck(g, sched, names),
     })
 

@@ -1,0 +1,121 @@
+"""What-if sweeps: plan and simulate every point of a grid, one plain record per point.
+
+``sweep`` takes lists of models, clusters, strategies, keep ratios, micro-batch sizes and
+counts, link bandwidths and device counts; every point is planned (``d2ft.plan_step``,
+with the speed-aware placement) and simulated against the all-FULL plan on the same
+placement. A point that no plan can meet gives a record with an ``error`` and no figures;
+the sweep goes on. ``analysis`` turns the records into a DataFrame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Callable, Sequence
+
+from d2ft.cluster import Cluster
+from d2ft.cost import CostModel
+from d2ft.loaders import load_cluster, load_model
+from d2ft.model import ModelSpec
+from d2ft.ops import Op
+from d2ft.plan import Plan
+from d2ft.planner import plan_step
+
+from .simulate import simulate
+
+RECORD_FIELDS = (
+    "model", "cluster", "devices", "link_bandwidth", "strategy", "solver", "keep", "comm_keep", "micro_batches",
+    "micro_batch_size", "step_time_s", "full_step_time_s", "speedup", "compute_saving", "comm_saving",
+    "compute_flop", "comm_bytes", "max_busy_s", "max_peak_memory_bytes", "status", "objective", "solve_time_s",
+    "error",
+)
+"""Columns of a sweep record; times in s, sizes in B, link_bandwidth in B/s (None: as built)."""
+
+
+def with_link_bandwidth(cluster: Cluster, bandwidth: float) -> Cluster:
+    """A copy of ``cluster`` whose every link carries ``bandwidth`` B/s per direction."""
+    if not bandwidth > 0:
+        raise ValueError(f"link bandwidth must be > 0 B/s, got {bandwidth!r}")
+    links = tuple((a, b, dataclasses.replace(l, bandwidth=bandwidth)) for a, b, l in cluster.links)
+    return dataclasses.replace(cluster, links=links)
+
+
+def resized(cluster: Cluster, devices: int) -> Cluster:
+    """A star cluster of ``devices`` devices: the coordinator plus copies of the first worker."""
+    if devices < 1:
+        raise ValueError(f"a cluster needs at least one device, got {devices}")
+    coord = cluster.coordinator
+    workers = [n for n in cluster.device_names if n != coord]
+    hops = cluster.route_links(coord, workers[0]) if workers else []
+    if len(cluster.switches) != 1 or len(hops) != 2:
+        raise ValueError(f"resizing needs a star cluster (devices on one switch, a worker to copy); "
+                         f"{cluster.name!r} is not one")
+    template = workers[0]
+    devs = [(coord, cluster.device(coord))] + [(f"{template}-{i}", cluster.device(template)) for i in range(devices - 1)]
+    return Cluster.star(devs, hops[1][2], coordinator=coord, coordinator_link=hops[0][2], name=f"{cluster.name}x{devices}")
+
+
+def sweep(
+    models: Sequence[str | ModelSpec],
+    clusters: Sequence[str | Cluster],
+    strategies: Sequence[str] = ("hybrid",),
+    keeps: Sequence[float] = (0.6,),
+    micro_batch_sizes: Sequence[int] = (8,),
+    micro_batches: Sequence[int] = (4,),
+    link_bandwidths: Sequence[float | None] = (None,),
+    device_counts: Sequence[int | None] = (None,),
+    comm_keeps: Sequence[float | None] = (None,),
+    solver: str = "dp",
+    path: str = "analytical",
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict]:
+    """One record (``RECORD_FIELDS``) per point of the grid; ``progress(done, total)`` after each."""
+    models = [load_model(m) if isinstance(m, str) else m for m in models]
+    clusters = [load_cluster(c) if isinstance(c, str) else c for c in clusters]
+    grid = list(itertools.product(models, clusters, device_counts, link_bandwidths, strategies, keeps, comm_keeps,
+                                  micro_batches, micro_batch_sizes))
+    records = []
+    for done, point in enumerate(grid, 1):
+        records.append(_point(*point, solver=solver, path=path, seed=seed))
+        if progress:
+            progress(done, len(grid))
+    return records
+
+
+def _point(model, cluster, n_devices, bandwidth, strategy, keep, comm_keep, mbs, b, solver, path, seed) -> dict:
+    if n_devices is not None:
+        cluster = resized(cluster, n_devices)
+    if bandwidth is not None:
+        cluster = with_link_bandwidth(cluster, bandwidth)
+    record = dict.fromkeys(RECORD_FIELDS)
+    record.update(model=model.name, cluster=cluster.name, devices=cluster.num_devices, link_bandwidth=bandwidth,
+                  strategy=strategy, solver=solver, keep=keep, comm_keep=comm_keep, micro_batches=mbs,
+                  micro_batch_size=b)
+    try:
+        report = plan_step(model, cluster, strategy, solver, keep=keep, comm_keep=comm_keep, micro_batches=mbs,
+                           micro_batch_size=b, seed=seed)
+    except ValueError as e:
+        record["error"] = str(e)
+        return record
+    plan = report.plan
+    trace = simulate(plan, model, cluster, path=path)
+    full = simulate(Plan.uniform(model, cluster, Op.FULL, mbs, b, placement=plan.placement), model, cluster, path=path)
+    cost = CostModel(model, cluster).step(plan)
+    record.update(
+        step_time_s=trace.step_time_s, full_step_time_s=full.step_time_s,
+        speedup=full.step_time_s / trace.step_time_s if trace.step_time_s else None,
+        compute_saving=cost.compute_saving, comm_saving=cost.comm_saving, compute_flop=cost.compute_flop,
+        comm_bytes=cost.comm_bytes, max_busy_s=max(d.busy_s for d in trace.devices.values()),
+        max_peak_memory_bytes=max(d.peak_memory_bytes for d in trace.devices.values()),
+        status=report.status, objective=report.objective, solve_time_s=report.solve_time_s,
+    )
+    return record
+
+
+def parse_list(text: str, kind: Callable = str) -> list:
+    """Parses "a,b,c" into a list, converting each item with ``kind``; "none" gives None."""
+    return [None if item.strip().lower() == "none" else kind(item.strip()) for item in text.split(",") if item.strip()]
+
+
+__all__ = ["RECORD_FIELDS", "parse_list", "resized", "sweep", "with_link_bandwidth"]

@@ -1,0 +1,169 @@
+"""Simulator: hand-computed steps, scheduling invariants, agreement of the two paths, exports."""
+
+import dataclasses
+import json
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from d2ft import Cluster, CostModel, DeviceSpec, LinkSpec, ModelSpec, Op, Plan
+from d2ft.catalogue import cluster_preset
+from d2ft.placement import plan_placement
+from simulator import Analytical, simulate, sweep, with_link_bandwidth, resized
+from tests.conftest import plans, tiny_model
+
+ONE_HEAD = ModelSpec.vit(dim=4, depth=1, heads=1, mlp_ratio=2, img_size=2, patch=1, in_chans=1, num_classes=3)
+
+
+def _pair(link_bw=1e6, latency=0.5e-3, flops=1e9, overhead=0.0):
+    dev = DeviceSpec("d", flops, flops, 1e18, 1e9, efficiency=1.0, task_overhead_s=overhead)
+    return Cluster.star([("c", dev), ("w", dev)], LinkSpec("l", link_bw, latency))
+
+
+@pytest.mark.parametrize("op, expected", [
+    (Op.FULL, 8 * 1.08e-3 + 5040e-9 + 136e-9),
+    (Op.FORWARD_ONLY, 4 * 1.08e-3 + 1680e-9 + 136e-9),
+    (Op.SKIP, 136e-9),
+])
+def test_one_coordinator_one_worker_by_hand(op, expected):
+    """D=4, one head (hd=4) with the whole MLP (m=8), N=5 tokens, one sample; devices 1 GFLOP/s,
+    efficiency 1, memory and overheads free; each goes to the switch by a 1 MB/s link with
+    0.5 ms latency, so a route has 1 ms latency.
+
+    Subnet FLOP: forward 2 (5*4*12 + 5*4*4 + 2*25*4 + 2*5*4*8) = 1680; input-gradient
+    2 (320 + 400 + 320) = 2080; weight-gradient 2 (320 + 320) = 1280; FULL = 5040.
+    Coordinator FLOP (always FULL): stem 32 + 32, classifier 24 * 3 = 136.
+    A message is a = 1 * 5 * 4 * 4 = 80 B: 1 ms + 80 us = 1.08 ms. Per half (attention, MLP)
+    forward sends 2 messages, backward 2 more: 8 for FULL, 4 for FORWARD_ONLY, 0 for SKIP.
+    One worker, one micro-batch: every step waits for the one before, so the step is the sum.
+    """
+    cluster = _pair()
+    plan = Plan(cluster.device_names, [[1]], [[[op]]], micro_batch_size=1)
+    graph = simulate(plan, ONE_HEAD, cluster)
+    assert graph.step_time_s == pytest.approx(expected, rel=1e-9)
+    assert simulate(plan, ONE_HEAD, cluster, path="analytical").step_time_s == pytest.approx(expected, rel=1e-9)
+    assert graph.comm_bytes == {Op.FULL: 640, Op.FORWARD_ONLY: 320, Op.SKIP: 0}[op]
+
+
+CLUSTER3 = Cluster.star([(f"k{i}", DeviceSpec(f"d{i}", 1e9 * (i + 1), 1e9 * (i + 1), 1e10, 1e9, 1.0, 1e-6))
+                         for i in range(3)], LinkSpec("l", 1e7, 1e-5))
+MODEL = tiny_model(depth=2, heads=3)
+
+
+@settings(max_examples=40)
+@given(plans(MODEL, CLUSTER3), st.sampled_from(["sequential", "interleaved"]))
+def test_makespan_bounds_and_exact_bytes(plan, order):
+    trace = simulate(plan, MODEL, CLUSTER3, order=order)
+    assert trace.step_time_s >= max(d.busy_s for d in trace.devices.values()) * (1 - 1e-12)
+    cost = CostModel(MODEL, CLUSTER3).step(plan)
+    for d in cost.devices:
+        assert trace.devices[d.name].sent_bytes == d.sent_bytes
+        assert trace.devices[d.name].recv_bytes == d.recv_bytes
+        assert trace.devices[d.name].busy_s == pytest.approx(d.compute_s, rel=1e-12)
+    assert trace.comm_bytes == cost.comm_bytes
+
+
+@settings(max_examples=30)
+@given(plans(MODEL, CLUSTER3), st.sampled_from(["sequential", "interleaved"]), st.floats(1.1, 10.0),
+       st.integers(0, 2))
+def test_more_bandwidth_or_a_faster_device_never_slows_the_step(plan, order, factor, k):
+    base = simulate(plan, MODEL, CLUSTER3, order=order).step_time_s
+    faster_links = with_link_bandwidth(CLUSTER3, 1e7 * factor)
+    assert simulate(plan, MODEL, faster_links, order=order).step_time_s <= base * (1 + 1e-12)
+    name, spec = CLUSTER3.devices[k]
+    quick = dataclasses.replace(spec, peak_flops=spec.peak_flops * factor, peak_flops_fp32=spec.peak_flops_fp32 * factor,
+                                mem_bandwidth=spec.mem_bandwidth * factor)
+    devices = tuple((n, quick if i == k else s) for i, (n, s) in enumerate(CLUSTER3.devices))
+    assert simulate(plan, MODEL, dataclasses.replace(CLUSTER3, devices=devices), order=order).step_time_s \
+        <= base * (1 + 1e-12)
+
+
+@settings(max_examples=30)
+@given(plans(MODEL, CLUSTER3), st.data(), st.sampled_from(["sequential", "interleaved"]))
+def test_less_work_never_slows_the_step(plan, data, order):
+    m = data.draw(st.integers(0, plan.micro_batches - 1))
+    l, h = data.draw(st.integers(0, MODEL.depth - 1)), data.draw(st.integers(0, MODEL.heads - 1))
+    if plan.ops[m][l][h] is Op.SKIP:
+        return
+    ops = [[list(r) for r in g] for g in plan.ops]
+    ops[m][l][h] = Op.SKIP if plan.ops[m][l][h] is Op.FORWARD_ONLY else data.draw(st.sampled_from([Op.FORWARD_ONLY, Op.SKIP]))
+    assert simulate(plan.with_ops(ops), MODEL, CLUSTER3, order=order).step_time_s \
+        <= simulate(plan, MODEL, CLUSTER3, order=order).step_time_s * (1 + 1e-12)
+
+
+@settings(max_examples=30)
+@given(st.data(), st.booleans())
+def test_paths_agree_without_contention(data, one_device):
+    """One device (any micro-batches), or one worker with one micro-batch: within 1%."""
+    n = 1 if one_device else 2
+    cluster = Cluster.star([(f"k{i}", DeviceSpec(f"d{i}", 1e9, 1e9, 1e10, 1e9, 0.8, 2e-6)) for i in range(n)],
+                           LinkSpec("l", 1e7, 1e-5))
+    plan = data.draw(plans(MODEL, cluster, max_mb=3 if one_device else 1))
+    plan = Plan(plan.devices, [[n - 1] * MODEL.heads] * MODEL.depth, plan.ops, plan.micro_batch_size)
+    graph = simulate(plan, MODEL, cluster).step_time_s
+    assert simulate(plan, MODEL, cluster, path="analytical").step_time_s == pytest.approx(graph, rel=0.01)
+
+
+def test_paths_track_each_other_under_contention():
+    model, cluster = ModelSpec.from_timm("vit_small_patch16_224"), cluster_preset("lan-4x3090")
+    placement = plan_placement(model, cluster, micro_batches=2, micro_batch_size=8)
+    plan = Plan.uniform(model, cluster, Op.FULL, 2, 8, placement=placement)
+    graph = simulate(plan, model, cluster)
+    analytical = Analytical(model, cluster, placement, 8).trace(plan)
+    assert analytical.step_time_s == pytest.approx(graph.step_time_s, rel=0.05)
+    assert graph.meta["bottleneck"]["kind"] == "link"  # 10 GbE is what limits width-wise ViT-S here
+
+
+def test_depth_mode_pipelines_whole_blocks():
+    model, cluster = ModelSpec.from_timm("vit_small_patch16_224"), cluster_preset("lan-4x3090")
+    placement = plan_placement(model, cluster, mode="depth", micro_batches=2, micro_batch_size=8)
+    full = Plan.uniform(model, cluster, Op.FULL, 2, 8, placement=placement)
+    skip = full.with_ops([[[Op.SKIP] * model.heads] * model.depth] * 2)
+    a, b = simulate(full, model, cluster, mode="depth"), simulate(skip, model, cluster, mode="depth")
+    assert a.comm_bytes == b.comm_bytes > 0  # the residual stream passes every stage whatever the ops
+    assert b.step_time_s < a.step_time_s
+    split = Plan.uniform(model, cluster, Op.FULL, 1, 8, placement=plan_placement(model, cluster, micro_batch_size=8))
+    with pytest.raises(ValueError, match="whole blocks per device"):
+        simulate(split, model, cluster, mode="depth")
+    with pytest.raises(ValueError, match="width-wise placement only"):
+        simulate(full, model, cluster, path="analytical", mode="depth")
+
+
+def test_chrome_trace_export(tmp_path):
+    cluster = _pair()
+    plan = Plan(cluster.device_names, [[1]], [[[Op.FULL]]] * 2, micro_batch_size=1)
+    trace = simulate(plan, ONE_HEAD, cluster, order="interleaved")
+    chrome = json.loads(json.dumps(trace.to_chrome()))
+    spans = [e for e in chrome["traceEvents"] if e["ph"] == "X"]
+    assert len(spans) == len(trace.events)
+    assert max(e["ts"] + e["dur"] for e in spans) == pytest.approx(trace.step_time_s * 1e6)
+    names = {e["args"]["name"] for e in chrome["traceEvents"] if e["name"] == "thread_name"}
+    assert {"c", "w", "c->w", "w->c"} <= names
+
+
+def test_sweep_records_and_errors():
+    records = sweep(["vit_small_patch16_224"], ["lan-4x3090"], strategies=["full", "hybrid", "backward"],
+                    keeps=[0.05], micro_batches=[1], link_bandwidths=[1.25e8, 1.25e9])
+    by = {(r["strategy"], r["link_bandwidth"]): r for r in records}
+    assert by["backward", 1.25e8]["error"] and by["backward", 1.25e8]["step_time_s"] is None
+    assert by["hybrid", 1.25e9]["step_time_s"] < by["hybrid", 1.25e8]["step_time_s"]
+    assert by["hybrid", 1.25e9]["speedup"] > 1 and by["full", 1.25e9]["speedup"] == 1
+    assert resized(cluster_preset("lan-4x3090"), 6).num_devices == 6
+    with pytest.raises(ValueError, match="star cluster"):
+        resized(Cluster.ring({f"n{i}": cluster_preset("lan-4x3090").device(0) for i in range(3)},
+                             LinkSpec("l", 1e9)), 4)
+
+
+def test_bad_input_is_explained():
+    model, cluster = ModelSpec.from_timm("vit_small_patch16_224"), cluster_preset("lan-4x3090")
+    other = Plan.uniform(tiny_model(), cluster, Op.FULL)
+    with pytest.raises(ValueError, match="plan it for this model"):
+        simulate(other, model, cluster)
+    with pytest.raises(ValueError, match="differ from cluster"):
+        simulate(Plan.uniform(model, cluster_preset("mixed-4"), Op.FULL), model, cluster)
+    with pytest.raises(ValueError, match="bandwidth must be a positive number"):
+        LinkSpec("dead", 0.0)
+    with pytest.raises(ValueError, match="link bandwidth must be > 0"):
+        with_link_bandwidth(cluster, 0)
+    with pytest.raises(ValueError, match="unknown path"):
+        simulate(Plan.uniform(model, cluster, Op.FULL), model, cluster, path="magic")
