@@ -1,6 +1,6 @@
-"""The ``d2ft`` command line: a thin layer over the Python API.
+"""The d2ft command line: a thin layer over the Python API.
 
-Every command prints a readable table by default and one JSON object with ``--json``.
+Every command prints a readable table by default and one JSON object with --json.
 Units: seconds (s), bytes (B), FLOP; a "keep ratio" is a fraction in (0, 1].
 """
 

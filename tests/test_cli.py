@@ -106,3 +106,31 @@ def test_plan_with_scores_file(capsys, tmp_path):
 def test_plan_errors(capsys, argv, message):
     code, _, err = run(capsys, *argv)
     assert code == 2 and message in err
+
+
+def test_simulate_json_and_traces(capsys, tmp_path):
+    trace, chrome = tmp_path / "t.json", tmp_path / "c.json"
+    code, stdout, _ = run(capsys, "simulate", "--model", "vit_small_patch16_224", "--cluster", "mixed-4",
+                          "--micro-batches", "1", "--trace", str(trace), "--chrome-trace", str(chrome), "--json")
+    assert code == 0
+    rec = json.loads(stdout)
+    for key in ("step_time_s", "compute_flop", "comm_bytes", "compute_saving", "comm_saving", "bottleneck"):
+        assert key in rec
+    for dev in rec["devices"].values():
+        assert {"busy_s", "sent_bytes", "recv_bytes", "peak_memory_bytes"} <= set(dev)
+    from d2ft import Trace
+    assert Trace.from_json(trace.read_text()).step_time_s == rec["step_time_s"]
+    assert json.loads(chrome.read_text())["traceEvents"]
+
+
+def test_sweep_writes_csv(capsys, tmp_path):
+    import csv
+
+    out = tmp_path / "sweep.csv"
+    code, stdout, _ = run(capsys, "sweep", "--models", "vit_small_patch16_224", "--clusters", "lan-4x3090",
+                          "--strategies", "full,hybrid", "--keeps", "0.5", "--micro-batches", "1",
+                          "--devices", "2,3", "--out", str(out))
+    assert code == 0 and "4 points" in stdout
+    rows = list(csv.DictReader(out.open()))
+    assert [int(r["devices"]) for r in rows] == [2, 2, 3, 3]
+    assert all(float(r["step_time_s"]) > 0 for r in rows)

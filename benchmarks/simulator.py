@@ -1,0 +1,65 @@
+"""Simulator benchmark: seconds per simulated step (graph path) and plan evaluations per
+second (analytical path), one JSON line per case, then a summary line.
+
+Case: ViT-B/16 on dgx-a100 (8 devices), 8 micro-batches of 8, the all-FULL plan and a
+hybrid plan at keep 0.6 (dp), both on the speed-aware placement. Medians of --repeat
+runs, from time.perf_counter; the analytical path is timed over --evals evaluations
+after building its precomputed tables once (that build is reported separately).
+
+    .venv/bin/python benchmarks/simulator.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+# This script shares its name with the ``simulator`` package: keep its own folder off the path.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+from d2ft import ModelSpec, Op, Plan, plan_step
+from d2ft.catalogue import cluster_preset
+from simulator import Analytical, simulate  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeat", type=int, default=7, help="graph-path runs per plan (median reported)")
+    p.add_argument("--evals", type=int, default=2000, help="analytical evaluations per plan")
+    args = p.parse_args(argv)
+    model, cluster = ModelSpec.from_timm("vit_base_patch16_224"), cluster_preset("dgx-a100")
+    hybrid = plan_step(model, cluster, "hybrid", "dp", keep=0.6, micro_batches=8, micro_batch_size=8).plan
+    full = Plan.uniform(model, cluster, Op.FULL, 8, 8, placement=hybrid.placement)
+    summary = {}
+    for name, plan in (("full", full), ("hybrid", hybrid)):
+        runs = []
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            trace = simulate(plan, model, cluster)
+            runs.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        an = Analytical(model, cluster, plan.placement, plan.micro_batch_size)
+        build = time.perf_counter() - t0
+        per_eval = []
+        for _ in range(args.evals):
+            t0 = time.perf_counter()
+            estimate = an.evaluate(plan)["step_time_s"]
+            per_eval.append(time.perf_counter() - t0)
+        rec = dict(case=name, model=model.name, cluster=cluster.name, devices=cluster.num_devices, micro_batches=8,
+                   events=len(trace.events), graph_median_s=statistics.median(runs), graph_runs_s=runs,
+                   analytical_evals_per_s=1 / statistics.median(per_eval), analytical_build_s=build,
+                   graph_step_time_s=trace.step_time_s, analytical_step_time_s=estimate,
+                   relative_difference=(estimate - trace.step_time_s) / trace.step_time_s)
+        print(json.dumps(rec), flush=True)
+        summary[name] = {k: rec[k] for k in ("graph_median_s", "analytical_evals_per_s", "relative_difference")}
+    print(json.dumps({"case": "summary", **summary}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
