@@ -22,8 +22,8 @@ import time
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
-from d2ft import ModelSpec, Op, Plan, plan_step
-from d2ft.catalogue import cluster_preset
+from d2ft import ModelSpec, Op, Plan, plan_step  # noqa: E402
+from d2ft.catalogue import cluster_preset  # noqa: E402
 from simulator import Analytical, simulate  # noqa: E402
 
 

@@ -54,21 +54,6 @@ class Op(enum.Enum):
 _LEVEL = {"S": 0, "O": 1, "F": 2}  # by value: hashing a str is cheaper than hashing an Enum member
 
 
-def most_active(ops) -> Op:
-    """The most active op among ``ops`` (SKIP if there are none).
-
-    A device's traffic in a block follows its most active subnet there (design.md).
-
-    >>> most_active([Op.SKIP, Op.FORWARD_ONLY])
-    <Op.FORWARD_ONLY: 'O'>
-    """
-    best = Op.SKIP
-    for op in ops:
-        if op.level > best.level:
-            best = op
-    return best
-
-
 class SubnetId(NamedTuple):
     """Subnet (layer, head): head ``head`` of block ``layer`` plus its MLP slice."""
 
