@@ -1,0 +1,213 @@
+"""One rank of a D2FT training step, executing a plan exactly as the execution model says.
+
+Rank k plays device k of the plan. The coordinator (``Coordinator``) runs the stem, the
+norms, the residual updates and the classifier, and for every block half it sends the
+normalised activations to the devices with an active subnet there, adds their replies and
+its own subnets' outputs, and in backward sends the output gradient to the devices with a
+FULL subnet there and adds the input gradients they return. A worker (``Worker``) replays
+the same schedule from the plan: FULL subnets with autograd, FORWARD_ONLY under no_grad
+(their output is a constant), SKIP not at all; a device with nothing active in a block
+half sends and receives nothing there. Gradients accumulate over micro-batches; every rank
+steps its own optimizer over its own parameters.
+
+Messages are blocking point-to-point ``torch.distributed`` sends and receives of float
+tensors (gloo on CPU, NCCL on GPU); every byte sent and received is counted from the
+tensors themselves (``Counters``).
+
+Not modelled here (as in the cost model): overlap of compute and communication within a
+rank; tensor shapes must be the same on every micro-batch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from d2ft.ops import Op
+
+from .shard import BlockShard
+
+HALVES = ("attn", "mlp")
+
+
+@dataclass
+class Counters:
+    """What one rank measured in one step: seconds and bytes."""
+
+    sent_bytes: int = 0
+    recv_bytes: int = 0
+    comm_s: float = 0.0
+    compute_s: float = 0.0
+    messages: list = field(default_factory=list)
+    """(phase, half, layer, micro_batch, peer, bytes, direction) per message."""
+
+
+class Link:
+    """Blocking point-to-point messages with byte and time counters."""
+
+    def __init__(self, counters: Counters) -> None:
+        self.c = counters
+
+    def send(self, t: torch.Tensor, dst: int, tag: tuple) -> None:
+        t0 = time.perf_counter()
+        dist.send(t.detach().contiguous(), dst)
+        self.c.comm_s += time.perf_counter() - t0
+        n = t.numel() * t.element_size()
+        self.c.sent_bytes += n
+        self.c.messages.append((*tag, dst, n, "send"))
+
+    def recv(self, shape, src: int, tag: tuple, dtype=torch.float32) -> torch.Tensor:
+        buf = torch.empty(shape, dtype=dtype)
+        t0 = time.perf_counter()
+        dist.recv(buf, src)
+        self.c.comm_s += time.perf_counter() - t0
+        n = buf.numel() * buf.element_size()
+        self.c.recv_bytes += n
+        self.c.messages.append((*tag, src, n, "recv"))
+        return buf
+
+
+def heads_of(plan, device: int, layer: int, micro_batch: int) -> tuple[list[int], list[int]]:
+    """(FULL heads, FORWARD_ONLY heads) that ``device`` runs in ``layer`` for ``micro_batch``."""
+    row, ops = plan.placement[layer], plan.ops[micro_batch][layer]
+    full = [h for h, k in enumerate(row) if k == device and ops[h] is Op.FULL]
+    fwd = [h for h, k in enumerate(row) if k == device and ops[h] is Op.FORWARD_ONLY]
+    return full, fwd
+
+
+def make_shards(model: nn.Module, plan, device: int, split_mlp: bool = True) -> nn.ModuleDict:
+    """The BlockShards of ``device``: one per block where it holds heads, keyed by block index."""
+    shards = {}
+    for l, row in enumerate(plan.placement):
+        heads = [h for h, k in enumerate(row) if k == device]
+        if heads:
+            shards[str(l)] = BlockShard(model.blocks[l], heads, split_mlp)
+    return nn.ModuleDict(shards)
+
+
+class _Remote(torch.autograd.Function):
+    """Sum of the remote devices' replies for one block half; backward asks the FULL ones."""
+
+    @staticmethod
+    def forward(ctx, y, link: Link, active: list[int], full: list[int], tag: tuple):
+        for k in active:
+            link.send(y, k, ("fwd",) + tag)
+        total = torch.zeros_like(y)
+        for k in active:
+            total += link.recv(y.shape, k, ("fwd",) + tag)
+        ctx.link, ctx.full, ctx.tag = link, full, tag
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        if not ctx.full:
+            return None, None, None, None, None
+        for k in ctx.full:
+            ctx.link.send(grad, k, ("bwd",) + ctx.tag)
+        total = torch.zeros_like(grad)
+        for k in ctx.full:
+            total += ctx.link.recv(grad.shape, k, ("bwd",) + ctx.tag)
+        return total, None, None, None, None
+
+
+class CoordinatorBlock(nn.Module):
+    """What the coordinator keeps of a timm Block: norms, layer scales and the two output biases."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.norm1, self.ls1, self.norm2, self.ls2 = block.norm1, block.ls1, block.norm2, block.ls2
+        self.proj_bias = block.attn.proj.bias
+        self.fc2_bias = block.mlp.fc2.bias
+
+
+class Coordinator(nn.Module):
+    """The coordinator's part of the model: timm's stem and head, CoordinatorBlocks, its own shards."""
+
+    def __init__(self, model: nn.Module, plan, device: int) -> None:
+        super().__init__()
+        self.shards = make_shards(model, plan, device)
+        model.blocks = nn.ModuleList(CoordinatorBlock(b) for b in model.blocks)  # drops the sliced weights
+        self.model = model
+        self.plan, self.device = plan, device
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor, link: Link) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward of every micro-batch; returns (mean loss, logits of the whole batch)."""
+        plan, M = self.plan, self.plan.micro_batches
+        losses, logits = [], []
+        for m, (x_mb, y_mb) in enumerate(zip(images.chunk(M), labels.chunk(M))):
+            out = self._forward(x_mb, m, link)
+            loss = F.cross_entropy(out, y_mb) / M
+            loss.backward()
+            losses.append(loss.detach())
+            logits.append(out.detach())
+        return torch.stack(losses).sum(), torch.cat(logits)
+
+    def _forward(self, images: torch.Tensor, m: int, link: Link) -> torch.Tensor:
+        mdl = self.model
+        x = mdl.norm_pre(mdl.patch_drop(mdl._pos_embed(mdl.patch_embed(images))))
+        for l, blk in enumerate(mdl.blocks):
+            x = x + blk.ls1(self._half(l, m, "attn", blk.norm1(x), link) + blk.proj_bias)
+            x = x + blk.ls2(self._half(l, m, "mlp", blk.norm2(x), link) + blk.fc2_bias)
+        return mdl.forward_head(mdl.norm(x))
+
+    def _half(self, l: int, m: int, half: str, y: torch.Tensor, link: Link) -> torch.Tensor:
+        plan, c = self.plan, self.device
+        active, full = [], []
+        for k in sorted(set(plan.placement[l]) - {c}):
+            f, o = heads_of(plan, k, l, m)
+            if f or o:
+                active.append(k)
+            if f:
+                full.append(k)
+        total = _Remote.apply(y, link, active, full, (half, l, m)) if active else torch.zeros_like(y)
+        f, o = heads_of(plan, c, l, m)
+        shard = self.shards[str(l)] if (f or o) else None
+        if f:
+            total = total + getattr(shard, half)(y, f)
+        if o:
+            with torch.no_grad():
+                total = total + getattr(shard, half)(y, o)
+        return total
+
+
+class Worker(nn.Module):
+    """A worker: its shards, and the replay of the coordinator's schedule from the plan."""
+
+    def __init__(self, model: nn.Module, plan, device: int, coordinator: int) -> None:
+        super().__init__()
+        self.shards = make_shards(model, plan, device)
+        self.plan, self.device, self.coord = plan, device, coordinator
+
+    def step(self, shape: tuple[int, int, int], link: Link) -> None:
+        """Serve every micro-batch: forward replies, then input gradients of the FULL subnets."""
+        plan, c = self.plan, self.coord
+        for m in range(plan.micro_batches):
+            saved = []
+            for l in range(plan.depth):
+                f, o = heads_of(plan, self.device, l, m)
+                if not (f or o):
+                    continue
+                shard = self.shards[str(l)]
+                for half in HALVES:
+                    y = link.recv(shape, c, ("fwd", half, l, m)).requires_grad_(bool(f))
+                    t0 = time.perf_counter()
+                    out = getattr(shard, half)(y, f) if f else None
+                    with torch.no_grad():
+                        reply = out.detach() if out is not None else torch.zeros(shape)
+                        if o:
+                            reply = reply + getattr(shard, half)(y.detach(), o)
+                    link.c.compute_s += time.perf_counter() - t0
+                    link.send(reply, c, ("fwd", half, l, m))
+                    if f:
+                        saved.append((half, l, y, out))
+            for half, l, y, out in reversed(saved):
+                g = link.recv(shape, c, ("bwd", half, l, m))
+                t0 = time.perf_counter()
+                out.backward(g)
+                link.c.compute_s += time.perf_counter() - t0
+                link.send(y.grad, c, ("bwd", half, l, m))
