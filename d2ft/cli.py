@@ -347,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic scores (default: 0)")
     p.add_argument("--out", required=True, help="CSV file to write (atomically)")
 
+    _add_runtime_parsers(sub)
+
     p = sub.add_parser("demo", help=cmd_demo.__doc__, description=cmd_demo.__doc__)
     p.add_argument("--model", default="vit_base_patch16_224", help="timm name or model.json (default: %(default)s)")
     p.add_argument("--clusters", default="lan-4x3090,mixed-4,edge-orin-wifi",
@@ -358,6 +360,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic scores (default: 0)")
     _add_step_shape(p)
     return parser
+
+
+def _add_runtime_parsers(sub) -> None:
+    """Commands served by the runtime package (torch is imported only when one of them runs)."""
+    try:
+        from runtime.cli import add_parser
+    except ImportError:  # pragma: no cover - the runtime ships with the distribution
+        return
+    add_parser(sub)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from runtime.cli import run_command
+
+    return run_command(args)
+
+
+COMMANDS["run"] = cmd_run
 
 
 def _checked(parse, ok, expected: str):
@@ -382,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, KeyError, FileNotFoundError, IndexError) as e:
+    except (ValueError, KeyError, FileNotFoundError, IndexError, RuntimeError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"d2ft {args.command}: error: {message}", file=sys.stderr)
         return 2

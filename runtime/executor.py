@@ -41,31 +41,57 @@ class Counters:
 
     sent_bytes: int = 0
     recv_bytes: int = 0
-    comm_s: float = 0.0
     compute_s: float = 0.0
+    """Time between messages (stretched by the emulated slowdown), s."""
+    comm_s: float = 0.0
+    """Time inside sends, s."""
+    wait_s: float = 0.0
+    """Time inside receives, s: the transfer plus waiting for the peer to get there."""
     messages: list = field(default_factory=list)
     """(phase, half, layer, micro_batch, peer, bytes, direction) per message."""
 
 
 class Link:
-    """Blocking point-to-point messages with byte and time counters."""
+    """Blocking point-to-point messages with byte and time counters.
 
-    def __init__(self, counters: Counters) -> None:
+    Everything a rank does between two messages is its compute. With ``slowdown`` f > 1
+    (emulated heterogeneity) the rank sleeps (f - 1) times each such interval before its
+    next message, so its compute takes f times as long.
+    """
+
+    def __init__(self, counters: Counters, slowdown: float = 1.0) -> None:
         self.c = counters
+        self.slowdown = slowdown
+        self._mark = time.perf_counter()
+
+    def start(self) -> None:
+        """Starts the compute clock (call at the start of the step)."""
+        self._mark = time.perf_counter()
+
+    def stretch(self) -> None:
+        """Books the compute since the last message, stretched by the slowdown."""
+        elapsed = time.perf_counter() - self._mark
+        if self.slowdown > 1:
+            time.sleep((self.slowdown - 1) * elapsed)
+        self.c.compute_s += self.slowdown * elapsed
 
     def send(self, t: torch.Tensor, dst: int, tag: tuple) -> None:
+        self.stretch()
         t0 = time.perf_counter()
         dist.send(t.detach().contiguous(), dst)
-        self.c.comm_s += time.perf_counter() - t0
+        self._mark = time.perf_counter()
+        self.c.comm_s += self._mark - t0
         n = t.numel() * t.element_size()
         self.c.sent_bytes += n
         self.c.messages.append((*tag, dst, n, "send"))
 
     def recv(self, shape, src: int, tag: tuple, dtype=torch.float32) -> torch.Tensor:
+        self.stretch()
         buf = torch.empty(shape, dtype=dtype)
         t0 = time.perf_counter()
         dist.recv(buf, src)
-        self.c.comm_s += time.perf_counter() - t0
+        self._mark = time.perf_counter()
+        self.c.wait_s += self._mark - t0
         n = buf.numel() * buf.element_size()
         self.c.recv_bytes += n
         self.c.messages.append((*tag, src, n, "recv"))
@@ -195,19 +221,15 @@ class Worker(nn.Module):
                 shard = self.shards[str(l)]
                 for half in HALVES:
                     y = link.recv(shape, c, ("fwd", half, l, m)).requires_grad_(bool(f))
-                    t0 = time.perf_counter()
                     out = getattr(shard, half)(y, f) if f else None
                     with torch.no_grad():
                         reply = out.detach() if out is not None else torch.zeros(shape)
                         if o:
                             reply = reply + getattr(shard, half)(y.detach(), o)
-                    link.c.compute_s += time.perf_counter() - t0
                     link.send(reply, c, ("fwd", half, l, m))
                     if f:
                         saved.append((half, l, y, out))
             for half, l, y, out in reversed(saved):
                 g = link.recv(shape, c, ("bwd", half, l, m))
-                t0 = time.perf_counter()
                 out.backward(g)
-                link.c.compute_s += time.perf_counter() - t0
                 link.send(y.grad, c, ("bwd", half, l, m))

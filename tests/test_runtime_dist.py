@@ -13,7 +13,7 @@ pytest.importorskip("timm")
 
 from d2ft import Cluster, CostModel, DeviceSpec, LinkSpec, ModelSpec, Op, Plan  # noqa: E402
 from runtime import model_spec_from_timm  # noqa: E402
-from runtime.launch import build_model, spawn_job, synthetic_batches  # noqa: E402
+from runtime.run import build_model, launch, synthetic_batches  # noqa: E402
 from runtime.shard import full_state_dict  # noqa: E402
 
 KW = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=4, num_classes=5)
@@ -52,7 +52,7 @@ def test_all_full_matches_stock_timm(tmp_path, placement):
     n = max(max(r) for r in placement) + 1
     plan = Plan([f"d{i}" for i in range(n)], placement, [[[Op.FULL] * 4] * 2] * 2, micro_batch_size=2)
     job = _job(plan, tmp_path)
-    spawn_job(job, n)
+    launch(job, n)
     res = _results(tmp_path, n)
     model, losses, logits = _reference(job, job["steps"])
     for step, rec in enumerate(res[0]["log"]):
@@ -70,7 +70,7 @@ def test_measured_bytes_equal_the_cost_model_and_idle_ranks_are_silent(tmp_path)
     ops[0][1] = [Op.SKIP] * 4  # nothing runs in block 1 of micro-batch 0
     plan = Plan(["c", "w1", "w2"], placement, ops, micro_batch_size=2)
     job = _job(plan, tmp_path, steps=1)
-    spawn_job(job, 3)
+    launch(job, 3)
     res = _results(tmp_path, 3)
     spec = model_spec_from_timm(build_model(job))
     dev = DeviceSpec("cpu", 1e11, 1e11, 1e10, 1e10)
@@ -87,7 +87,7 @@ def test_forward_only_subnets_keep_their_weights(tmp_path):
     plan = Plan(["c", "w"], [[1, 1, 1, 1], [1, 1, 1, 1]],
                 [[["F", "O", "F", "S"], ["O", "O", "F", "F"]]] * 2, micro_batch_size=2)
     job = _job(plan, tmp_path, steps=1)
-    spawn_job(job, 2)
+    launch(job, 2)
     res = _results(tmp_path, 2)
     before = build_model(job)
     after = full_state_dict(build_model(job), plan, {r: res[r]["state"] for r in res}, coordinator=0)

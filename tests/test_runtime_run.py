@@ -1,0 +1,83 @@
+"""d2ft run: end to end on local ranks, emulated slowdown, and every failure a clear, clean exit."""
+
+import json
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("timm")
+
+from d2ft.cli import main  # noqa: E402
+from runtime.run import launch  # noqa: E402
+
+TINY = '{"img_size": 32, "patch_size": 8, "embed_dim": 48, "depth": 2, "num_heads": 4, "num_classes": 5}'
+
+
+def test_run_end_to_end_with_emulated_slowdown(tmp_path, capsys):
+    code = main(["run", "--nproc", "2", "--model-kwargs", TINY, "--steps", "2", "--strategy", "full",
+                 "--slowdown", "1,3", "--out", str(tmp_path), "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["emulated_slowdown"] == [1.0, 3.0]
+    for dev in summary["devices"].values():
+        assert dev["measured_sent_bytes"] == dev["predicted_sent_bytes"]
+        assert dev["measured_recv_bytes"] == dev["predicted_recv_bytes"]
+    trace = json.loads((tmp_path / "trace-step1.json").read_text())
+    assert trace["source"] == "runtime" and trace["meta"]["emulated_slowdown"] == [1.0, 3.0]
+    assert all(loss > 0 for loss in summary["loss"])
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model-kwargs", TINY, "--checkpoint", "/no/such/weights.safetensors"], "does not exist"),
+    (["--model-kwargs", TINY, "--plan", "PLAN"], "plan it for this model"),
+    (["--model-kwargs", "{oops"], "--model-kwargs is not valid JSON"),
+])
+def test_bad_input_fails_before_any_rank_starts(tmp_path, capsys, extra, message):
+    plan = tmp_path / "plan.json"  # a plan for another model
+    main(["plan", "--model", "vit_small_patch16_224", "--cluster", "lan-4x3090", "--out", str(plan)])
+    extra = [str(plan) if a == "PLAN" else a for a in extra]
+    code = main(["run", "--nproc", "2", "--out", str(tmp_path / "run")] + extra)
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_port_in_use(tmp_path, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        code = main(["run", "--nproc", "2", "--model-kwargs", TINY, "--port", str(port), "--out", str(tmp_path)])
+    assert code == 2 and f"port {port} on 127.0.0.1 is in use" in capsys.readouterr().err
+
+
+def test_a_dying_rank_stops_the_job(tmp_path):
+    from d2ft import Op, Plan
+
+    plan = Plan(["c", "w"], [[1] * 4] * 2, [[[Op.FULL] * 4] * 2], micro_batch_size=2)
+    job = dict(model="vit_tiny_patch16_224", model_kwargs=json.loads(TINY), plan=plan.to_dict(), steps=10_000,
+               seed=0, batch_size=2, slowdown=[1.0, 1.0], timeout_s=60, out_dir=str(tmp_path))
+    errors = []
+    thread = threading.Thread(target=lambda: _capture(errors, job))
+    thread.start()
+    deadline = time.time() + 60
+    while time.time() < deadline and len(multiprocessing.active_children()) < 2:
+        time.sleep(0.2)
+    time.sleep(5)  # let both ranks get into their loop
+    victim = multiprocessing.active_children()[-1]
+    os.kill(victim.pid, signal.SIGKILL)
+    thread.join(timeout=90)
+    assert not thread.is_alive(), "launch() hung after a rank died"
+    assert errors and ("died" in errors[0] or "failed" in errors[0])
+    assert not [p for p in multiprocessing.active_children() if p.is_alive()]
+
+
+def _capture(errors, job):
+    try:
+        launch(job, 2)
+    except RuntimeError as e:
+        errors.append(str(e))
