@@ -377,7 +377,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_command(args)
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from runtime.cli import calibrate_command
+
+    return calibrate_command(args)
+
+
 COMMANDS["run"] = cmd_run
+COMMANDS["calibrate"] = cmd_calibrate
 
 
 def _checked(parse, ok, expected: str):

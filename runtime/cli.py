@@ -96,10 +96,36 @@ def run_command(args) -> int:
     return 0
 
 
+def calibrate_command(args) -> int:
+    from runtime.calibrate import calibrate
+
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, got {args.nproc}")
+    cluster, raw = calibrate(args.nproc)
+    out = Path(args.out)
+    atomic_write_text(out, cluster.to_json() + "\n")
+    write_json(out.with_suffix(".raw.json"), raw)
+    dev = cluster.device(0)
+    summary = {"out": str(out), "peak_flops": dev.peak_flops, "task_overhead_s": dev.task_overhead_s,
+               "mem_bandwidth": dev.mem_bandwidth}
+    if cluster.links:
+        link = cluster.links[0][2]
+        summary.update(link_bandwidth=link.bandwidth, link_latency_s=2 * link.latency_s)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"compute: {dev.peak_flops / 1e9:.2f} GFLOP/s per rank (one thread), {fmt_time(dev.task_overhead_s)} per task; "
+          f"memory {dev.mem_bandwidth / 1e9:.2f} GB/s")
+    if cluster.links:
+        print(f"link between ranks: {summary['link_bandwidth'] / 1e9:.2f} GB/s, {fmt_time(summary['link_latency_s'])} one way")
+    print(f"cluster written to {out} (use it with --cluster); raw timings in {out.with_suffix('.raw.json')}")
+    return 0
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("run", help="Run D2FT training steps on local ranks (torch.distributed, gloo) and "
                                    "measure them against the cost model.",
-                       description=run_command.__module__ and __doc__)
+                       description=__doc__)
     p.add_argument("--nproc", type=int, default=2, help="ranks to spawn on this machine (default: 2)")
     p.add_argument("--model", default="vit_tiny_patch16_224", help="timm ViT/DeiT name (default: %(default)s)")
     p.add_argument("--model-kwargs", help='JSON of timm keyword arguments, e.g. \'{"img_size": 32, "patch_size": 8}\'')
@@ -122,3 +148,9 @@ def add_parser(sub) -> None:
     p.add_argument("--timeout", type=float, default=120, help="seconds a rank waits for a peer (default: 120)")
     p.add_argument("--out", default="runs/latest", help="run directory (default: runs/latest)")
     p.add_argument("--json", action="store_true", help="print one JSON summary (times in s, sizes in B)")
+
+    p = sub.add_parser("calibrate", help="Measure this machine's ranks (GEMMs, copies, point-to-point transfers) "
+                                         "into a cluster JSON the planner and simulator load.")
+    p.add_argument("--nproc", type=int, default=2, help="ranks the cluster will have; >= 2 also measures the link")
+    p.add_argument("--out", default="profile.json", help="cluster JSON to write (default: profile.json)")
+    p.add_argument("--json", action="store_true", help="print one JSON summary (FLOP/s, B/s, s)")

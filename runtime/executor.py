@@ -196,8 +196,9 @@ class Coordinator(nn.Module):
         if f:
             total = total + getattr(shard, half)(y, f)
         if o:
-            with torch.no_grad():
-                total = total + getattr(shard, half)(y, o)
+            with torch.no_grad():  # a constant in backward; the sum itself must stay in the graph
+                frozen = getattr(shard, half)(y, o)
+            total = total + frozen
         return total
 
 

@@ -81,3 +81,36 @@ def _capture(errors, job):
         launch(job, 2)
     except RuntimeError as e:
         errors.append(str(e))
+
+
+def test_calibrate_writes_a_cluster_the_simulator_loads(tmp_path, capsys):
+    out = tmp_path / "profile.json"
+    assert main(["calibrate", "--nproc", "2", "--out", str(out), "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["peak_flops"] > 1e8 and figures["link_bandwidth"] > 1e6 and figures["link_latency_s"] >= 0
+    assert main(["simulate", "--cluster", str(out), "--model", "vit_tiny_patch16_224", "--micro-batches", "1",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["step_time_s"] > 0
+
+
+def test_the_same_entry_point_runs_under_torchrun(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from d2ft import Op, Plan
+    from runtime.run import free_port
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    if torchrun is None:
+        pytest.skip("torchrun is not installed beside this Python")
+    plan = Plan(["c", "w"], [[1, 0, 1, 1], [1, 1, 0, 1]], [[["F", "O", "S", "F"], ["F", "F", "F", "O"]]],
+                micro_batch_size=2)
+    job = dict(model="vit_tiny_patch16_224", model_kwargs=json.loads(TINY), plan=plan.to_dict(), steps=1, seed=0,
+               batch_size=2, out_dir=str(tmp_path))
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", str(free_port()), "-m", "runtime.run",
+                           str(tmp_path / "job.json")], env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "rank0.pt").exists() and (tmp_path / "rank1.pt").exists()
