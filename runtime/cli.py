@@ -39,7 +39,12 @@ def run_command(args) -> int:
         raise ValueError(f"--model-kwargs is not valid JSON: {e.msg}") from None
     job = dict(model=args.model, model_kwargs=kwargs, checkpoint=args.checkpoint, optimizer=args.optimizer,
                lr=args.lr, weight_decay=args.weight_decay, steps=args.steps, seed=args.seed,
-               timeout_s=args.timeout)
+               timeout_s=args.timeout, device=args.device)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is visible here; use --device cpu")
     with torch.device("meta"):
         spec = model_spec_from_timm(build_model({**job, "checkpoint": None}), name=args.model)
     cluster = load_cluster(args.cluster) if args.cluster else local_cluster(args.nproc)
@@ -144,6 +149,8 @@ def add_parser(sub) -> None:
     p.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default: 0.05)")
     p.add_argument("--seed", type=int, default=0, help="seed of the init, data and scores (default: 0)")
     p.add_argument("--slowdown", help="per-rank compute slowdown factors, e.g. 1,1,2,4 (emulated heterogeneity)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cpu: gloo; cuda: NCCL with one GPU per rank (by local rank, shared when fewer)")
     p.add_argument("--port", type=int, help="rendezvous port on 127.0.0.1 (default: a free one)")
     p.add_argument("--timeout", type=float, default=120, help="seconds a rank waits for a peer (default: 120)")
     p.add_argument("--out", default="runs/latest", help="run directory (default: runs/latest)")

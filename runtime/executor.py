@@ -59,9 +59,10 @@ class Link:
     next message, so its compute takes f times as long.
     """
 
-    def __init__(self, counters: Counters, slowdown: float = 1.0) -> None:
+    def __init__(self, counters: Counters, slowdown: float = 1.0, device: torch.device | None = None) -> None:
         self.c = counters
         self.slowdown = slowdown
+        self.device = device or torch.device("cpu")
         self._mark = time.perf_counter()
 
     def start(self) -> None:
@@ -70,6 +71,8 @@ class Link:
 
     def stretch(self) -> None:
         """Books the compute since the last message, stretched by the slowdown."""
+        if self.device.type == "cuda":  # kernels run asynchronously: wait for them before reading the clock
+            torch.cuda.synchronize(self.device)
         elapsed = time.perf_counter() - self._mark
         if self.slowdown > 1:
             time.sleep((self.slowdown - 1) * elapsed)
@@ -87,7 +90,7 @@ class Link:
 
     def recv(self, shape, src: int, tag: tuple, dtype=torch.float32) -> torch.Tensor:
         self.stretch()
-        buf = torch.empty(shape, dtype=dtype)
+        buf = torch.empty(shape, dtype=dtype, device=self.device)
         t0 = time.perf_counter()
         dist.recv(buf, src)
         self._mark = time.perf_counter()
@@ -224,7 +227,7 @@ class Worker(nn.Module):
                     y = link.recv(shape, c, ("fwd", half, l, m)).requires_grad_(bool(f))
                     out = getattr(shard, half)(y, f) if f else None
                     with torch.no_grad():
-                        reply = out.detach() if out is not None else torch.zeros(shape)
+                        reply = out.detach() if out is not None else torch.zeros(shape, device=link.device)
                         if o:
                             reply = reply + getattr(shard, half)(y.detach(), o)
                     link.send(reply, c, ("fwd", half, l, m))

@@ -92,7 +92,8 @@ def run_rank(rank: int, world: int, init_method: str, job: dict) -> None:
     """One rank of ``job`` (module docstring)."""
     torch.set_num_threads(1)
     timeout = datetime.timedelta(seconds=job.get("timeout_s", 120))
-    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world, timeout=timeout)
+    backend = "nccl" if job.get("device") == "cuda" else "gloo"
+    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world, timeout=timeout)
     try:
         _train(rank, world, job)
     finally:
@@ -109,13 +110,19 @@ def _train(rank: int, world: int, job: dict) -> None:
     tokens, dim = model.patch_embed.num_patches + model.num_prefix_tokens, model.embed_dim
     part = Coordinator(model, plan, rank) if rank == coord else Worker(model, plan, rank, coord)
     del model  # a worker keeps only its shards
+    device = torch.device("cpu")
+    if job.get("device") == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+        part.to(device)
+        batches = [b if b is None else (b[0].to(device), b[1].to(device)) for b in batches]
     opt = make_optimizer([p for p in part.parameters() if p.requires_grad], job)
     slowdown = (job.get("slowdown") or [1.0] * world)[rank]
     log = []
     for batch in batches:
         opt.zero_grad(set_to_none=False)
         counters = Counters()
-        link = Link(counters, slowdown)
+        link = Link(counters, slowdown, device)
         t0 = time.perf_counter()
         link.start()
         if rank == coord:
@@ -125,11 +132,12 @@ def _train(rank: int, world: int, job: dict) -> None:
             loss = logits = None
         opt.step()
         link.stretch()  # the backward tail and the optimizer step are compute too
-        log.append({"loss": loss, "logits": logits, "wall_s": time.perf_counter() - t0,
-                    "peak_memory_bytes": _state_bytes(part, opt), "counters": counters.__dict__})
+        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _state_bytes(part, opt)
+        log.append({"loss": loss if loss is None else loss.cpu(), "logits": logits if logits is None else logits.cpu(),
+                    "wall_s": time.perf_counter() - t0, "peak_memory_bytes": peak, "counters": counters.__dict__})
     out = Path(job["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().clone() for k, v in part.state_dict().items()}
+    state = {k: v.detach().cpu().clone() for k, v in part.state_dict().items()}
     tmp = out / f".rank{rank}.pt.tmp"
     torch.save({"rank": rank, "state": state, "log": log}, tmp)
     os.replace(tmp, out / f"rank{rank}.pt")
