@@ -72,10 +72,7 @@ def test_measured_bytes_equal_the_cost_model_and_idle_ranks_are_silent(tmp_path)
     job = _job(plan, tmp_path, steps=1)
     launch(job, 3)
     res = _results(tmp_path, 3)
-    spec = model_spec_from_timm(build_model(job))
-    dev = DeviceSpec("cpu", 1e11, 1e11, 1e10, 1e10)
-    cluster = Cluster.star([(n, dev) for n in plan.devices], LinkSpec("loopback", 1e9))
-    cost = CostModel(spec, cluster).step(plan)
+    cost = _predicted(job, plan)
     for r in range(3):
         counters = res[r]["log"][0]["counters"]
         assert counters["sent_bytes"] == cost.devices[r].sent_bytes
@@ -158,3 +155,16 @@ def test_random_hybrid_plan_matches_the_single_process_reference(tmp_path):
     rebuilt = full_state_dict(build_model(job), plan, {r: res[r]["state"] for r in res}, coordinator=0)
     for name, value in state.items():
         torch.testing.assert_close(rebuilt[name], value, msg=lambda m: f"{name}: {m}")
+    cost = _predicted(job, plan)
+    for r in range(3):
+        for step in res[r]["log"]:
+            assert step["counters"]["sent_bytes"] == cost.devices[r].sent_bytes
+            assert step["counters"]["recv_bytes"] == cost.devices[r].recv_bytes
+
+
+def _predicted(job, plan):
+    """The core cost model's step for ``plan`` on ranks of this machine (bytes do not depend on speeds)."""
+    spec = model_spec_from_timm(build_model(job))
+    dev = DeviceSpec("cpu", 1e11, 1e11, 1e10, 1e10)
+    cluster = Cluster.star([(n, dev) for n in plan.devices], LinkSpec("loopback", 1e9))
+    return CostModel(spec, cluster).step(plan)
