@@ -1,0 +1,86 @@
+"""Data readers on tiny files written in each format; splits, normalisation, augmentation."""
+
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from runtime.data import ImageData, read_cifar, read_idx_images, read_idx_labels, read_image_folder  # noqa: E402
+
+
+def _write_idx(path, arr, gz=False):
+    code = {np.dtype(np.uint8): 0x08}[arr.dtype]
+    payload = bytes([0, 0, code, arr.ndim]) + struct.pack(f">{arr.ndim}i", *arr.shape) + arr.tobytes()
+    (gzip.open if gz else open)(path, "wb").write(payload)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_images_and_labels(tmp_path, gz):
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    labels = np.array([7, 1], dtype=np.uint8)
+    suffix = ".gz" if gz else ""
+    _write_idx(tmp_path / f"img{suffix}", images, gz)
+    _write_idx(tmp_path / f"lbl{suffix}", labels, gz)
+    x = read_idx_images(tmp_path / f"img{suffix}")
+    assert x.shape == (2, 1, 3, 4) and x.dtype == torch.uint8 and int(x[1, 0, 2, 3]) == 23
+    assert read_idx_labels(tmp_path / f"lbl{suffix}").tolist() == [7, 1]
+
+
+def test_idx_errors_name_the_file_and_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_idx_images(tmp_path / "missing")
+    (tmp_path / "junk").write_bytes(b"hello world")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx_images(tmp_path / "junk")
+    images = np.zeros((4, 2, 2), dtype=np.uint8)
+    _write_idx(tmp_path / "cut", images)
+    (tmp_path / "cut").write_bytes((tmp_path / "cut").read_bytes()[:-3])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        read_idx_images(tmp_path / "cut")
+
+
+def test_cifar_batches(tmp_path):
+    rng = np.random.default_rng(0)
+    for name, key, n in (("data_batch_1", b"labels", 3), ("train", b"fine_labels", 2)):
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), key: list(range(n))}
+        pickle.dump(batch, open(tmp_path / name, "wb"))
+    x, y = read_cifar([tmp_path / "data_batch_1", tmp_path / "train"])
+    assert x.shape == (5, 3, 32, 32) and y.tolist() == [0, 1, 2, 0, 1]
+    raw = pickle.load(open(tmp_path / "data_batch_1", "rb"))
+    assert int(x[0, 1, 0, 0]) == int(raw[b"data"][0, 1024])  # green plane follows red
+    (tmp_path / "bad").write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match="not a CIFAR python batch"):
+        read_cifar([tmp_path / "bad"])
+
+
+def test_image_folder(tmp_path):
+    from PIL import Image
+
+    for cls, colour in (("cats", (255, 0, 0)), ("dogs", (0, 0, 255))):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            Image.new("RGB", (10, 7), colour).save(tmp_path / cls / f"{i}.png")
+    x, y, classes = read_image_folder(tmp_path, size=8)
+    assert classes == ["cats", "dogs"] and x.shape == (4, 3, 8, 8) and y.tolist() == [0, 0, 1, 1]
+    assert int(x[0, 0, 0, 0]) == 255 and int(x[3, 2, 0, 0]) == 255
+    (tmp_path / "dogs" / "broken.png").write_bytes(b"nope")
+    with pytest.raises(ValueError, match="not an image"):
+        read_image_folder(tmp_path, size=8)
+
+
+def test_split_normalise_augment_are_deterministic():
+    data = ImageData(torch.randint(0, 256, (20, 1, 6, 6), dtype=torch.uint8), torch.arange(20))
+    a, b = data.split(0.75, seed=3)
+    a2, _ = data.split(0.75, seed=3)
+    assert len(a.images) == 15 and len(b.images) == 5 and torch.equal(a.labels, a2.labels)
+    assert set(a.labels.tolist()).isdisjoint(b.labels.tolist())
+    mean, std = a.stats()
+    first = [x for x, _ in a.batches(4, seed=1, epoch=0, mean=mean, std=std, augment=True)]
+    again = [x for x, _ in a.batches(4, seed=1, epoch=0, mean=mean, std=std, augment=True)]
+    assert len(first) == 3 and all(torch.equal(p, q) for p, q in zip(first, again))
+    plain = torch.cat([x for x, _ in a.batches(15, seed=1, epoch=0, mean=mean, std=std)])
+    assert plain.mean().abs() < 1e-5 and (plain.std() - 1).abs() < 0.05
