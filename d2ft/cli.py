@@ -383,6 +383,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return calibrate_command(args)
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from runtime.cli import pretrain_command
+
+    return pretrain_command(args)
+
+
+COMMANDS["pretrain"] = cmd_pretrain
 COMMANDS["run"] = cmd_run
 COMMANDS["calibrate"] = cmd_calibrate
 
@@ -409,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, KeyError, FileNotFoundError, IndexError, RuntimeError) as e:
+    except (ValueError, KeyError, OSError, IndexError, RuntimeError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"d2ft {args.command}: error: {message}", file=sys.stderr)
         return 2

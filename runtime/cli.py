@@ -127,6 +127,19 @@ def calibrate_command(args) -> int:
     return 0
 
 
+def pretrain_command(args) -> int:
+    from runtime.pretrain import pretrain
+
+    manifest = pretrain(args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                        seed=args.seed, threads=args.threads, limit=args.limit)
+    if args.json:
+        print(json.dumps(manifest))
+    else:
+        print(f"test top-1 {manifest['test_top1']:.4f} after {args.epochs} epochs ({fmt_time(manifest['train_seconds'])}); "
+              f"{manifest['params']:,} parameters written to {args.out} (manifest beside it)")
+    return 0
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("run", help="Run D2FT training steps on local ranks (torch.distributed, gloo) and "
                                    "measure them against the cost model.",
@@ -155,6 +168,19 @@ def add_parser(sub) -> None:
     p.add_argument("--timeout", type=float, default=120, help="seconds a rank waits for a peer (default: 120)")
     p.add_argument("--out", default="runs/latest", help="run directory (default: runs/latest)")
     p.add_argument("--json", action="store_true", help="print one JSON summary (times in s, sizes in B)")
+
+    p = sub.add_parser("pretrain", help="Pre-train the project's small ViT backbone on Fashion-MNIST IDX files "
+                                        "and write a safetensors checkpoint with a manifest.")
+    p.add_argument("--data", default="/usr/share/datasets/fashion-mnist",
+                   help="folder with the four Fashion-MNIST IDX files, gzipped or not (default: %(default)s)")
+    p.add_argument("--out", default="data/pretrained/vit-fmnist.safetensors", help="checkpoint to write")
+    p.add_argument("--epochs", type=int, default=2, help="passes over the 60,000 training images (default: 2)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step (default: 128)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the init, order and augmentation (default: 0)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    p.add_argument("--limit", type=int, help="use only the first N training and test images (for a quick check)")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
     p = sub.add_parser("calibrate", help="Measure this machine's ranks (GEMMs, copies, point-to-point transfers) "
                                          "into a cluster JSON the planner and simulator load.")
