@@ -1,0 +1,23 @@
+"""Analysis frames: a hand-written trace becomes the documented rows and columns."""
+
+import pytest
+
+pd = pytest.importorskip("pandas")
+
+from analysis import devices_frame, events_frame  # noqa: E402
+from d2ft import DeviceStats, Event, Trace  # noqa: E402
+
+
+def test_frames_from_a_hand_written_trace():
+    trace = Trace("runtime", 2.0, {"a": DeviceStats(1.5, 10, 20, 3e6, flop=7.0, comm_s=0.25, wait_s=0.25),
+                                   "b": DeviceStats(0.5, 20, 10, 1e6)},
+                  events=[Event("a", "compute", "fwd attn L0", 0.0, 1.5, micro_batch=0, layer=0, flop=7.0),
+                          Event("a->b", "transfer", "fwd attn L0", 1.5, 1.75, micro_batch=0, layer=0, nbytes=10)])
+    devices = devices_frame(trace)
+    assert list(devices["device"]) == ["a", "b"]
+    assert devices.set_index("device").loc["a", "busy_s"] == 1.5
+    assert (devices["step_time_s"] == 2.0).all() and (devices["source"] == "runtime").all()
+    events = events_frame(trace)
+    assert events["duration_s"].tolist() == [1.5, 0.25]
+    assert events.loc[1, "nbytes"] == 10 and events.loc[0, "flop"] == 7.0
+    assert events_frame(Trace("simulator", 0.0, {})).empty
