@@ -21,3 +21,24 @@ def test_frames_from_a_hand_written_trace():
     assert events["duration_s"].tolist() == [1.5, 0.25]
     assert events.loc[1, "nbytes"] == 10 and events.loc[0, "flop"] == 7.0
     assert events_frame(Trace("simulator", 0.0, {})).empty
+
+
+def test_compare_a_trace_with_itself_and_with_a_measurement():
+    from analysis import compare, rank_agreement, savings
+
+    t = Trace("simulator", 2.0, {"a": DeviceStats(1.5, 10, 20, 0), "b": DeviceStats(0.5, 20, 10, 0)})
+    same = compare(t, t)
+    assert (same["abs_error"] == 0).all() and (same["rel_error"].fillna(0) == 0).all()
+    assert len(same) == 1 + 2 * 3
+    measured = Trace("runtime", 2.5, {"a": DeviceStats(1.0, 10, 20, 0), "b": DeviceStats(0.5, 20, 10, 0)})
+    rows = compare(t, measured).set_index(["device", "quantity"])
+    assert rows.loc[("step", "step_time_s"), "rel_error"] == pytest.approx(-0.2)
+    assert rows.loc[("a", "busy_s"), "rel_error"] == pytest.approx(0.5)
+    full = Trace("runtime", 4.0, {"a": DeviceStats(2.0, 20, 40, 0), "b": DeviceStats(1.0, 40, 20, 0)})
+    s = savings(t, full, measured, full).set_index("quantity")
+    assert s.loc["comm_bytes", "error_points"] == pytest.approx(0.0)
+    assert s.loc["compute_s", "predicted_saving"] == pytest.approx(1 / 3)
+    assert rank_agreement([3, 1, 2], [30, 10, 20]) == pytest.approx(1.0)
+    assert rank_agreement([3, 1, 2], [10, 30, 20]) == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="different devices"):
+        compare(t, Trace("runtime", 1.0, {"a": DeviceStats(1, 1, 1, 0)}))
