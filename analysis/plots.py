@@ -1,0 +1,148 @@
+"""Figures: each function takes plain data and returns a matplotlib Figure; ``save`` writes PNG and SVG.
+
+Colours are the Okabe-Ito palette (Okabe & Ito 2008, "Color Universal Design"), which
+stays distinguishable with the common colour-vision deficiencies. Axis labels carry units.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files, not windows: these figures go to reports
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from d2ft.plan import Plan  # noqa: E402
+from d2ft.trace import Trace  # noqa: E402
+
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+
+
+def save(fig, path: str | Path) -> list[Path]:
+    """Writes ``fig`` as PATH.png and PATH.svg (any suffix of ``path`` is replaced); returns both paths."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = [path.with_suffix(".png"), path.with_suffix(".svg")]
+    for p in out:
+        fig.savefig(p, dpi=150, bbox_inches="tight")
+    return out
+
+
+def accuracy_vs_saving(results: pd.DataFrame, saving: str = "compute_saving"):
+    """Top-1 accuracy against a saving, one colour per strategy.
+
+    ``results`` columns: strategy, accuracy (0..1), and ``saving`` (0..1).
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for colour, (strategy, rows) in zip(_colours(), results.groupby("strategy", sort=False)):
+        ax.scatter(100 * rows[saving], 100 * rows["accuracy"], label=strategy, color=colour, s=40)
+    ax.set_xlabel(("compute" if "compute" in saving else "communication") + " saved against all-FULL (%)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(title="strategy", frameon=False)
+    return fig
+
+
+def predicted_vs_measured(predicted: Sequence[float], measured: Sequence[float], label: str, unit: str,
+                          band: float = 0.1):
+    """Measured against predicted with the y = x line and a +-``band`` relative error band."""
+    p, m = np.asarray(predicted, float), np.asarray(measured, float)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    top = max(p.max(initial=0), m.max(initial=0)) * 1.05 or 1.0
+    line = np.linspace(0, top, 50)
+    ax.plot(line, line, color=OKABE_ITO[7], lw=1, label="y = x")
+    ax.fill_between(line, line * (1 - band), line * (1 + band), color=OKABE_ITO[5], alpha=0.25,
+                    label=f"+-{band:.0%}")
+    ax.scatter(p, m, color=OKABE_ITO[0], s=30, zorder=3)
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel(f"predicted {label} ({unit})")
+    ax.set_ylabel(f"measured {label} ({unit})")
+    ax.legend(frameon=False)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def timelines(traces: Mapping[str, Trace]):
+    """One Gantt chart per trace (e.g. simulated and measured), side by side; rows are devices and links."""
+    fig, axes = plt.subplots(1, len(traces), figsize=(6 * len(traces), 4), squeeze=False)
+    for ax, (title, trace) in zip(axes[0], traces.items()):
+        resources = list(dict.fromkeys(e.resource for e in trace.events))
+        row = {r: i for i, r in enumerate(resources)}
+        kinds = sorted({e.kind for e in trace.events})
+        colour = dict(zip(kinds, _colours()))
+        for e in trace.events:
+            ax.barh(row[e.resource], 1e3 * e.duration_s, left=1e3 * e.start_s, color=colour[e.kind], height=0.8)
+        ax.set_yticks(range(len(resources)), resources)
+        ax.invert_yaxis()
+        ax.set_xlabel("time in step (ms)")
+        ax.set_title(f"{title}: {1e3 * trace.step_time_s:.1f} ms")
+        handles = [plt.Rectangle((0, 0), 1, 1, color=colour[k]) for k in kinds]
+        if handles:
+            ax.legend(handles, kinds, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def device_loads(loads: Mapping[str, Sequence[float]], devices: Sequence[str]):
+    """Per-device load (s) for several plans, e.g. balanced against a speed-oblivious split."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    width = 0.8 / max(len(loads), 1)
+    x = np.arange(len(devices))
+    for i, ((name, values), colour) in enumerate(zip(loads.items(), _colours())):
+        ax.bar(x + i * width, 1e3 * np.asarray(values, float), width, label=name, color=colour)
+    ax.set_xticks(x + width * (len(loads) - 1) / 2, devices)
+    ax.set_ylabel("compute per step (ms)")
+    ax.legend(frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def op_mix(plans: Sequence[Plan]):
+    """Heatmap of the share of micro-batches and steps each subnet ran FULL (and FORWARD_ONLY)."""
+    depth, heads = plans[0].depth, plans[0].heads
+    full, fwd = np.zeros((depth, heads)), np.zeros((depth, heads))
+    items = 0
+    for plan in plans:
+        for grid in plan.ops:
+            items += 1
+            for l, row in enumerate(grid):
+                for h, op in enumerate(row):
+                    full[l, h] += op.level == 2
+                    fwd[l, h] += op.level == 1
+    fig, axes = plt.subplots(1, 2, figsize=(8, 0.35 * depth + 2), sharey=True)
+    for ax, data, title in ((axes[0], full, "FULL"), (axes[1], fwd, "FORWARD_ONLY")):
+        image = ax.imshow(data / max(items, 1), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set_title(title)
+        ax.set_xlabel("head")
+    axes[0].set_ylabel("block")
+    fig.suptitle("share of micro-batches in which each subnet ran")
+    fig.colorbar(image, ax=axes, label="share (0..1)")
+    return fig
+
+
+def sweep_curves(records: pd.DataFrame, x: str = "link_bandwidth", y: str = "step_time_s"):
+    """``y`` against ``x`` from sweep records, one line per strategy (log x for bandwidths)."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ok = records[records["error"].isna()] if "error" in records else records
+    for colour, (strategy, rows) in zip(_colours(), ok.groupby("strategy", sort=False)):
+        rows = rows.sort_values(x)
+        ax.plot(rows[x], rows[y], marker="o", color=colour, label=strategy)
+    if x == "link_bandwidth":
+        ax.set_xscale("log")
+    ax.set_xlabel({"link_bandwidth": "link bandwidth (B/s)", "devices": "devices"}.get(x, x))
+    ax.set_ylabel({"step_time_s": "step time (s)", "speedup": "speed-up over all-FULL (x)",
+                   "compute_saving": "compute saved (fraction)"}.get(y, y))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(title="strategy", frameon=False)
+    return fig
+
+
+def _colours():
+    while True:
+        yield from OKABE_ITO

@@ -1,0 +1,33 @@
+"""Every plot function runs on small data and writes non-empty PNG and SVG files (Agg backend)."""
+
+import pytest
+
+pd = pytest.importorskip("pandas")
+pytest.importorskip("matplotlib")
+
+from analysis import plots  # noqa: E402
+from d2ft import ModelSpec, Op, Plan  # noqa: E402
+from d2ft.catalogue import cluster_preset  # noqa: E402
+from simulator import simulate, sweep  # noqa: E402
+
+
+def _check(fig, tmp_path, name):
+    for path in plots.save(fig, tmp_path / name):
+        assert path.stat().st_size > 1000, path
+
+
+def test_every_plot_writes_an_image(tmp_path):
+    model, cluster = ModelSpec.from_timm("vit_tiny_patch16_224"), cluster_preset("lan-4x3090")
+    results = pd.DataFrame({"strategy": ["full", "hybrid", "random"], "accuracy": [0.9, 0.89, 0.85],
+                            "compute_saving": [0.0, 0.4, 0.4]})
+    _check(plots.accuracy_vs_saving(results), tmp_path, "accuracy")
+    _check(plots.predicted_vs_measured([1.0, 2.0, 3.0], [1.1, 1.9, 3.3], "step time", "s"), tmp_path, "pvm")
+    plan = Plan.uniform(model, cluster, Op.FULL, 1, 2)
+    trace = simulate(plan, model, cluster)
+    _check(plots.timelines({"simulated": trace, "again": trace}), tmp_path, "timeline")
+    _check(plots.device_loads({"balanced": [1.0, 1.0, 1.0, 1.0], "even": [0.2, 1.0, 2.0, 4.0]},
+                              cluster.device_names), tmp_path, "loads")
+    _check(plots.op_mix([plan.with_ops([[[Op.FULL, Op.FORWARD_ONLY, Op.SKIP]] * 12])]), tmp_path, "opmix")
+    records = pd.DataFrame(sweep(["vit_tiny_patch16_224"], ["lan-4x3090"], strategies=["full", "hybrid"],
+                                 micro_batches=[1], link_bandwidths=[1.25e8, 1.25e9]))
+    _check(plots.sweep_curves(records), tmp_path, "sweep")
