@@ -55,6 +55,20 @@ def _model_and_cluster(args: argparse.Namespace):
     return load_model(args.model, **overrides), load_cluster(args.cluster)
 
 
+def _plan_from_args(args: argparse.Namespace, model, cluster, op: Op, mode: str | None = None) -> Plan:
+    """The --plan file, or every subnet running ``op`` (on the balanced ``mode`` placement when given,
+    else the round-robin one)."""
+    if args.plan:
+        return load_plan(args.plan)
+    placement = None
+    if mode is not None:
+        from .placement import plan_placement
+
+        placement = plan_placement(model, cluster, mode, micro_batches=args.micro_batches,
+                                   micro_batch_size=args.micro_batch_size)
+    return Plan.uniform(model, cluster, op, args.micro_batches, args.micro_batch_size, placement=placement)
+
+
 def _emit(args: argparse.Namespace, obj: dict, text: str) -> None:
     print(json.dumps(obj) if args.json else text)
 
@@ -114,10 +128,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_cost(args: argparse.Namespace) -> int:
     """Analytical cost of one step: a plan file, or every subnet running one op."""
     model, cluster = _model_and_cluster(args)
-    if args.plan:
-        plan = load_plan(args.plan)
-    else:
-        plan = Plan.uniform(model, cluster, Op.from_char(args.op), args.micro_batches, args.micro_batch_size)
+    plan = _plan_from_args(args, model, cluster, Op.from_char(args.op))
     cost = CostModel(model, cluster).step(plan)
     if args.trace:
         atomic_write_text(args.trace, Trace.from_cost(cost, meta=plan.meta).to_json())
@@ -170,14 +181,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from simulator import simulate
 
     model, cluster = _model_and_cluster(args)
-    if args.plan:
-        plan = load_plan(args.plan)
-    else:
-        from .placement import plan_placement
-
-        placement = plan_placement(model, cluster, args.mode, micro_batches=args.micro_batches,
-                                   micro_batch_size=args.micro_batch_size)
-        plan = Plan.uniform(model, cluster, Op.FULL, args.micro_batches, args.micro_batch_size, placement=placement)
+    plan = _plan_from_args(args, model, cluster, Op.FULL, mode=args.mode)
     trace = simulate(plan, model, cluster, path=args.path, order=args.order, mode=args.mode)
     cost = CostModel(model, cluster).step(plan)
     if args.trace:

@@ -41,8 +41,6 @@ def run_command(args) -> int:
                lr=args.lr, weight_decay=args.weight_decay, steps=args.steps, seed=args.seed,
                timeout_s=args.timeout, device=args.device)
     if args.device == "cuda":
-        import torch
-
         if not torch.cuda.is_available():
             raise ValueError("--device cuda: no CUDA device is visible here; use --device cpu")
     with torch.device("meta"):

@@ -166,7 +166,7 @@ class Coordinator(nn.Module):
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, link: Link) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward and backward of every micro-batch; returns (mean loss, logits of the whole batch)."""
-        plan, M = self.plan, self.plan.micro_batches
+        M = self.plan.micro_batches
         losses, logits = [], []
         for m, (x_mb, y_mb) in enumerate(zip(images.chunk(M), labels.chunk(M))):
             out = self._forward(x_mb, m, link)

@@ -122,7 +122,7 @@ class Analytical:
         """Per-device arrays and the step time of ``plan`` (see ``trace`` for a Trace)."""
         lv = self._levels(plan)
         M = lv.shape[0]
-        K, c, hv = self.cluster.num_devices, self.coord, self.halves
+        c, hv = self.coord, self.halves
         n_f = np.einsum("mlh,lhk->mlk", (lv >= 1).astype(float), self.onehot)  # subnets running forward
         n_b = np.einsum("mlh,lhk->mlk", (lv == 2).astype(float), self.onehot)  # ... and backward
         act_f, act_b = n_f > 0, n_b > 0

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from d2ft.cost import CostModel, Message, Task
+from d2ft.cost import CostModel, Task
 
 ORDERS = ("sequential", "interleaved")
 MODES = ("width", "depth")

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 
-from d2ft import Cluster, CostModel, DeviceSpec, LinkSpec, ModelSpec, Op, Plan  # noqa: E402
+from d2ft import Cluster, CostModel, DeviceSpec, LinkSpec, Op, Plan  # noqa: E402
 from runtime import model_spec_from_timm  # noqa: E402
 from runtime.run import build_model, launch, synthetic_batches  # noqa: E402
 from runtime.shard import full_state_dict  # noqa: E402

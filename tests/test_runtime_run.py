@@ -98,7 +98,7 @@ def test_the_same_entry_point_runs_under_torchrun(tmp_path):
     import subprocess
     import sys
 
-    from d2ft import Op, Plan
+    from d2ft import Plan
     from runtime.run import free_port
 
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
