@@ -5,5 +5,7 @@ Imports ``d2ft`` (plus pandas and matplotlib), never torch, ``simulator`` or ``r
 
 from .compare import compare, rank_agreement, savings
 from .frames import devices_frame, events_frame
+from .runs import Run, find_runs, read_run, runs_frame
 
-__all__ = ["compare", "devices_frame", "events_frame", "rank_agreement", "savings"]
+__all__ = ["Run", "compare", "devices_frame", "events_frame", "find_runs", "rank_agreement", "read_run", "runs_frame",
+           "savings"]

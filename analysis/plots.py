@@ -98,8 +98,9 @@ def device_loads(loads: Mapping[str, Sequence[float]], devices: Sequence[str]):
         ax.bar(x + i * width, 1e3 * np.asarray(values, float), width, label=name, color=colour)
     ax.set_xticks(x + width * (len(loads) - 1) / 2, devices)
     ax.set_ylabel("compute per step (ms)")
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
     return fig
 
 
@@ -140,6 +141,52 @@ def sweep_curves(records: pd.DataFrame, x: str = "link_bandwidth", y: str = "ste
                    "compute_saving": "compute saved (fraction)"}.get(y, y))
     ax.grid(alpha=0.3, which="both")
     ax.legend(title="strategy", frameon=False)
+    return fig
+
+
+def training_curves(curves: Mapping[str, pd.DataFrame]):
+    """Loss (left) and test top-1 (right) against step, one colour per run.
+
+    Each frame has columns step, loss and top1 (NaN between evaluations), as ``Run.steps``.
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for colour, (name, s) in zip(_colours(), curves.items()):
+        smooth = s["loss"].rolling(10, min_periods=1).mean()
+        left.plot(s["step"], smooth, color=colour, label=name)
+        ev = s.dropna(subset=["top1"])
+        right.plot(ev["step"] + 1, 100 * ev["top1"], marker="o", color=colour, label=name)
+    left.set_xlabel("step")
+    left.set_ylabel("training loss (mean of 10 steps)")
+    right.set_xlabel("step")
+    right.set_ylabel("test top-1 (%)")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    right.legend(frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def op_mix_over_training(plans: Sequence[tuple[int, Plan]], total_steps: int, bins: int = 30):
+    """Heatmap: for every subnet (rows, block-major) and stretch of training (columns), the share of
+    micro-batches it ran FULL. ``plans``: (first step, plan) pairs in order, as ``Run.plans``."""
+    depth, heads = plans[0][1].depth, plans[0][1].heads
+    edges = np.linspace(0, total_steps, min(bins, total_steps) + 1)
+    share = np.zeros((depth * heads, len(edges) - 1))
+    starts = [s for s, _ in plans] + [total_steps]
+    per_step = np.zeros((depth * heads, total_steps))
+    for (first, plan), end in zip(plans, starts[1:]):
+        full = np.array([[[op.level == 2 for op in row] for row in grid] for grid in plan.ops]).mean(0).reshape(-1)
+        per_step[:, first:end] = full[:, None]
+    for j in range(len(edges) - 1):
+        a, b = int(edges[j]), max(int(edges[j + 1]), int(edges[j]) + 1)
+        share[:, j] = per_step[:, a:b].mean(1)
+    fig, ax = plt.subplots(figsize=(8, 0.16 * depth * heads + 1.8))
+    image = ax.imshow(share, vmin=0, vmax=1, cmap="viridis", aspect="auto", interpolation="nearest",
+                      extent=(0, total_steps, depth * heads - 0.5, -0.5))
+    ax.set_yticks([l * heads for l in range(depth)], [f"block {l}" for l in range(depth)])
+    ax.set_xlabel("step")
+    ax.set_title("share of micro-batches each subnet ran FULL (rows: heads, block by block)")
+    fig.colorbar(image, ax=ax, label="share FULL (0..1)")
     return fig
 
 

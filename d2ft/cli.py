@@ -256,6 +256,35 @@ def _progress_bar():
 
 @command
 def cmd_demo(args: argparse.Namespace) -> int:
+    """The whole pipeline on this machine: calibrate, plan, simulate, fine-tune on 4 ranks, compare, report."""
+    from .demo import run_demo
+
+    run_demo(args.out, quick=args.quick, steps=args.steps, seed=args.seed)
+    return 0
+
+
+@command
+def cmd_report(args: argparse.Namespace) -> int:
+    """One HTML page (figures embedded) and a Markdown summary of a run directory or a folder of runs."""
+    import pandas as pd
+
+    from analysis.report import write_report
+
+    sweep = None
+    if args.sweep:
+        try:
+            sweep = pd.read_csv(args.sweep)
+        except (OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
+            raise ValueError(f"--sweep {args.sweep!r}: cannot read it as a `d2ft sweep` CSV ({e})") from None
+        if not {"strategy", "step_time_s"} <= set(sweep.columns):
+            raise ValueError(f"--sweep {args.sweep!r} is not a `d2ft sweep` CSV (no strategy and step_time_s columns)")
+    html, md = write_report(args.run_dir, args.out, sweep=sweep, command="d2ft " + " ".join(sys.argv[1:]))
+    _emit(args, {"html": str(html), "markdown": str(md)}, f"report: {html}\nsummary: {md}")
+    return 0
+
+
+@command
+def cmd_whatif(args: argparse.Namespace) -> int:
     """What-if: one fine-tuning step of a model on several clusters, per D2FT strategy and baseline."""
     from .planner import plan_step
 
@@ -354,6 +383,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_parsers(sub)
 
     p = sub.add_parser("demo", help=cmd_demo.__doc__, description=cmd_demo.__doc__)
+    p.add_argument("--quick", action="store_true", help="20 steps per run instead of 200: the same pipeline in under "
+                                                       "2 minutes")
+    p.add_argument("--steps", type=_positive_int, help="training steps per run (default: 200, or 20 with --quick)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the runs (default: 0)")
+    p.add_argument("--out", default="out/demo", help="folder for everything the demo writes (default: %(default)s; "
+                                                     "a previous demo there is replaced)")
+
+    p = sub.add_parser("report", help=cmd_report.__doc__, description=cmd_report.__doc__)
+    p.add_argument("run_dir", help="a run directory (`d2ft run --out`) or a folder of them (e.g. out/demo/runs)")
+    p.add_argument("--sweep", help="a `d2ft sweep` CSV to draw as what-if curves")
+    p.add_argument("--out", help="folder for report.html, report.md and figures/ (default: RUN_DIR)")
+    p.add_argument("--json", action="store_true", help="print the paths as one JSON object")
+
+    p = sub.add_parser("whatif", help=cmd_whatif.__doc__, description=cmd_whatif.__doc__)
     p.add_argument("--model", default="vit_base_patch16_224", help="timm name or model.json (default: %(default)s)")
     p.add_argument("--clusters", default="lan-4x3090,mixed-4,edge-orin-wifi",
                    help="comma-separated cluster presets (default: %(default)s)")

@@ -44,6 +44,12 @@ class DeviceSpec:
     """Fraction of peak that a large matrix product reaches, in (0, 1]."""
     task_overhead_s: float = 0.0
     """Fixed time per compute task, s (kernel launches; see ``compute_time``)."""
+    elementwise_overhead_s: float | None = None
+    """Fixed time of a task with no matrix products (norms, residual adds, the optimizer), s;
+    None: ``task_overhead_s``. Such a task is one kernel where a matrix task is several."""
+    backward_efficiency: float = 1.0
+    """Backward FLOP rate relative to forward, in (0, 1]: below 1 where a framework's backward
+    kernels run slower than its forward ones (``d2ft calibrate --model`` measures it)."""
     source: str = ""
     """Where the figures come from."""
 
@@ -55,6 +61,11 @@ class DeviceSpec:
                 problems.append(f"{f} must be a positive number, got {v!r}")
         if not (isinstance(self.efficiency, (int, float)) and 0 < self.efficiency <= 1):
             problems.append(f"efficiency must be in (0, 1], got {self.efficiency!r}")
+        if not (isinstance(self.backward_efficiency, (int, float)) and 0 < self.backward_efficiency <= 1):
+            problems.append(f"backward_efficiency must be in (0, 1], got {self.backward_efficiency!r}")
+        if self.elementwise_overhead_s is not None and not (
+                isinstance(self.elementwise_overhead_s, (int, float)) and self.elementwise_overhead_s >= 0):
+            problems.append(f"elementwise_overhead_s must be >= 0 or None, got {self.elementwise_overhead_s!r}")
         if not (isinstance(self.task_overhead_s, (int, float)) and self.task_overhead_s >= 0):
             problems.append(f"task_overhead_s must be >= 0, got {self.task_overhead_s!r}")
         raise_problems(f"DeviceSpec {self.name!r}", problems)
@@ -63,7 +74,16 @@ class DeviceSpec:
         """Peak FLOP/s for elements of ``dtype_bytes`` bytes (2: 16-bit, 4: 32-bit)."""
         return self.peak_flops if dtype_bytes <= 2 else self.peak_flops_fp32
 
-    def compute_time(self, flop: float, bytes_moved: float, dtype_bytes: int = 4) -> float:
+    def roofline_s(self, flop: float, bytes_moved: float, dtype_bytes: int = 4, backward: bool = False) -> float:
+        """max(FLOP / achieved rate, bytes / bandwidth), s: ``compute_time`` without the overhead.
+
+        >>> DeviceSpec("x", 1e12, 1e12, 1e11, 1e9, efficiency=1.0, backward_efficiency=0.5).roofline_s(1e9, 0, backward=True)
+        0.002
+        """
+        rate = self.peak(dtype_bytes) * self.efficiency * (self.backward_efficiency if backward else 1.0)
+        return max(flop / rate, bytes_moved / self.mem_bandwidth)
+
+    def compute_time(self, flop: float, bytes_moved: float, dtype_bytes: int = 4, backward: bool = False) -> float:
         """Roofline time of one task, s: overhead + max(FLOP / achieved peak, bytes / bandwidth).
 
         Roofline: Williams, Waterman, Patterson, CACM 52(4), 2009. A size-dependent
@@ -76,7 +96,8 @@ class DeviceSpec:
         """
         if flop <= 0 and bytes_moved <= 0:
             return 0.0
-        return self.task_overhead_s + max(flop / (self.peak(dtype_bytes) * self.efficiency), bytes_moved / self.mem_bandwidth)
+        overhead = self.task_overhead_s if flop > 0 or self.elementwise_overhead_s is None else self.elementwise_overhead_s
+        return overhead + self.roofline_s(flop, bytes_moved, dtype_bytes, backward)
 
     def scaled(self, slowdown: float) -> "DeviceSpec":
         """A copy that computes ``slowdown`` times slower (peaks and bandwidth divided)."""
@@ -91,6 +112,7 @@ class DeviceSpec:
             peak_flops_fp32=self.peak_flops_fp32 / slowdown,
             mem_bandwidth=self.mem_bandwidth / slowdown,
             task_overhead_s=self.task_overhead_s * slowdown,
+            elementwise_overhead_s=None if self.elementwise_overhead_s is None else self.elementwise_overhead_s * slowdown,
         )
 
     def to_dict(self) -> dict:

@@ -146,7 +146,7 @@ class CostModel:
         else:  # input gradient + weight gradient; gradients read-modify-written (2P)
             flop, nbytes = n * b * w.bwd_flop, n * (P + 2 * P + b * (w.ig_act_bytes + w.wg_act_bytes))
         nbytes += extra
-        time = self._specs[k].compute_time(flop, nbytes, self.model.dtype_bytes)
+        time = self._specs[k].compute_time(flop, nbytes, self.model.dtype_bytes, backward=phase != "fwd")
         return Task(k, phase, part, layer, m, flop, nbytes, time, subnets)
 
     def subnet_time(self, device: int, op: Op, micro_batch_size: int) -> float:
@@ -160,7 +160,7 @@ class CostModel:
         for half in self.halves:
             for phase in ("fwd", "bwd")[: op.level]:
                 t = self._task(device, phase, half, 0, 0, self._half[half], 1, b)
-                total += max(t.flop / (spec.peak(d) * spec.efficiency), t.bytes_moved / spec.mem_bandwidth)
+                total += spec.roofline_s(t.flop, t.bytes_moved, d, backward=phase == "bwd")
         return total
 
     def block_messages_bytes(self, op: Op, micro_batch_size: int) -> int:

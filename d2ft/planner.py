@@ -3,7 +3,9 @@
 Strategies (method.md, "The three selection strategies") choose ops with a knapsack
 solver under a budget: ``backward`` (F, O), ``shortcut`` (F, S), ``hybrid`` (F, O, S).
 Baselines under the same budget: ``full`` (every subnet FULL, unbudgeted), ``random``
-(random ops that fit), ``freeze`` (the lowest blocks FORWARD_ONLY, like layer freezing),
+(the hybrid knapsack solved with seeded random scores instead of contribution scores:
+which subnets train, skip or only run forward is left to chance, and the budget is used
+as fully as D2FT uses it), ``freeze`` (the lowest blocks FORWARD_ONLY, like layer freezing),
 ``layerdrop`` (whole blocks skipped at random per micro-batch).
 """
 
@@ -18,7 +20,7 @@ from .errors import unknown_name
 from .knapsack import Budget, Problem, build_problem
 from .ops import Op
 from .plan import Plan, even_placement
-from .scores import Scores, synthetic
+from .scores import Scores, random_scores, synthetic
 from .solvers import DeviceSolution, dp_two_stage, greedy, mip_exact, timed
 
 STRATEGIES: dict[str, tuple[Op, ...]] = {
@@ -125,12 +127,15 @@ def plan_step(
         placement = plan_placement(model, cluster, micro_batches=micro_batches, micro_batch_size=micro_batch_size,
                                    keep=budget.keep or 1.0)
     skeleton = Plan.uniform(model, cluster, Op.FULL, micro_batches, micro_batch_size, placement=placement)
+    if strategy == "random":  # the same knapsack, blind: random scores per micro-batch (method.md, baselines)
+        scores = random_scores(model.depth, model.heads, seed=seed, micro_batches=micro_batches)
     scores = scores if scores is not None else synthetic(model.depth, model.heads, seed=seed)
     ops = STRATEGIES.get(strategy, STRATEGIES["hybrid"])
     problem = build_problem(model, cluster, skeleton, scores, budget, ops)
-    meta = dict(strategy=strategy, solver=solver if strategy in STRATEGIES else "baseline", seed=seed,
+    solved = strategy in STRATEGIES or strategy == "random"
+    meta = dict(strategy=strategy, solver=solver if solved else "baseline", seed=seed,
                 keep=budget.keep, comm_keep=budget.comm_keep)
-    if strategy in STRATEGIES:
+    if solved:
         solutions, seconds = timed(_solve, problem, solver, time_limit_s, gap, backend, seed)
         plan = problem.assemble([s.choice for s in solutions], **meta)
         objective = sum(s.objective for s in solutions)
@@ -189,22 +194,6 @@ def _full(problem: Problem, rng: random.Random) -> Plan:
     return problem.plan
 
 
-def _random(problem: Problem, rng: random.Random) -> Plan:
-    """Random ops that fit: items in random order each draw F, O or S, stepping down until they fit."""
-    choices = []
-    for dp in problem.devices:
-        choice = [0] * len(dp.items)
-        order = list(range(len(dp.items)))
-        rng.shuffle(order)
-        for i in order:
-            for level in range(rng.randrange(3), -1, -1):  # a random op, stepping down until it fits
-                choice[i] = level
-                if dp.fits(choice):
-                    break
-        choices.append(choice)
-    return problem.assemble(choices)
-
-
 def _freeze(problem: Problem, rng: random.Random) -> Plan:
     """The fewest lowest blocks FORWARD_ONLY in every micro-batch that make every device fit."""
     p = problem.plan
@@ -230,7 +219,7 @@ def _layerdrop(problem: Problem, rng: random.Random) -> Plan:
 
 
 BASELINE_FNS: dict[str, Callable[[Problem, random.Random], Plan]] = {
-    "full": _full, "random": _random, "freeze": _freeze, "layerdrop": _layerdrop,
+    "full": _full, "freeze": _freeze, "layerdrop": _layerdrop,
 }
 
 __all__ = ["BASELINES", "DeviceSolution", "PlanReport", "SOLVERS", "STRATEGIES", "plan_step", "even_placement"]

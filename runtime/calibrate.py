@@ -5,14 +5,30 @@ the runtime uses, timed (median of repeats) and fitted by least squares to
 t = overhead + FLOP / rate, which is ``DeviceSpec.compute_time`` with peak = rate,
 efficiency = 1 and task_overhead_s = overhead. Memory bandwidth: copies of a 64 MiB
 tensor (read + write). Link: ping-pong between two ranks over gloo at sizes from 1 KiB to
-8 MiB, fitted to one-way t = latency + bytes / bandwidth.
+8 MiB, fitted to one-way t = latency + bytes / bandwidth, with all ``nproc`` ranks running
+and rank 0 talking to each of the others in turn, as the coordinator does.
 
-Not measured: contention between ranks sharing cores or memory, and other devices than
-the CPU (on a GPU machine, run the runtime's own timings).
+With a model (``calibrate(nproc, model_job=..., micro_batch_size=b)``, ``d2ft calibrate
+--model``), compute is fitted to the runtime's own tasks instead: one block's subnet
+halves (attention, MLP slice) for 1, H/2 and H heads at micro-batch size b, forward (with
+autograd recording, as a FULL subnet runs) and backward timed separately; forward times
+against the cost model's FLOP give the rate and overhead, backward times the backward
+efficiency (``DeviceSpec.backward_efficiency``). Small tasks of small models are far from
+GEMM speed (framework overhead per operator), which the GEMM fit misses.
+
+Elementwise tasks (a LayerNorm, a residual add at the micro-batch's activation size) give
+``DeviceSpec.elementwise_overhead_s``. Ranks sharing cores: with more worker ranks than
+cores, worker devices are slowed by workers / cores (they compute concurrently in the
+star execution while the coordinator waits); the coordinator keeps the full speed.
+
+Not measured: contention for memory bandwidth, contention beyond that simple share, and
+other devices than the CPU (on a GPU machine, run the runtime's own timings).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import statistics
 import time
 
@@ -64,7 +80,47 @@ def measure_device(threads: int = 1) -> dict:
             "mem_bandwidth": 2 * src.numel() * src.element_size() / copy_s}
 
 
+def measure_tasks(model_job: dict, micro_batch_size: int, repeat: int = 15) -> dict:
+    """Forward and backward times of the model's subnet tasks in this process (one thread).
+
+    Returns {"points": [(phase, half, heads, FLOP, s)], "rate", "overhead_s", "backward_efficiency"}.
+    """
+    from .run import build_model
+    from .shard import BlockShard
+    from .spec import model_spec_from_timm
+
+    torch.set_num_threads(1)
+    model = build_model({**model_job, "checkpoint": None})
+    spec = model_spec_from_timm(model, name=model_job["model"])
+    H, b = spec.heads, micro_batch_size
+    shard = BlockShard(model.blocks[0], list(range(H)))
+    x = torch.randn(b, model.patch_embed.num_patches + model.num_prefix_tokens, model.embed_dim)
+    work = {"attn": spec.subnet_attn, "mlp": spec.subnet_mlp}
+    points = []
+    for n in range(1, H + 1) if H <= 6 else sorted({1, H // 4, H // 2, 3 * H // 4, H}):
+        heads = list(range(n))
+        for half in ("attn", "mlp"):
+            y = x.clone().requires_grad_()
+            fn = getattr(shard, half)
+            t_f = _median_time(lambda: fn(y, heads), repeat)
+            grad = torch.ones_like(x)
+            t_fb = _median_time(lambda: fn(y, heads).backward(grad), repeat)
+            points.append(("fwd", half, n, n * b * work[half].fwd_flop, t_f))
+            points.append(("bwd", half, n, n * b * work[half].bwd_flop, max(t_fb - t_f, 1e-9)))
+    norm = model.blocks[0].norm1
+    t_norm = _median_time(lambda: norm(x), repeat)
+    t_add = _median_time(lambda: x + x, repeat)
+    fwd = [(p[3], p[4]) for p in points if p[0] == "fwd"]
+    bwd = [(p[3], p[4]) for p in points if p[0] == "bwd"]
+    o_f, s_f = fit_line(*zip(*fwd))
+    o_b, s_b = fit_line(*zip(*bwd))
+    return {"points": points, "rate": 1 / s_f, "overhead_s": max((o_f + o_b) / 2, 0.0),
+            "backward_efficiency": min(1.0, s_f / s_b), "micro_batch_size": b, "model": model_job["model"],
+            "elementwise_s": [t_norm, t_add], "activation_bytes": x.numel() * x.element_size()}
+
+
 def _pingpong(rank: int, world: int, init_method: str, results) -> None:
+    """Rank 0 sends to and hears back from every other rank in turn, as the coordinator does."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world)
     try:
@@ -75,14 +131,15 @@ def _pingpong(rank: int, world: int, init_method: str, results) -> None:
             for i in range(12):
                 dist.barrier()
                 t0 = time.perf_counter()
-                if rank == 0:
-                    dist.send(buf, 1)
-                    dist.recv(buf, 1)
-                elif rank == 1:
-                    dist.recv(buf, 0)
-                    dist.send(buf, 0)
+                for peer in range(1, world):
+                    if rank == 0:
+                        dist.send(buf, peer)
+                        dist.recv(buf, peer)
+                    elif rank == peer:
+                        dist.recv(buf, 0)
+                        dist.send(buf, 0)
                 if i >= 2:
-                    times.append((time.perf_counter() - t0) / 2)
+                    times.append((time.perf_counter() - t0) / (2 * (world - 1)))
             rows.append((size, statistics.median(times)))
         if rank == 0:
             results.extend(rows)
@@ -90,35 +147,59 @@ def _pingpong(rank: int, world: int, init_method: str, results) -> None:
         dist.destroy_process_group()
 
 
-def measure_link() -> dict:
-    """One-way transfer times between two local ranks: {"points", "latency_s", "bandwidth"}."""
+def measure_link(nproc: int = 2) -> dict:
+    """One-way transfer times between local ranks, all ``nproc`` of them running (rank 0 talking to each
+    in turn): {"points", "latency_s", "bandwidth"}."""
     from .run import free_port
 
+    nproc = max(nproc, 2)
     manager = mp.get_context("spawn").Manager()
     results = manager.list()
-    mp.start_processes(_pingpong, args=(2, f"tcp://127.0.0.1:{free_port()}", results), nprocs=2, join=True,
+    mp.start_processes(_pingpong, args=(nproc, f"tcp://127.0.0.1:{free_port()}", results), nprocs=nproc, join=True,
                        start_method="spawn")
     points = list(results)
     latency, slope = fit_line([p[0] for p in points], [p[1] for p in points])
     return {"points": points, "latency_s": max(latency, 0.0), "bandwidth": 1 / slope}
 
 
-def calibrate(nproc: int) -> tuple[Cluster, dict]:
-    """A star cluster of ``nproc`` measured ranks of this machine, and the raw measurements."""
+def calibrate(nproc: int, model_job: dict | None = None, micro_batch_size: int = 16) -> tuple[Cluster, dict]:
+    """A star cluster of ``nproc`` measured ranks of this machine, and the raw measurements.
+
+    With ``model_job`` (model and model_kwargs, as a run's job), compute is fitted to that
+    model's subnet tasks at ``micro_batch_size`` (module docstring); else to GEMMs.
+    """
     dev = measure_device()
-    spec = DeviceSpec(
-        "this machine, one CPU thread per rank (d2ft calibrate)", peak_flops=dev["rate"], peak_flops_fp32=dev["rate"],
-        mem_bandwidth=dev["mem_bandwidth"], memory_bytes=_memory_bytes() / nproc, efficiency=1.0,
-        task_overhead_s=dev["overhead_s"], source="measured by d2ft calibrate: GEMM timings fitted to overhead + FLOP/rate",
-    )
     raw = {"device": dev}
+    rate, overhead, bwd_eff, light = dev["rate"], dev["overhead_s"], 1.0, None
+    source = "measured by d2ft calibrate: GEMM timings fitted to overhead + FLOP/rate"
+    if model_job is not None:
+        tasks = measure_tasks(model_job, micro_batch_size)
+        raw["tasks"] = tasks
+        rate, overhead, bwd_eff = tasks["rate"], tasks["overhead_s"], tasks["backward_efficiency"]
+        # An elementwise task reads and writes one activation: what is left beyond that is its overhead.
+        light = max(statistics.median(tasks["elementwise_s"]) - 2 * tasks["activation_bytes"] / dev["mem_bandwidth"], 0.0)
+        source = (f"measured by d2ft calibrate: {model_job['model']} subnet tasks at micro-batch {micro_batch_size} "
+                  "fitted to overhead + FLOP/rate, backward separately")
+    spec = DeviceSpec(
+        "this machine, one CPU thread per rank (d2ft calibrate)", peak_flops=rate, peak_flops_fp32=rate,
+        mem_bandwidth=dev["mem_bandwidth"], memory_bytes=_memory_bytes() / nproc, efficiency=1.0,
+        task_overhead_s=overhead, elementwise_overhead_s=light, backward_efficiency=bwd_eff, source=source,
+    )
+    # Ranks sharing cores: in the star execution the workers compute at the same time while the
+    # coordinator waits, so with more workers than cores each worker gets cores / workers of one.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    share = max((nproc - 1) / cores, 1.0)
+    raw["cores"], raw["worker_core_share"] = cores, 1 / share
+    worker = spec if share == 1 else dataclasses.replace(
+        spec.scaled(share), name=f"this machine, a worker rank sharing {cores} cores with {nproc - 2} others")
     if nproc > 1:
-        link = measure_link()
+        link = measure_link(nproc)
         raw["link"] = link
         # A route crosses two hops (rank -> switch -> rank): each carries half the measured latency.
         spec_link = LinkSpec("loopback TCP (d2ft calibrate)", bandwidth=link["bandwidth"], latency_s=link["latency_s"] / 2,
                              source="measured by d2ft calibrate: gloo ping-pong fitted to latency + bytes/bandwidth")
-        cluster = Cluster.star([(f"rank{i}", spec) for i in range(nproc)], spec_link, name=f"calibrated-{nproc}")
+        cluster = Cluster.star([(f"rank{i}", spec if i == 0 else worker) for i in range(nproc)], spec_link,
+                               name=f"calibrated-{nproc}")
     else:
         cluster = Cluster(devices=(("rank0", spec),), links=(), coordinator="rank0", name="calibrated-1")
     return cluster, raw

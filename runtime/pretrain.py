@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import sys
 import time
@@ -24,6 +23,7 @@ import torch
 from d2ft.serial import default_file_mode, write_json
 
 from .data import ImageData, read_idx_images, read_idx_labels
+from .train import lr_at
 
 MODEL = "vit_tiny_patch16_224"
 MODEL_KWARGS = dict(img_size=28, patch_size=4, in_chans=1, embed_dim=96, depth=6, num_heads=4, num_classes=10)
@@ -49,17 +49,6 @@ def find_files(root: Path) -> list[Path]:
                                     "(files in /usr/share/datasets/fashion-mnist) or point --data at the IDX files")
         found.append(path)
     return found
-
-
-def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
-    """Linear warm-up to ``peak`` over ``warmup`` steps, then cosine decay to 0 (Loshchilov & Hutter, SGDR, 2017).
-
-    >>> lr_at(0, 100, 10, 1.0), lr_at(10, 100, 10, 1.0), round(lr_at(55, 100, 10, 1.0), 3)
-    (0.1, 1.0, 0.5)
-    """
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
 
 
 def evaluate(model, data: ImageData, mean, std, batch: int = 500) -> float:

@@ -1,25 +1,39 @@
-"""Running a D2FT job: local spawn or torchrun, the per-rank loop, and the measured Traces.
+"""Running a D2FT job: local spawn or torchrun, and the measured Traces.
 
 A job is a plain JSON-able dict (``d2ft run`` writes it to ``RUN_DIR/job.json``):
 
     model, model_kwargs   timm name and keyword arguments (e.g. img_size, num_classes)
-    checkpoint            optional local weights file (timm's checkpoint_path)
-    plan                  the Plan, as a dict; plan device k is rank k
+    checkpoint            optional local weights file (safetensors or a torch state dict)
+    data, augment         dataset reference (``runtime.data.DATASETS``), or "synthetic";
+                          whether training images are randomly shifted (and flipped)
+    plan                  the initial Plan, as a dict; plan device k is rank k; its placement
+                          is kept for the whole run
+    cluster               the Cluster as a dict (the planner's and cost model's view)
     coordinator           the coordinator's rank (the plan's cluster coordinator)
+    strategy, solver, keep, comm_keep, replan_every, full_warmup
+                          how plans are made during the run (``train.Replanner``);
+                          strategy None runs ``plan`` as it is
+    schedule              optional {"plans": [plan dicts], "steps_each": K}: plan i runs
+                          steps i*K .. i*K+K-1 (same placement and batch shape as ``plan``)
     optimizer, lr, weight_decay, momentum, steps, seed, batch_size
+    lr_schedule, lr_warmup_steps
+                          "cosine" (default: linear warm-up, then cosine decay) or "constant"
+    lora                  optional {"rank", "alpha", "targets"}
+    eval_every, eval_batch_size, evaluate (False: no test top-1 at all), checkpoint_every,
+    keep_checkpoints, resume, progress
     slowdown              optional per-rank compute slowdown factors (emulation)
+    speed_oblivious       plan as if there were no slowdown (the baseline of a heterogeneity study)
     timeout_s             how long a rank waits for a peer before giving up
-    out_dir               where ranks write rank{r}.pt
+    out_dir               the run directory
 
 ``launch(job, nproc)`` spawns the ranks on this machine (gloo on 127.0.0.1); under
 ``torchrun`` run ``python -m runtime.run RUN_DIR/job.json``, which takes its rank, world
-size and rendezvous from the environment. If a rank fails, the others are stopped and
-the failing rank's error is raised; Ctrl-C stops every rank.
+size and rendezvous from the environment (the run directory must then be one shared
+folder). If a rank fails, the others are stopped and the failing rank's error is raised;
+Ctrl-C stops every rank. The training loop itself is ``runtime.train``.
 
-Data is a seeded synthetic batch stream for now (the same on every rank; only the
-coordinator uses it). Peak memory on CPU is the bytes of the parameters, gradients and
-optimizer state a rank holds (activations are not counted); on CUDA it is the allocator's
-peak.
+Peak memory on CPU is the bytes of the parameters, gradients and optimizer state a rank
+holds (activations are not counted); on CUDA it is the allocator's peak.
 """
 
 from __future__ import annotations
@@ -36,10 +50,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from d2ft.plan import Plan
 from d2ft.trace import DeviceStats, Trace
 
-from .executor import Coordinator, Counters, Link, Worker
 
 
 def free_port() -> int:
@@ -50,27 +62,79 @@ def free_port() -> int:
 
 
 def build_model(job: dict):
-    """The timm model of ``job``, initialised from its seed (the same on every rank), or its checkpoint."""
+    """The timm model of ``job``, initialised from its seed (the same on every rank), then its checkpoint."""
     import timm
 
     torch.manual_seed(job["seed"])
-    kwargs = dict(job.get("model_kwargs", {}))
+    model = timm.create_model(job["model"], pretrained=False, **job.get("model_kwargs", {}))
     if job.get("checkpoint"):
-        path = Path(job["checkpoint"])
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist; give the path of a local weights file")
-        kwargs["checkpoint_path"] = str(path)
-    return timm.create_model(job["model"], pretrained=False, **kwargs)
+        load_weights(model, job["checkpoint"])
+    return model
 
 
-def synthetic_batches(job: dict, model, steps: int):
-    """Seeded random images and labels, the same on every rank: (images, labels) per step."""
+def read_weights(path: str | Path) -> tuple[dict, dict]:
+    """(state dict, metadata) of a safetensors file or a torch checkpoint; ValueError if unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist; give the path of a local weights file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # safetensors and torch raise many kinds on a corrupt file
+        raise ValueError(f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}: {str(e)[:200]}); "
+                         "is it a complete safetensors or torch file?") from None
+    for key in ("state_dict", "model", "state_dict_ema"):  # common wrappers
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(f"checkpoint {str(path)!r} does not hold a state dict of tensors")
+    return state, {}
+
+
+def load_weights(model, path: str | Path) -> list[str]:
+    """Loads ``path`` into ``model``; a classifier of another size is left at its init (returned keys).
+
+    Raises ValueError naming the mismatches when the checkpoint is of another architecture.
+    """
+    state, _ = read_weights(path)
+    own = model.state_dict()
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    head = [k for k in shapes if k.startswith("head")]
+    body = [k for k in shapes if not k.startswith("head")]
+    if missing or unexpected or body:
+        parts = []
+        if body:
+            k = body[0]
+            parts.append(f"{len(body)} tensors differ in shape (e.g. {k}: checkpoint {tuple(state[k].shape)}, "
+                         f"model {tuple(own[k].shape)})")
+        if missing:
+            parts.append(f"{len(missing)} model tensors are missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} checkpoint tensors are unknown to the model (e.g. {unexpected[0]})")
+        raise ValueError(f"checkpoint {str(path)!r} is not a {type(model).__name__} of this shape: {'; '.join(parts)}. "
+                         "Give the model name and --model-kwargs it was trained with (its manifest or metadata "
+                         "says), or leave --model out to take them from the checkpoint")
+    for k in head:
+        state[k] = own[k]  # a new task's classifier: keep the seeded init
+    model.load_state_dict(state)
+    return head
+
+
+def synthetic_batches(job: dict, model):
+    """Seeded random images and labels, the same on every rank: an endless stream of (images, labels)."""
     g = torch.Generator().manual_seed(job["seed"] + 1)
     size = model.patch_embed.img_size
     chans = model.patch_embed.proj.in_channels
     b = job["batch_size"]
-    return [(torch.randn(b, chans, *size, generator=g), torch.randint(0, model.num_classes, (b,), generator=g))
-            for _ in range(steps)]
+    while True:
+        yield torch.randn(b, chans, *size, generator=g), torch.randint(0, model.num_classes, (b,), generator=g)
 
 
 def make_optimizer(params, job: dict) -> torch.optim.Optimizer:
@@ -82,65 +146,18 @@ def make_optimizer(params, job: dict) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {name!r}; valid: sgd, adamw")
 
 
-def _state_bytes(part, opt) -> int:
-    tensors = list(part.parameters()) + [p.grad for p in part.parameters() if p.grad is not None]
-    tensors += [v for state in opt.state.values() for v in state.values() if torch.is_tensor(v)]
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
 def run_rank(rank: int, world: int, init_method: str, job: dict) -> None:
-    """One rank of ``job`` (module docstring)."""
+    """One rank of ``job``: joins the process group and runs ``runtime.train.train``."""
+    from .train import train
+
     torch.set_num_threads(1)
     timeout = datetime.timedelta(seconds=job.get("timeout_s", 120))
     backend = "nccl" if job.get("device") == "cuda" else "gloo"
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world, timeout=timeout)
     try:
-        _train(rank, world, job)
+        train(rank, world, job)
     finally:
         dist.destroy_process_group()
-
-
-def _train(rank: int, world: int, job: dict) -> None:
-    plan = Plan.from_dict(job["plan"])
-    if len(plan.devices) != world:
-        raise ValueError(f"the plan has {len(plan.devices)} devices but {world} ranks were started")
-    model = build_model(job)
-    coord = job.get("coordinator", 0)
-    batches = synthetic_batches(job, model, job["steps"]) if rank == coord else [None] * job["steps"]
-    tokens, dim = model.patch_embed.num_patches + model.num_prefix_tokens, model.embed_dim
-    part = Coordinator(model, plan, rank) if rank == coord else Worker(model, plan, rank, coord)
-    del model  # a worker keeps only its shards
-    device = torch.device("cpu")
-    if job.get("device") == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
-        torch.cuda.set_device(device)
-        part.to(device)
-        batches = [b if b is None else (b[0].to(device), b[1].to(device)) for b in batches]
-    opt = make_optimizer([p for p in part.parameters() if p.requires_grad], job)
-    slowdown = (job.get("slowdown") or [1.0] * world)[rank]
-    log = []
-    for batch in batches:
-        opt.zero_grad(set_to_none=False)
-        counters = Counters()
-        link = Link(counters, slowdown, device)
-        t0 = time.perf_counter()
-        link.start()
-        if rank == coord:
-            loss, logits = part.step(*batch, link)
-        else:
-            part.step((plan.micro_batch_size, tokens, dim), link)
-            loss = logits = None
-        opt.step()
-        link.stretch()  # the backward tail and the optimizer step are compute too
-        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _state_bytes(part, opt)
-        log.append({"loss": loss if loss is None else loss.cpu(), "logits": logits if logits is None else logits.cpu(),
-                    "wall_s": time.perf_counter() - t0, "peak_memory_bytes": peak, "counters": counters.__dict__})
-    out = Path(job["out_dir"])
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().clone() for k, v in part.state_dict().items()}
-    tmp = out / f".rank{rank}.pt.tmp"
-    torch.save({"rank": rank, "state": state, "log": log}, tmp)
-    os.replace(tmp, out / f"rank{rank}.pt")
 
 
 def launch(job: dict, nproc: int, port: int | None = None) -> None:
@@ -177,23 +194,22 @@ def _stop(ctx) -> None:
             p.kill()
 
 
-def traces(out_dir: str | Path, plan: Plan, meta: dict | None = None) -> list[Trace]:
-    """One measured Trace per step from the ranks' files in ``out_dir``."""
-    out = Path(out_dir)
-    ranks = [torch.load(out / f"rank{r}.pt") for r in range(len(plan.devices))]
+def traces(run_dir: str | Path, meta: dict | None = None) -> list[Trace]:
+    """One measured Trace per step, from ``RUN_DIR/metrics.jsonl``."""
+    from .train import METRICS_FILE
+
     result = []
-    for step in range(len(ranks[0]["log"])):
-        devices, loss = {}, None
-        for r, name in enumerate(plan.devices):
-            rec = ranks[r]["log"][step]
-            c = rec["counters"]
-            devices[name] = DeviceStats(busy_s=c["compute_s"], sent_bytes=c["sent_bytes"], recv_bytes=c["recv_bytes"],
-                                        peak_memory_bytes=rec["peak_memory_bytes"], comm_s=c["comm_s"],
-                                        wait_s=c["wait_s"])
-            if rec["loss"] is not None:
-                loss = float(rec["loss"])
-        wall = max(ranks[r]["log"][step]["wall_s"] for r in range(len(ranks)))
-        result.append(Trace("runtime", wall, devices, meta={**(meta or {}), "step": step, "loss": loss}))
+    for line in (Path(run_dir) / METRICS_FILE).read_text().splitlines():
+        if not line.strip():
+            continue
+        rec = json.loads(line)
+        devices = {d.get("name", f"rank{r}"): DeviceStats(busy_s=d["busy_s"], sent_bytes=d["sent_bytes"],
+                                                          recv_bytes=d["recv_bytes"],
+                                                          peak_memory_bytes=d["peak_memory_bytes"],
+                                                          comm_s=d["comm_s"], wait_s=d["wait_s"])
+                   for r, d in enumerate(rec["devices"])}
+        result.append(Trace("runtime", rec["step_time_s"], devices,
+                            meta={**(meta or {}), "step": rec["step"], "loss": rec["loss"]}))
     return result
 
 
@@ -204,6 +220,11 @@ def main(argv=None) -> int:
         print("usage: python -m runtime.run RUN_DIR/job.json (under torchrun)", file=sys.stderr)
         return 2
     job = json.loads(Path(args[0]).read_text())
+    run_dir = Path(job["out_dir"])
+    if (run_dir / "metrics.jsonl").exists() and not job.get("resume"):
+        print(f"{run_dir} already holds this run's metrics; set \"resume\": true in {args[0]} to continue it "
+              "from its last checkpoint, or make a new job with `d2ft run --dry-run --out NEW_DIR`", file=sys.stderr)
+        return 2
     run_rank(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), "env://", job)
     return 0
 

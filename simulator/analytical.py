@@ -69,8 +69,8 @@ class Analytical:
             for j, half in enumerate(cm.halves):
                 for k, spec in enumerate(specs):
                     t = cm._task(k, phase, half, 0, 0, cm._half[half], 1, micro_batch_size)
-                    self.t_half[k, j, p] = max(t.flop / (spec.peak(model.dtype_bytes) * spec.efficiency),
-                                               t.bytes_moved / spec.mem_bandwidth)
+                    self.t_half[k, j, p] = spec.roofline_s(t.flop, t.bytes_moved, model.dtype_bytes,
+                                                           backward=phase == "bwd")
                 self.flop_sub[p] += t.flop
                 self.bytes_sub[p] += t.bytes_moved
         self.t_sub = self.t_half.sum(1)  # (K, 2)
@@ -141,7 +141,7 @@ class Analytical:
         trained_params = np.einsum("lh,lhk->k", full_any, self.onehot) * self.params_sub
         trained_params[c] += self.coord_params
         specs = [s for _, s in self.cluster.devices]
-        opt = np.array([(s.task_overhead_s + p * self.opt_per_param / s.mem_bandwidth) if p else 0.0
+        opt = np.array([s.compute_time(0.0, p * self.opt_per_param, self.model.dtype_bytes) if p else 0.0
                         for s, p in zip(specs, trained_params)])
         busy += opt
         mem += trained_params * self.opt_per_param

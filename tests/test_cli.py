@@ -13,8 +13,8 @@ def run(capsys, *argv):
     return code, out.out, out.err
 
 
-def test_demo_runs(capsys):
-    code, out, _ = run(capsys, "demo", "--clusters", "lan-4x3090", "--micro-batches", "1")
+def test_whatif_runs(capsys):
+    code, out, _ = run(capsys, "whatif", "--clusters", "lan-4x3090", "--micro-batches", "1")
     assert code == 0 and "86,567,656 parameters" in out
     rows = [line.split() for line in out.splitlines() if line.startswith("lan-4x3090")]
     assert [r[1] for r in rows] == ["full", "backward", "shortcut", "hybrid", "random", "freeze", "layerdrop"]

