@@ -71,11 +71,11 @@ def predicted_vs_measured(predicted: Sequence[float], measured: Sequence[float],
 def timelines(traces: Mapping[str, Trace]):
     """One Gantt chart per trace (e.g. simulated and measured), side by side; rows are devices and links."""
     fig, axes = plt.subplots(1, len(traces), figsize=(6 * len(traces), 4), squeeze=False)
+    colour = dict(zip(sorted({e.kind for t in traces.values() for e in t.events}), _colours()))  # one key for all
     for ax, (title, trace) in zip(axes[0], traces.items()):
         resources = list(dict.fromkeys(e.resource for e in trace.events))
         row = {r: i for i, r in enumerate(resources)}
         kinds = sorted({e.kind for e in trace.events})
-        colour = dict(zip(kinds, _colours()))
         for e in trace.events:
             ax.barh(row[e.resource], 1e3 * e.duration_s, left=1e3 * e.start_s, color=colour[e.kind], height=0.8)
         ax.set_yticks(range(len(resources)), resources)

@@ -47,13 +47,15 @@ class Section:
 def write_report(folder: str | Path, out: str | Path | None = None, *, title: str | None = None,
                  command: str | None = None, predicted_step_s: dict[str, float] | None = None,
                  fidelity: pd.DataFrame | None = None, sweep: pd.DataFrame | None = None,
-                 notes: list[str] | None = None) -> tuple[Path, Path]:
+                 timelines: dict | None = None, notes: list[str] | None = None) -> tuple[Path, Path]:
     """Writes OUT/report.html and OUT/report.md (OUT defaults to ``folder``); returns both paths.
 
     ``predicted_step_s``: run label -> the simulator's step time (s) for that run's plans.
     ``fidelity``: one row per plan with columns plan, predicted_step_time_s, measured_step_time_s
     (and optionally predicted_compute_s, measured_compute_s, predicted_sent_bytes, measured_sent_bytes).
     ``sweep``: records of ``d2ft sweep`` (columns strategy, link_bandwidth, step_time_s, ...).
+    ``timelines``: title -> ``d2ft.Trace`` with events, drawn side by side (e.g. the simulator's and the
+    runtime's ``timeline-stepN.json`` of one step).
     """
     folder = Path(folder)
     runs = [read_run(folder)] if (folder / "metrics.jsonl").is_file() else find_runs(folder)
@@ -70,6 +72,12 @@ def write_report(folder: str | Path, out: str | Path | None = None, *, title: st
     sections += [_fidelity_runs(runs)]
     if predicted_step_s or fidelity is not None:
         sections.append(_fidelity_plans(runs, predicted_step_s or {}, fidelity, figdir))
+    if timelines:
+        fig = plots.timelines(timelines)
+        sections.append(Section("One step, side by side", "Every rank's compute and every message of one step "
+                                "(messages on the sender's link a->b).",
+                                figures=[_save(fig, figdir, "timelines", "Timelines of one step: " +
+                                               ", ".join(timelines) + ".")]))
     if sweep is not None and len(sweep):
         sections.append(_sweep(sweep, figdir))
     sections.append(Section("What the predictions leave out", NOT_MODELLED + "".join(f" {n}" for n in notes or [])))

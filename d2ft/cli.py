@@ -278,7 +278,20 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise ValueError(f"--sweep {args.sweep!r}: cannot read it as a `d2ft sweep` CSV ({e})") from None
         if not {"strategy", "step_time_s"} <= set(sweep.columns):
             raise ValueError(f"--sweep {args.sweep!r} is not a `d2ft sweep` CSV (no strategy and step_time_s columns)")
-    html, md = write_report(args.run_dir, args.out, sweep=sweep, command="d2ft " + " ".join(sys.argv[1:]))
+    from pathlib import Path
+
+    from .demo import side_by_side
+
+    folder = Path(args.run_dir)
+    runs = [folder] if (folder / "metrics.jsonl").is_file() else \
+        sorted(p for p in folder.iterdir() if (p / "metrics.jsonl").is_file()) if folder.is_dir() else []
+    recorded = [p for p in runs if any(p.glob("timeline-step*.json"))]
+    # One step side by side: of a D2FT run where there is one (its plan is the interesting one), else any.
+    pick = next((p for p in recorded if read_json(p / "job.json", "job file").get("strategy") in
+                 ("hybrid", "backward", "shortcut")), recorded[0] if recorded else None)
+    timelines = side_by_side(pick) if pick is not None else {}
+    html, md = write_report(args.run_dir, args.out, sweep=sweep, timelines=timelines,
+                            command="d2ft " + " ".join(sys.argv[1:]))
     _emit(args, {"html": str(html), "markdown": str(md)}, f"report: {html}\nsummary: {md}")
     return 0
 
@@ -383,9 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_parsers(sub)
 
     p = sub.add_parser("demo", help=cmd_demo.__doc__, description=cmd_demo.__doc__)
-    p.add_argument("--quick", action="store_true", help="20 steps per run instead of 200: the same pipeline in under "
+    p.add_argument("--quick", action="store_true", help="16 steps per run instead of 200: the same pipeline in under "
                                                        "2 minutes")
-    p.add_argument("--steps", type=_positive_int, help="training steps per run (default: 200, or 20 with --quick)")
+    p.add_argument("--steps", type=_positive_int, help="training steps per run (default: 200, or 16 with --quick)")
     p.add_argument("--seed", type=int, default=0, help="seed of the runs (default: 0)")
     p.add_argument("--out", default="out/demo", help="folder for everything the demo writes (default: %(default)s; "
                                                      "a previous demo there is replaced)")

@@ -44,8 +44,9 @@ def run_demo(out: str | Path = "out/demo", quick: bool = False, steps: int | Non
     out = Path(out)
     _claim(out)
     t_start = time.perf_counter()
-    steps = steps or (20 if quick else 200)
-    fid_each = 3 if quick else 6
+    log = _stamped(log, t_start)
+    steps = steps or (16 if quick else 200)
+    fid_each = 2 if quick else 6
     parser = build_parser()
 
     # 1. calibrate
@@ -128,12 +129,42 @@ def run_demo(out: str | Path = "out/demo", quick: bool = False, steps: int | Non
              f"after `d2ft calibrate` it is {100 * errors_cal.median():.0f}% (worst {100 * errors_cal.max():.0f}%)."]
     html, md = write_report(out / "runs", out, title="d2ft demo: D2FT fine-tuning on 4 local ranks",
                             command="d2ft demo" + (" --quick" if quick else ""), predicted_step_s=predicted,
-                            fidelity=fidelity, sweep=sweep, notes=notes)
+                            fidelity=fidelity, sweep=sweep, timelines=side_by_side(out / "runs" / "hybrid", calibrated),
+                            notes=notes)
     summary = {"seconds": time.perf_counter() - t_start, "quick": quick, "steps": steps, "commands": commands,
                "report": str(html), "markdown": str(md)}
     write_json(out / MARKER, summary)
     log(f"done in {summary['seconds']:.0f} s. Report: {html} (Markdown: {md})")
     return html
+
+
+def side_by_side(run_dir: Path, cluster=None) -> dict:
+    """The simulated and the measured timeline of a run's recorded step ({} when it recorded none).
+
+    ``cluster`` defaults to the run's own (its job.json)."""
+    from d2ft.cluster import Cluster
+    from d2ft.plan import Plan
+    from d2ft.trace import Trace
+    from simulator import simulate
+
+    files = sorted(run_dir.glob("timeline-step*.json"), key=lambda p: int(p.stem.removeprefix("timeline-step")))
+    job = json.loads((run_dir / "job.json").read_text()) if (run_dir / "job.json").is_file() else {}
+    if not files or (cluster is None and "cluster" not in job):
+        return {}
+    measured = Trace.from_json(files[-1].read_text())
+    if cluster is None:
+        cluster = Cluster.from_dict(job["cluster"])
+        if job.get("slowdown"):
+            cluster = cluster.with_slowdown(job["slowdown"])
+    spec = _spec(job)
+    simulated = simulate(Plan.from_dict(measured.meta["plan"]), spec, cluster)
+    step = measured.meta["step"]
+    return {f"simulated (step {step}'s plan)": simulated, f"measured (step {step})": measured}
+
+
+def _stamped(log, t0: float):
+    """``log`` with the seconds since ``t0`` in front of each line."""
+    return lambda msg: log(f"{time.perf_counter() - t0:5.0f} s  {msg}")
 
 
 def _claim(out: Path) -> None:

@@ -51,6 +51,9 @@ class Counters:
     """Time inside receives, s: the transfer plus waiting for the peer to get there."""
     messages: list = field(default_factory=list)
     """(phase, half, layer, micro_batch, peer, bytes, direction) per message."""
+    events: list | None = None
+    """When a list: (kind, start_s, end_s, tag, peer, bytes) per compute interval and message, times from
+    the step's start ("compute", "send" or "recv"; a compute interval's tag is the next message's)."""
 
 
 class Link:
@@ -69,9 +72,9 @@ class Link:
 
     def start(self) -> None:
         """Starts the compute clock (call at the start of the step)."""
-        self._mark = time.perf_counter()
+        self._mark = self._origin = time.perf_counter()
 
-    def stretch(self) -> None:
+    def stretch(self, tag: tuple = ("opt",), peer: int = -1) -> None:
         """Books the compute since the last message, stretched by the slowdown."""
         if self.device.type == "cuda":  # kernels run asynchronously: wait for them before reading the clock
             torch.cuda.synchronize(self.device)
@@ -79,9 +82,16 @@ class Link:
         if self.slowdown > 1:
             time.sleep((self.slowdown - 1) * elapsed)
         self.c.compute_s += self.slowdown * elapsed
+        if self.c.events is not None and elapsed > 0:
+            t = self._mark - self._origin
+            self.c.events.append(("compute", t, t + self.slowdown * elapsed, tag, peer, 0))
+
+    def _event(self, kind: str, t0: float, tag: tuple, peer: int, n: int) -> None:
+        if self.c.events is not None:
+            self.c.events.append((kind, t0 - self._origin, self._mark - self._origin, tag, peer, n))
 
     def send(self, t: torch.Tensor, dst: int, tag: tuple) -> None:
-        self.stretch()
+        self.stretch(tag, dst)
         t0 = time.perf_counter()
         dist.send(t.detach().contiguous(), dst)
         self._mark = time.perf_counter()
@@ -89,9 +99,10 @@ class Link:
         n = t.numel() * t.element_size()
         self.c.sent_bytes += n
         self.c.messages.append((*tag, dst, n, "send"))
+        self._event("send", t0, tag, dst, n)
 
     def recv(self, shape, src: int, tag: tuple, dtype=torch.float32) -> torch.Tensor:
-        self.stretch()
+        self.stretch(tag, src)
         buf = torch.empty(shape, dtype=dtype, device=self.device)
         t0 = time.perf_counter()
         dist.recv(buf, src)
@@ -100,6 +111,7 @@ class Link:
         n = buf.numel() * buf.element_size()
         self.c.recv_bytes += n
         self.c.messages.append((*tag, src, n, "recv"))
+        self._event("recv", t0, tag, src, n)
         return buf
 
 

@@ -16,6 +16,9 @@ Every rank runs ``train(rank, world, job)``. Per step:
    running (forward only); every ``checkpoint_every`` steps and at the end, every rank
    writes its state atomically and the coordinator moves ``RUN_DIR/checkpoint.json`` to it.
 
+The last step (``job["timeline_steps"]``: others) is also written as a timeline,
+``RUN_DIR/timeline-stepN.json``: a Trace with every rank's compute intervals and messages.
+
 ``job["resume"]`` continues from ``checkpoint.json``: weights, optimizer moments, scores,
 the current plan and the data position are restored, and ``metrics.jsonl`` and
 ``plans.jsonl`` are cut back to the checkpoint, so the run continues exactly as an
@@ -334,6 +337,7 @@ def train(rank: int, world: int, job: dict) -> None:
     n_test = [len(feed.test.images) if is_coord and feed.test is not None else 0]
     dist.broadcast_object_list(n_test, src=coord)
     eval_size = job.get("eval_batch_size", 250)
+    timeline_steps = {s if s >= 0 else steps + s for s in job.get("timeline_steps", [-1])}
     eval_every = job.get("eval_every", 0)
     ckpt_every = job.get("checkpoint_every", 0)
 
@@ -370,6 +374,8 @@ def train(rank: int, world: int, job: dict) -> None:
                 group["lr"] = lr
             opt.zero_grad(set_to_none=True)
             counters = Counters()
+            if step in timeline_steps:
+                counters.events = []
             link = Link(counters, slowdown, device)
             loss = logits = None
             if is_coord:
@@ -389,7 +395,7 @@ def train(rank: int, world: int, job: dict) -> None:
             # 3. statistics to the coordinator
             mine = {"wall_s": wall, "peak_memory_bytes": peak, "busy_s": counters.compute_s,
                     "sent_bytes": counters.sent_bytes, "recv_bytes": counters.recv_bytes,
-                    "comm_s": counters.comm_s, "wait_s": counters.wait_s, "scores": scores}
+                    "comm_s": counters.comm_s, "wait_s": counters.wait_s, "scores": scores, "events": counters.events}
             gathered = [None] * world if is_coord else None
             dist.gather_object(mine, gathered, dst=coord)
             record = {"loss": None if loss is None else loss.detach().cpu(), "wall_s": wall, "peak_memory_bytes": peak,
@@ -409,6 +415,8 @@ def train(rank: int, world: int, job: dict) -> None:
                 replanner.observe([s for g in gathered for s in g["scores"]])
                 line = _metrics_line(step, loss.item(), lr, current, gathered, cost, full_cost, info, top1, plan_index)
                 metrics.write(line)
+                if step in timeline_steps:
+                    write_timeline(run_dir, step, current, gathered, line["step_time_s"])
                 totals["pred"] += line.get("predicted_compute_s") or 0.0
                 totals["pred_full"] += line.get("full_compute_s") or 0.0
                 totals["bytes"] += line.get("predicted_sent_bytes") or 0.0
@@ -467,6 +475,28 @@ def _metrics_line(step, loss, lr, plan, gathered, cost, full_cost, info, top1, p
     if top1 is not None:
         line["top1"] = top1
     return line
+
+
+def write_timeline(run_dir: Path, step: int, plan: Plan, gathered: list[dict], step_time_s: float) -> None:
+    """``RUN_DIR/timeline-stepN.json``: the measured step as a Trace with events (compute per rank, and
+    each message on its sender's link "a->b"), comparable with the simulator's timeline of the same plan."""
+    from d2ft.trace import DeviceStats, Event, Trace
+
+    names = plan.devices
+    events, devices = [], {}
+    for r, g in enumerate(gathered):
+        for kind, t0, t1, tag, peer, n in g["events"] or []:
+            phase, half, layer, mb = (tuple(tag) + (None, None, -1, -1))[:4]
+            label = f"{phase} {half} L{layer}" if half else str(phase)
+            if kind == "compute":
+                events.append(Event(names[r], "compute", label, t0, t1, mb, layer))
+            elif kind == "send":
+                events.append(Event(f"{names[r]}->{names[peer]}", "transfer", label, t0, t1, mb, layer, n))
+        devices[names[r]] = DeviceStats(busy_s=g["busy_s"], sent_bytes=g["sent_bytes"], recv_bytes=g["recv_bytes"],
+                                        peak_memory_bytes=g["peak_memory_bytes"], comm_s=g["comm_s"],
+                                        wait_s=g["wait_s"])
+    trace = Trace("runtime", step_time_s, devices, events=events, meta={"step": step, "plan": plan.to_dict()})
+    atomic_write_text(run_dir / f"timeline-step{step}.json", trace.to_json())
 
 
 def evaluate(part, plan: Plan, feed, n_test: int, size: int, shape, device, is_coord: bool) -> float | None:

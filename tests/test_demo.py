@@ -24,7 +24,7 @@ def test_quick_demo_writes_a_complete_report(tmp_path, capsys):
     for label in ("full", "hybrid keep 0.6", "random keep 0.6"):
         assert f"| {label} |" in md
         run = json.loads((out / "runs" / label.split()[0] / "summary.json").read_text())
-        assert run["steps"] == 20 and run["bytes_exact"] and 0 <= run["top1"] <= 1
+        assert run["steps"] == 16 and run["bytes_exact"] and 0 <= run["top1"] <= 1
     import pandas as pd
 
     fidelity = pd.read_csv(out / "fidelity.csv")

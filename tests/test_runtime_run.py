@@ -33,6 +33,16 @@ def test_run_end_to_end_with_emulated_slowdown(tmp_path, capsys):
     assert [t.meta["step"] for t in steps] == [0, 1, 2] and all(t.meta["loss"] > 0 for t in steps)
     for t in steps:  # the slowed rank's compute is stretched 3x (sleeping), so it is the busier one
         assert t.devices["rank1"].busy_s > t.devices["rank0"].busy_s
+    # The last step's measured timeline: its events add up to the step's own counters.
+    from d2ft import Trace
+
+    timeline = Trace.from_json((tmp_path / "timeline-step2.json").read_text())
+    for name, stats in timeline.devices.items():
+        sent = sum(e.nbytes for e in timeline.events if e.resource.startswith(f"{name}->"))
+        busy = sum(e.duration_s for e in timeline.events if e.resource == name and e.kind == "compute")
+        assert sent == stats.sent_bytes > 0 and busy == pytest.approx(stats.busy_s)
+    assert main(["report", str(tmp_path), "--json"]) == 0
+    assert (tmp_path / "figures" / "timelines.png").stat().st_size > 1000
 
 
 @pytest.mark.parametrize("extra, message", [
