@@ -1,4 +1,4 @@
-"""Traces as tidy pandas DataFrames, one row per device or per event.
+"""Traces, plans and sweep records as tidy pandas DataFrames (run directories: ``analysis.runs``).
 
 Columns carry their unit in the name (``_s`` seconds, ``_bytes`` bytes, ``_flop`` FLOP).
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from d2ft.plan import Plan
 from d2ft.trace import Trace
 
 
@@ -44,3 +45,22 @@ def events_frame(trace: Trace) -> pd.DataFrame:
         for e in trace.events
     ]
     return pd.DataFrame(rows, columns=columns)
+
+
+def plan_frame(plan: Plan) -> pd.DataFrame:
+    """One row per micro-batch, layer and head: micro_batch, layer, head, device (index), device_name, op
+    ("F", "O" or "S")."""
+    rows = [{"micro_batch": m, "layer": l, "head": h, "device": k, "device_name": plan.devices[k], "op": op.char}
+            for m, l, h, k, op in plan.items()]
+    return pd.DataFrame(rows, columns=["micro_batch", "layer", "head", "device", "device_name", "op"])
+
+
+def sweep_frame(records) -> pd.DataFrame:
+    """Sweep records (``simulator.sweep``'s dicts, or the path of a ``d2ft sweep`` CSV) as a DataFrame with
+    the columns of ``simulator.RECORD_FIELDS``: times in s, sizes in B, link_bandwidth in B/s; a failed
+    point has its reason in ``error`` and NaN figures."""
+    frame = pd.read_csv(records) if isinstance(records, (str, bytes)) or hasattr(records, "__fspath__") else \
+        pd.DataFrame(list(records))
+    if "error" in frame:
+        frame["error"] = frame["error"].replace("", None)
+    return frame

@@ -279,6 +279,7 @@ def train(rank: int, world: int, job: dict) -> None:
     from .spec import model_spec_from_timm
 
     run_dir = Path(job["out_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
     plan = Plan.from_dict(job["plan"])
     if len(plan.devices) != world:
         raise ValueError(f"the plan has {len(plan.devices)} devices but {world} ranks were started")

@@ -42,3 +42,19 @@ def test_compare_a_trace_with_itself_and_with_a_measurement():
     assert rank_agreement([3, 1, 2], [10, 30, 20]) == pytest.approx(-1.0)
     with pytest.raises(ValueError, match="different devices"):
         compare(t, Trace("runtime", 1.0, {"a": DeviceStats(1, 1, 1, 0)}))
+
+
+def test_plan_and_sweep_frames(tmp_path):
+    from analysis import plan_frame, sweep_frame
+    from d2ft import Op, Plan
+
+    plan = Plan(["c", "w"], [[1, 0]], [[[Op.FULL, Op.SKIP]], [[Op.FORWARD_ONLY, Op.FULL]]], 2)
+    frame = plan_frame(plan)
+    assert len(frame) == 2 * 1 * 2 and list(frame["op"]) == ["F", "S", "O", "F"]
+    assert list(frame["device_name"]) == ["w", "c", "w", "c"]
+    records = [{"strategy": "full", "step_time_s": 1.0, "error": ""}, {"strategy": "hybrid", "step_time_s": 0.6,
+                                                                       "error": "no plan fits"}]
+    pd.DataFrame(records).to_csv(tmp_path / "s.csv", index=False)
+    for source in (records, tmp_path / "s.csv"):
+        s = sweep_frame(source)
+        assert list(s["strategy"]) == ["full", "hybrid"] and s["error"].isna().tolist() == [True, False]
