@@ -108,7 +108,7 @@ def accuracy(quick: bool, lora: bool = False, seeds=None, keeps=None) -> None:
     tag = "lora-" if lora else ""
     for seed in seeds:
         for strategy, keep, comm in configs:
-            name = f"{tag}{strategy}-k{keep:g}" + (f"-c{comm:g}" if comm else "") + f"-s{seed}"
+            name = f"{tag}{strategy}-k{keep:g}" + (f"-c{comm:g}" if comm else "") + f"-s{seed}-n{steps}"
             argv = ["--nproc", "4", "--cluster", str(profile), "--strategy", strategy, "--keep", str(keep),
                     "--steps", str(steps), "--lr", "2e-3" if not lora else "5e-3", "--eval-every", "0",
                     "--checkpoint-every", "0", "--seed", str(seed), "--out", str(RUNS / name)]
@@ -119,7 +119,7 @@ def accuracy(quick: bool, lora: bool = False, seeds=None, keeps=None) -> None:
             t0 = time.perf_counter()
             print(f"[{section}] {name} ...", file=sys.stderr, flush=True)
             _run(argv)
-            full = RUNS / f"{tag}full-k1-s{seed}"
+            full = RUNS / f"{tag}full-k1-s{seed}-n{steps}"
             _record(section, name=name, strategy=strategy, keep=keep, comm_keep=comm, seed=seed, steps=steps,
                     lora=lora, seconds=time.perf_counter() - t0, command="d2ft run " + " ".join(argv),
                     **_savings(RUNS / name, full))
@@ -133,10 +133,10 @@ def hetero(quick: bool) -> None:
             "--eval-every", "0", "--checkpoint-every", "0", "--seed", "0"]
     results = {}
     for name, extra in (("full", ["--strategy", "full"]), ("balanced", ["--strategy", "hybrid"])):
-        results[name] = _run(base + extra + ["--out", str(RUNS / f"hetero-{name}")])
+        results[name] = _run(base + extra + ["--out", str(RUNS / f"hetero-{name}-n{steps}")])
     # Speed-oblivious: the same D2FT, placed and planned as if the four ranks were equal, run slowed.
     results["oblivious"] = _run(base + ["--strategy", "hybrid", "--speed-oblivious",
-                                        "--out", str(RUNS / "hetero-oblivious")])
+                                        "--out", str(RUNS / f"hetero-oblivious-n{steps}")])
     for name, s in results.items():
         _record("hetero", name=name, slowdown=slow, steps=steps, top1=s["top1"],
                 median_step_time_s=s["median_step_time_s"])
@@ -159,6 +159,19 @@ def scale(quick: bool) -> None:
                 "max_busy_s", "error")})
 
 
+DISCUSSION = """\
+The paper reports -40% compute and -50% communication for a 0.9-2 point top-1 drop (ViT on CIFAR-10/100,
+Stanford Cars). Here, with one seed so far: at keep 0.6 (38-39% planned, 31-40% measured compute saving)
+the D2FT strategies trail full fine-tuning by 2.6 (shortcut), 4.1 (hybrid) and 4.8 (backward) points after
+300 steps, and at comm keep 0.5 (50% fewer bytes, exactly) hybrid trails by 7.6. The goal of "within 2
+points" is not met at this scale. D2FT does beat the baselines at the same budget by wide margins: random
+ops trail full by 22.7 points, freezing the lowest blocks by 17.6, LayerDrop by 26.3. Why the gap is larger
+than the paper's: the runs stop far from convergence (full reaches 69.6% on a task where the backbone's
+Fashion-MNIST features transfer weakly), so a step that trains 40% fewer subnets learns measurably less;
+the paper fine-tunes to convergence, where skipped work matters less. Open: three seeds, keeps 0.8 and 0.4,
+longer runs and equal-compute comparisons (D2FT given the steps its savings buy)."""
+
+
 def write_markdown() -> Path:
     """RESULTS.md from every record in results.jsonl (the newest record of each name wins)."""
     import pandas as pd
@@ -177,10 +190,15 @@ def write_markdown() -> Path:
         if frame.empty or section not in set(frame["section"]):
             continue
         acc = frame[frame["section"] == section].drop_duplicates("name", keep="last")
+        acc = acc[acc["steps"] == acc["steps"].max()]  # the longest runs measured; --quick ones only without them
         group = acc.groupby(["strategy", "keep", "comm_keep"], dropna=False)
         table = group.agg(runs=("top1", "size"), top1=("top1", "mean"), top1_spread=("top1", "std"),
                           compute=("measured_compute_saving", "mean"), comm=("measured_comm_saving", "mean"),
                           planned=("predicted_compute_saving", "mean"), step=("step_time_saving", "mean")).reset_index()
+        order = {name: i for i, name in enumerate(("full", "hybrid", "backward", "shortcut", "random", "freeze",
+                                                   "layerdrop"))}
+        rank = table["comm_keep"].notna() * 1000 - table["keep"] * 100 + table["strategy"].map(order)
+        table = table.iloc[rank.argsort(kind="stable")].reset_index(drop=True)  # full, then by keep, comm keep last
         full = table[table["strategy"] == "full"]["top1"]
         ref = float(full.iloc[0]) if len(full) else float("nan")
         shown = pd.DataFrame({
@@ -207,7 +225,8 @@ def write_markdown() -> Path:
         plots.save(fig, FIGURES / f"{section}-accuracy-compute")
         lines += [f"![top-1 against measured compute saving](figures/{section}-accuracy-compute.png)", ""]
     if not frame.empty and "hetero" in set(frame["section"]):
-        h = frame[frame["section"] == "hetero"].drop_duplicates("name", keep="last").set_index("name")
+        h = frame[frame["section"] == "hetero"]
+        h = h[h["steps"] == h["steps"].max()].drop_duplicates("name", keep="last").set_index("name")
         shown = pd.DataFrame({"plan": h.index, "median step (ms)": 1e3 * h["median_step_time_s"],
                               "top-1 (%)": 100 * h["top1"]})
         ratio = h.loc["oblivious", "median_step_time_s"] / h.loc["balanced", "median_step_time_s"] \
@@ -232,6 +251,7 @@ def write_markdown() -> Path:
                   "the busiest device's compute time over the step time: near 100% the step is compute-bound; far "
                   "below it, the devices wait on the coordinator's link.", "",
                   markdown_table(shown.reset_index(drop=True)), ""]
+    lines += ["## Against the paper (reading of 2026-11-23; revisit when the tables change)", "", DISCUSSION, ""]
     out = ROOT / "benchmarks" / "RESULTS.md"
     from d2ft.serial import atomic_write_text
 

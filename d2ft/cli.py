@@ -297,6 +297,35 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 @command
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Predicted against measured: two Trace JSON files (e.g. `d2ft simulate --trace` and a run's
+    timeline-stepN.json), per device and quantity, with absolute and relative errors."""
+    from analysis import compare
+
+    predicted, measured = (Trace.from_json(_read_text(path)) for path in (args.predicted, args.measured))
+    frame = compare(predicted, measured)
+    if args.json:
+        print(json.dumps({"rows": frame.to_dict(orient="records")}, default=float))
+        return 0
+    units = {"step_time_s": fmt_time, "busy_s": fmt_time, "sent_bytes": fmt_bytes, "recv_bytes": fmt_bytes}
+    print(f"{'device':<10} {'quantity':<12} {'predicted':>11} {'measured':>11} {'error':>8}")
+    for r in frame.itertuples(index=False):
+        fmt = units[r.quantity]
+        err = "-" if r.rel_error != r.rel_error else f"{100 * r.rel_error:+.1f}%"
+        print(f"{r.device:<10} {r.quantity:<12} {fmt(r.predicted):>11} {fmt(r.measured):>11} {err:>8}")
+    return 0
+
+
+def _read_text(path: str) -> str:
+    """A file's text, with an error that names it when it is missing."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"trace file {path!r} does not exist") from None
+
+
+@command
 def cmd_whatif(args: argparse.Namespace) -> int:
     """What-if: one fine-tuning step of a model on several clusters, per D2FT strategy and baseline."""
     from .planner import plan_step
@@ -408,6 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", help="a `d2ft sweep` CSV to draw as what-if curves")
     p.add_argument("--out", help="folder for report.html, report.md and figures/ (default: RUN_DIR)")
     p.add_argument("--json", action="store_true", help="print the paths as one JSON object")
+
+    p = sub.add_parser("compare", help=cmd_compare.__doc__, description=cmd_compare.__doc__)
+    p.add_argument("predicted", help="Trace JSON of the prediction (`d2ft simulate --trace FILE`)")
+    p.add_argument("measured", help="Trace JSON of the measurement (a run's timeline-stepN.json)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON (s, B; rel_error a fraction)")
 
     p = sub.add_parser("whatif", help=cmd_whatif.__doc__, description=cmd_whatif.__doc__)
     p.add_argument("--model", default="vit_base_patch16_224", help="timm name or model.json (default: %(default)s)")

@@ -43,6 +43,13 @@ def test_run_end_to_end_with_emulated_slowdown(tmp_path, capsys):
         assert sent == stats.sent_bytes > 0 and busy == pytest.approx(stats.busy_s)
     assert main(["report", str(tmp_path), "--json"]) == 0
     assert (tmp_path / "figures" / "timelines.png").stat().st_size > 1000
+    capsys.readouterr()
+    step2 = str(tmp_path / "timeline-step2.json")
+    assert main(["compare", step2, step2, "--json"]) == 0  # a measurement against itself: no error anywhere
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert len(rows) == 1 + 2 * 3 and all(r["abs_error"] == 0 for r in rows)
+    assert main(["compare", step2, str(tmp_path / "nope.json")]) == 2
+    assert "trace file" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra, message", [
