@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 from d2ft.cluster import Cluster, DeviceSpec, LinkSpec
-from d2ft.cost import CostModel
 from d2ft.loaders import load_cluster, load_plan
 from d2ft.planner import plan_step
 from d2ft.serial import atomic_write_text, read_json, write_json

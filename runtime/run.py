@@ -43,7 +43,6 @@ import json
 import os
 import socket
 import sys
-import time
 from pathlib import Path
 
 import torch
