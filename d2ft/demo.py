@@ -52,9 +52,9 @@ def run_demo(out: str | Path = "out/demo", quick: bool = False, steps: int | Non
     # 1. calibrate
     log(f"[1/5] calibrating {nproc} local ranks (the backbone's subnet tasks, copies, point-to-point transfers) ...")
     from runtime.cli import SHIPPED_CHECKPOINT
-    from runtime.run import read_weights
+    from runtime.run import read_metadata
 
-    meta = read_weights(SHIPPED_CHECKPOINT)[1]
+    meta = read_metadata(SHIPPED_CHECKPOINT)
     model_job = {"model": meta["model"], "model_kwargs": {**json.loads(meta["model_kwargs"]), "num_classes": 10},
                  "seed": seed}
     calibrated, raw = calibrate(nproc, model_job, micro_batch_size=16)

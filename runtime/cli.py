@@ -55,7 +55,7 @@ VOLATILE = ("resume", "timeout_s", "progress", "out_dir", "label", "keep_checkpo
 
 def _model_args(args) -> tuple[str, dict, str | None]:
     """(timm name, model kwargs, checkpoint): --model and --model-kwargs over the checkpoint's own metadata."""
-    from runtime.run import read_weights
+    from runtime.run import read_metadata
 
     try:
         kwargs = json.loads(args.model_kwargs) if args.model_kwargs else {}
@@ -70,7 +70,7 @@ def _model_args(args) -> tuple[str, dict, str | None]:
         checkpoint = None
     model = args.model
     if checkpoint:
-        _, meta = read_weights(checkpoint)
+        meta = read_metadata(checkpoint)
         if model is None:
             if "model" not in meta:
                 raise ValueError(f"checkpoint {checkpoint!r} does not name its model; give --model and --model-kwargs")
@@ -79,7 +79,7 @@ def _model_args(args) -> tuple[str, dict, str | None]:
     return model or "vit_tiny_patch16_224", kwargs, checkpoint
 
 
-def _check_data(data, model, kwargs_given: dict) -> None:
+def _check_data(data, model) -> None:
     """The dataset's images and classes fit the model (before any rank starts)."""
     x = data.train.images
     chans, size = model.patch_embed.proj.in_channels, tuple(model.patch_embed.img_size)
@@ -145,7 +145,7 @@ def prepare_job(args) -> dict:
         meta_model = build_model({**job, "checkpoint": None})
         spec = model_spec_from_timm(meta_model, name=model_name)
     if data is not None:
-        _check_data(data, meta_model, kwargs)
+        _check_data(data, meta_model)
     if checkpoint:
         from runtime.run import load_weights
 

@@ -71,8 +71,16 @@ def build_model(job: dict):
     return model
 
 
-def read_weights(path: str | Path) -> tuple[dict, dict]:
-    """(state dict, metadata) of a safetensors file or a torch checkpoint; ValueError if unreadable."""
+def read_metadata(path: str | Path) -> dict:
+    """The metadata of a safetensors file (model, model_kwargs, ...) without reading its tensors; {} for a
+    torch checkpoint, which has none."""
+    return read_weights(path, tensors=False)[1]
+
+
+def read_weights(path: str | Path, tensors: bool = True) -> tuple[dict, dict]:
+    """(state dict, metadata) of a safetensors file or a torch checkpoint; ValueError if unreadable.
+
+    ``tensors=False`` reads a safetensors file's header only (the state dict comes back empty)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist; give the path of a local weights file")
@@ -81,7 +89,9 @@ def read_weights(path: str | Path) -> tuple[dict, dict]:
             from safetensors import safe_open
 
             with safe_open(str(path), "pt") as f:
-                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+                return {k: f.get_tensor(k) for k in f.keys()} if tensors else {}, dict(f.metadata() or {})
+        if not tensors:
+            return {}, {}
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # safetensors and torch raise many kinds on a corrupt file
         raise ValueError(f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}: {str(e)[:200]}); "
