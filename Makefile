@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test results results-quick clean
 
 $(BIN)/d2ft: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,14 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# benchmarks/RESULTS.md: every measurement of the evidence page (hours on 2 cores; resumes).
+results: install
+	$(BIN)/python benchmarks/results.py
+
+# The same pipeline with one seed, fewer configurations and steps (under 15 minutes).
+results-quick: install
+	$(BIN)/python benchmarks/results.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

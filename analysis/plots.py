@@ -49,8 +49,10 @@ def accuracy_vs_saving(results: pd.DataFrame, saving: str = "compute_saving"):
 
 
 def predicted_vs_measured(predicted: Sequence[float], measured: Sequence[float], label: str, unit: str,
-                          band: float = 0.1):
-    """Measured against predicted with the y = x line and a +-``band`` relative error band."""
+                          band: float = 0.1, groups: Sequence[str] | None = None):
+    """Measured against predicted with the y = x line and a +-``band`` relative error band.
+
+    ``groups`` (one label per point) colours the points by group, with a legend entry each."""
     p, m = np.asarray(predicted, float), np.asarray(measured, float)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     top = max(p.max(initial=0), m.max(initial=0)) * 1.05 or 1.0
@@ -58,7 +60,12 @@ def predicted_vs_measured(predicted: Sequence[float], measured: Sequence[float],
     ax.plot(line, line, color=OKABE_ITO[7], lw=1, label="y = x")
     ax.fill_between(line, line * (1 - band), line * (1 + band), color=OKABE_ITO[5], alpha=0.25,
                     label=f"+-{band:.0%}")
-    ax.scatter(p, m, color=OKABE_ITO[0], s=30, zorder=3)
+    if groups is None:
+        ax.scatter(p, m, color=OKABE_ITO[0], s=30, zorder=3)
+    else:
+        g = np.asarray(groups, dtype=object)
+        for i, name in enumerate(dict.fromkeys(g)):
+            ax.scatter(p[g == name], m[g == name], color=OKABE_ITO[i % 5], s=30, zorder=3, label=name)
     ax.set_xlim(0, top)
     ax.set_ylim(0, top)
     ax.set_xlabel(f"predicted {label} ({unit})")
@@ -187,6 +194,38 @@ def op_mix_over_training(plans: Sequence[tuple[int, Plan]], total_steps: int, bi
     ax.set_xlabel("step")
     ax.set_title("share of micro-batches each subnet ran FULL (rows: heads, block by block)")
     fig.colorbar(image, ax=ax, label="share FULL (0..1)")
+    return fig
+
+
+def scale_study(records: pd.DataFrame):
+    """Per cluster (columns): step time (top) and the busiest device's compute share of the step
+    (bottom) against the device count, one colour per model, solid D2FT hybrid, dashed all-FULL.
+
+    ``records``: sweep records with columns model, cluster, devices, strategy, step_time_s and
+    compute_share (the busiest device's compute time / step time)."""
+    ok = records[records["error"].isna()] if "error" in records else records
+    clusters = list(dict.fromkeys(ok["cluster"]))
+    fig, axes = plt.subplots(2, len(clusters), figsize=(4.2 * len(clusters), 6.5), sharex=True, squeeze=False)
+    for j, cluster in enumerate(clusters):
+        top, bottom = axes[0, j], axes[1, j]
+        for colour, (model, rows) in zip(_colours(), ok[ok["cluster"] == cluster].groupby("model", sort=False)):
+            for strategy, style in (("hybrid", "-"), ("full", "--")):
+                r = rows[rows["strategy"] == strategy].sort_values("devices")
+                label = f"{model}, {'D2FT hybrid' if strategy == 'hybrid' else 'all-FULL'}"
+                top.plot(r["devices"], r["step_time_s"], style, marker="o", ms=3, color=colour, label=label)
+                bottom.plot(r["devices"], 100 * r["compute_share"], style, marker="o", ms=3, color=colour)
+        top.set_title(cluster)
+        top.set_yscale("log")
+        bottom.set_xscale("log", base=2)
+        bottom.set_ylim(0, 100)
+        bottom.set_xlabel("devices")
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3, which="both")
+    axes[0, 0].set_ylabel("step time (s)")
+    axes[1, 0].set_ylabel("busiest device's compute / step (%)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), frameon=False)
+    fig.tight_layout(rect=(0, 0.1 + 0.03 * (len(labels) // 3), 1, 1))
     return fig
 
 

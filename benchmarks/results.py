@@ -1,7 +1,7 @@
 """The evidence page: regenerate benchmarks/RESULTS.md from measurements on this machine.
 
-Sections (each writes JSON lines to benchmarks/results/results.jsonl and figures to
-benchmarks/figures/; RESULTS.md is then written from all of them):
+Sections (each writes JSON lines to benchmarks/results/results.jsonl; RESULTS.md and its figures in
+benchmarks/figures/ are then written from all of them):
 
 - ``accuracy``: the shipped backbone fine-tuned on MNIST digits on 4 local ranks for
   ``full``, the three strategies and the baselines at several compute keep ratios and at a
@@ -10,6 +10,11 @@ benchmarks/figures/; RESULTS.md is then written from all of them):
 - ``lora``: the same with LoRA adapters at keep 0.6 and at comm keep 0.5;
 - ``hetero``: an emulated 1x, 1x, 2x, 4x cluster: the balanced D2FT plan against a
   speed-oblivious one (planned as if every rank were 1x) and against all-FULL;
+- ``fidelity``: after ``d2ft calibrate``, the simulator's step time, compute time and bytes
+  against measurements, over 12 plans (strategies x keep ratios) x micro-batch sizes 8 and
+  16 x 2 and 4 local ranks;
+- ``bench``: the planner and simulator benchmarks (``benchmarks/planner.py``,
+  ``benchmarks/simulator.py``) rerun and tabulated;
 - ``scale``: simulation only, ViT-B/L/H on 4 to 256 catalogue devices over several
   networks: savings and where the coordinator's link becomes the bottleneck.
 
@@ -40,9 +45,8 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
 ROOT = Path(_HERE).parent
 RESULTS = ROOT / "benchmarks" / "results" / "results.jsonl"
-FIGURES = ROOT / "benchmarks" / "figures"
 RUNS = Path("runs") / "results"  # relative to the repository root (main() changes into it)
-SECTIONS = ("accuracy", "lora", "hetero", "scale")
+SECTIONS = ("accuracy", "lora", "hetero", "fidelity", "bench", "scale")
 
 
 def _run(argv: list[str]) -> dict:
@@ -101,12 +105,7 @@ def accuracy(quick: bool, lora: bool = False, seeds=None, keeps=None, strategies
         configs += [("hybrid", 1.0, 0.5), ("random", 1.0, 0.5)]
     if strategies:  # the all-FULL reference always runs: savings are measured against it
         configs = [c for c in configs if c[0] == "full" or (c[0] in strategies and c[2] is None)]
-    profile = RUNS / "profile.json"
-    if not profile.exists():
-        from d2ft.cli import main
-
-        main(["calibrate", "--nproc", "4", "--checkpoint", "data/pretrained/vit-fmnist.safetensors",
-              "--out", str(profile)])
+    profile = _profile(4)
     tag = "lora-" if lora else ""
     for seed in seeds:
         for strategy, keep, comm in configs:
@@ -125,6 +124,56 @@ def accuracy(quick: bool, lora: bool = False, seeds=None, keeps=None, strategies
             _record(section, name=name, strategy=strategy, keep=keep, comm_keep=comm, seed=seed, steps=steps,
                     lora=lora, seconds=time.perf_counter() - t0, command="d2ft run " + " ".join(argv),
                     **_savings(RUNS / name, full))
+
+
+def _profile(nproc: int) -> Path:
+    """This machine's calibrated profile for ``nproc`` local ranks (measured once, then reused)."""
+    profile = RUNS / ("profile.json" if nproc == 4 else f"profile-{nproc}.json")
+    if not profile.exists():
+        from d2ft.cli import main
+
+        main(["calibrate", "--nproc", str(nproc), "--checkpoint", "data/pretrained/vit-fmnist.safetensors",
+              "--out", str(profile)])
+    return profile
+
+
+def fidelity(quick: bool) -> None:
+    """Predicted against measured over the demo's 12 plans x micro-batch sizes x 2 and 4 ranks."""
+    from d2ft.demo import FIDELITY_PLANS, measure_fidelity
+    from runtime.cli import local_cluster
+
+    each = 3 if quick else 6
+    for nproc in (2, 4):
+        profile = _profile(nproc)
+        for size in (16,) if quick else (8, 16):
+            name = f"fidelity-r{nproc}-b{size}-e{each}"
+            t0 = time.perf_counter()
+            print(f"[fidelity] {name}: {len(FIDELITY_PLANS)} plans x {each} steps ...", file=sys.stderr, flush=True)
+            frame = measure_fidelity(RUNS / name, profile, nproc, each=each, micro_batch_size=size,
+                                     assumed=local_cluster(nproc))
+            command = (f"d2ft.demo.measure_fidelity({str(RUNS / name)!r}, {str(profile)!r}, {nproc}, each={each}, "
+                       f"micro_batch_size={size})")
+            for row in frame.to_dict("records"):
+                _record("fidelity", name=f"{name}/{row['plan']}", run=name, each=each, command=command,
+                        seconds=time.perf_counter() - t0, **row)
+
+
+def bench(quick: bool) -> None:
+    """The planner (speed, quality) and simulator benchmarks, their JSON lines recorded as they print them."""
+    import subprocess
+
+    runs = {"planner-speed": ["benchmarks/planner.py", "--suite", "speed", "--repeat", "1" if quick else "5"],
+            "planner-quality": ["benchmarks/planner.py", "--suite", "quality", "--instances", "5" if quick else "100"],
+            "simulator": ["benchmarks/simulator.py"] + (["--repeat", "3", "--evals", "200"] if quick else [])}
+    for name, argv in runs.items():
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT)
+        if out.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed (exit {out.returncode}): {out.stderr.strip()[-500:]}")
+        records = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
+        _record("bench", name=name, command=".venv/bin/python " + " ".join(argv), seconds=time.perf_counter() - t0,
+                records=records)
 
 
 def hetero(quick: bool) -> None:
@@ -150,7 +199,7 @@ def scale(quick: bool) -> None:
 
     models = ["vit_base_patch16_224"] if quick else ["vit_base_patch16_224", "vit_large_patch16_224",
                                                      "vit_huge_patch14_224"]
-    counts = [4, 16, 64] if quick else [4, 8, 16, 32, 64, 128, 256]
+    counts = [1, 4, 16, 64] if quick else [1, 2, 4, 8, 16, 32, 64, 128, 256]  # 1: everything on the coordinator
     for cluster in ("lan-4x3090", "dgx-a100", "edge-orin-wifi"):
         rows = sweep(models, [cluster], ["full", "hybrid"], keeps=[0.6], comm_keeps=[0.5], micro_batches=[4],
                      micro_batch_sizes=[8], device_counts=counts)
@@ -175,43 +224,35 @@ the paper fine-tunes to convergence, where skipped work matters less. Open: thre
 longer runs and equal-compute comparisons (D2FT given the steps its savings buy)."""
 
 
-def write_markdown() -> Path:
-    """RESULTS.md from every record in results.jsonl (the newest record of each name wins)."""
+def write_markdown(records: Path = RESULTS, out: Path = ROOT / "benchmarks" / "RESULTS.md") -> Path:
+    """``out`` (RESULTS.md) from every record in ``records`` (results.jsonl; the newest record of each
+    name wins), its figures in ``out``'s folder's ``figures/``."""
     import pandas as pd
 
     from analysis import plots
     from analysis.report import markdown_table
 
-    records = [json.loads(x) for x in RESULTS.read_text().splitlines() if x.strip()] if RESULTS.exists() else []
+    records = [json.loads(x) for x in records.read_text().splitlines() if x.strip()] if records.exists() else []
+    figures = out.parent / "figures"
     frame = pd.DataFrame(records)
     lines = ["# Results", "",
              "Every number here was measured by `benchmarks/results.py` (the command of each section is given); "
              "regenerate with `.venv/bin/python benchmarks/results.py` (hours) or `--quick` (under 15 minutes). "
              f"Machine: {_machine()}. Medians unless stated.", ""]
-    FIGURES.mkdir(parents=True, exist_ok=True)
+    figures.mkdir(parents=True, exist_ok=True)
+    goals = []  # (goal, measured, met), from the tables as they are written
     for section, title in (("accuracy", "Accuracy against savings"), ("lora", "LoRA")):
         if frame.empty or section not in set(frame["section"]):
             continue
-        acc = frame[frame["section"] == section].drop_duplicates("name", keep="last")
-        acc = acc[acc["steps"] == acc["steps"].max()]  # the longest runs measured; --quick ones only without them
-        full_of_seed = acc[acc["strategy"] == "full"].set_index("seed")["top1"]
-        acc = acc.assign(vs_full=acc["top1"] - acc["seed"].map(full_of_seed))  # against its own seed's full run
-        group = acc.groupby(["strategy", "keep", "comm_keep"], dropna=False)
-        table = group.agg(runs=("top1", "size"), top1=("top1", "mean"), top1_spread=("top1", "std"),
-                          vs_full=("vs_full", "mean"),
-                          compute=("measured_compute_saving", "mean"), comm=("measured_comm_saving", "mean"),
-                          planned=("predicted_compute_saving", "mean"), step=("step_time_saving", "mean")).reset_index()
-        order = {name: i for i, name in enumerate(("full", "hybrid", "backward", "shortcut", "random", "freeze",
-                                                   "layerdrop"))}
-        rank = table["comm_keep"].notna() * 1000 - table["keep"] * 100 + table["strategy"].map(order)
-        table = table.iloc[rank.argsort(kind="stable")].reset_index(drop=True)  # full, then by keep, comm keep last
+        acc, table = _accuracy_table(frame[frame["section"] == section])
         shown = pd.DataFrame({
-            "strategy": table["strategy"], "keep": table["keep"],
-            "comm keep": table["comm_keep"].astype(object).where(table["comm_keep"].notna(), "-"),
+            "strategy": table["strategy"], "keep": [f"{k:g}" for k in table["keep"]],
+            "comm keep": [f"{c:g}" if c == c else "-" for c in table["comm_keep"]],
             "seeds": table["runs"], "top-1 (%)": 100 * table["top1"], "spread (points)": 100 * table["top1_spread"],
             "vs full (points)": 100 * table["vs_full"],
             "compute saved, planned (%)": 100 * table["planned"], "compute saved, measured (%)": 100 * table["compute"],
             "bytes saved (%)": 100 * table["comm"], "step time saved (%)": 100 * table["step"]})
+        goals += _accuracy_goals(table, lora=section == "lora")
         steps = " or ".join(str(int(x)) for x in sorted(set(acc["steps"])))
         dates = sorted(set(acc["date"]))
         lines += [f"## {title}", ""]
@@ -227,7 +268,7 @@ def write_markdown() -> Path:
                   f"Command of one run: `{acc.iloc[-1]['command']}`", "", markdown_table(shown), ""]
         fig = plots.accuracy_vs_saving(pd.DataFrame({
             "strategy": table["strategy"], "accuracy": table["top1"], "compute_saving": table["compute"].fillna(0)}))
-        plots.save(fig, FIGURES / f"{section}-accuracy-compute")
+        plots.save(fig, figures / f"{section}-accuracy-compute")
         lines += [f"![top-1 against measured compute saving](figures/{section}-accuracy-compute.png)", ""]
     if not frame.empty and "hetero" in set(frame["section"]):
         h = frame[frame["section"] == "hetero"]
@@ -243,28 +284,231 @@ def write_markdown() -> Path:
                   f"balanced D2FT plan places and budgets by speed; the speed-oblivious one plans as if all were equal. "
                   f"Balanced is {ratio:.2f}x faster per step than speed-oblivious (goal: at least 1.3x).", "",
                   markdown_table(shown.reset_index(drop=True)), ""]
+        goals.append(("heterogeneous step time at least 1.3x better than speed-oblivious",
+                      f"{ratio:.2f}x ({steps_h} steps, one seed)", bool(ratio >= 1.3)))
+    if not frame.empty and "fidelity" in set(frame["section"]):
+        fid_lines, fid_goals = _fidelity_markdown(frame[frame["section"] == "fidelity"], figures)
+        lines += fid_lines
+        goals += fid_goals
+    if not frame.empty and "bench" in set(frame["section"]):
+        lines += _bench_markdown(frame[frame["section"] == "bench"])
     if not frame.empty and "scale" in set(frame["section"]):
-        sc = frame[frame["section"] == "scale"]
-        ok = sc[sc["error"].isna() | (sc["error"] == "")] if "error" in sc else sc
-        hyb = ok[ok["strategy"] == "hybrid"]
-        shown = pd.DataFrame({"model": hyb["model"], "cluster": hyb["cluster"], "devices": hyb["devices"],
-                              "step (s)": hyb["step_time_s"], "speed-up over full": hyb["speedup"],
-                              "compute saved (%)": 100 * hyb["compute_saving"],
-                              "bytes saved (%)": 100 * hyb["comm_saving"],
-                              "busiest compute / step (%)": 100 * hyb["compute_share"]})
-        lines += ["## Scale study (simulated)", "",
-                  "D2FT hybrid at keep 0.6 and comm keep 0.5 against all-FULL, 4 micro-batches of 8 images, "
-                  "analytical simulator, the preset's devices replicated to the device count" +
-                  (" (`--quick`: ViT-B only)" if hyb["model"].nunique() == 1 else "") + ". The last column is "
-                  "the busiest device's compute time over the step time: near 100% the step is compute-bound; far "
-                  "below it, the devices wait on the coordinator's link.", "",
-                  markdown_table(shown.reset_index(drop=True)), ""]
+        lines += _scale_markdown(frame[frame["section"] == "scale"], figures)
+    if goals:
+        table = pd.DataFrame(goals, columns=["goal (from the paper or the issue)", "measured", "met"])
+        table["met"] = table["met"].map({True: "yes", False: "no"})
+        lines[4:4] = ["## Goals", "", "Computed from the tables below each time this page is written.", "",
+                      markdown_table(table), ""]
     lines += ["## Against the paper (reading of 2026-11-23; revisit when the tables change)", "", DISCUSSION, ""]
-    out = ROOT / "benchmarks" / "RESULTS.md"
     from d2ft.serial import atomic_write_text
 
     atomic_write_text(out, "\n".join(lines))
     return out
+
+
+def _accuracy_table(acc):
+    """(runs, table): the longest runs of an accuracy or LoRA section, and per (strategy, keep, comm
+    keep) their mean top-1, its spread over seeds, the mean distance from the same seed's full run
+    and mean savings; rows ordered full, then by falling keep, comm-keep rows last."""
+    acc = acc.drop_duplicates("name", keep="last")
+    acc = acc[acc["steps"] == acc["steps"].max()]  # the longest runs measured; --quick ones only without them
+    full_of_seed = acc[acc["strategy"] == "full"].set_index("seed")["top1"]
+    acc = acc.assign(vs_full=acc["top1"] - acc["seed"].map(full_of_seed))  # against its own seed's full run
+    group = acc.groupby(["strategy", "keep", "comm_keep"], dropna=False)
+    table = group.agg(runs=("top1", "size"), top1=("top1", "mean"), top1_spread=("top1", "std"),
+                      vs_full=("vs_full", "mean"),
+                      compute=("measured_compute_saving", "mean"), comm=("measured_comm_saving", "mean"),
+                      planned=("predicted_compute_saving", "mean"), step=("step_time_saving", "mean")).reset_index()
+    order = {name: i for i, name in enumerate(("full", "hybrid", "backward", "shortcut", "random", "freeze",
+                                               "layerdrop"))}
+    rank = table["comm_keep"].notna() * 1000 - table["keep"] * 100 + table["strategy"].map(order)
+    return acc, table.iloc[rank.argsort(kind="stable")].reset_index(drop=True)
+
+
+def _accuracy_goals(table, lora: bool) -> list[tuple[str, str, bool]]:
+    """The paper's accuracy goals against an accuracy (or LoRA) table: (goal, measured, met)."""
+    def row(strategy, keep, comm=None):
+        hit = table[(table["strategy"] == strategy) & (table["keep"] == keep)
+                    & (table["comm_keep"].isna() if comm is None else table["comm_keep"] == comm)]
+        return None if hit.empty else hit.iloc[0]
+
+    out = []
+    points = 6 if lora else 2
+    prefix = "LoRA: " if lora else ""
+    for r, what in ((row("hybrid", 0.6), f"{prefix}hybrid at about -40% compute within {points} points of full"),
+                    (row("hybrid", 1.0, 0.5), f"{prefix}hybrid at -50% communication within {points} points of full")):
+        if r is not None:
+            out.append((what, f"{100 * r['vs_full']:+.1f} points at {100 * r['compute']:.0f}% less compute and "
+                              f"{100 * r['comm']:.0f}% fewer bytes (mean of {int(r['runs'])} seed{'s' if r['runs'] != 1 else ''})",
+                        bool(round(100 * r["vs_full"], 1) >= -points)))  # judged as shown
+    if not lora:
+        for baseline in ("random", "layerdrop"):
+            margins = [(k, row("hybrid", k), row(baseline, k)) for k in sorted(set(table["keep"]), reverse=True)]
+            margins = [(k, 100 * (h["top1"] - b["top1"])) for k, h, b in margins if h is not None and b is not None]
+            if margins:
+                out.append((f"hybrid beats {baseline} at equal keep",
+                            ", ".join(f"keep {k:g}: {m:+.1f} points" for k, m in margins),
+                            all(m > 0 for _, m in margins)))
+    return out
+
+
+def _fidelity_markdown(fid, figures: Path) -> tuple[list[str], list[tuple[str, str, bool]]]:
+    """Predicted against measured: errors per (ranks, micro-batch size) and overall, figures, every plan;
+    and the fidelity goals (goal, measured, met)."""
+    import pandas as pd
+
+    from analysis import plots
+    from analysis.compare import rank_agreement
+    from analysis.report import markdown_table
+
+    fid = fid.drop_duplicates("name", keep="last")
+    fid = fid[fid["each"] == fid["each"].max()].copy()
+    fid = fid.astype({"nproc": int, "micro_batch_size": int, "each": int})
+    fid["step_error"] = fid["predicted_step_time_s"] / fid["measured_step_time_s"] - 1
+    fid["assumed_error"] = fid["assumed_step_time_s"] / fid["measured_step_time_s"] - 1
+    fid["compute_error"] = fid["predicted_compute_s"] / fid["measured_compute_s"] - 1
+    fid["bytes_exact"] = fid["predicted_sent_bytes"] == fid["measured_sent_bytes"]
+
+    def summary(g, label):
+        return {"ranks x micro-batch": label, "plans": len(g),
+                "step time: median abs error (%)": 100 * g["step_error"].abs().median(),
+                "worst (%)": 100 * g["step_error"].abs().max(),
+                "median signed (%)": 100 * g["step_error"].median(),
+                "Spearman": rank_agreement(g["predicted_step_time_s"], g["measured_step_time_s"]) if len(g) > 1 else "",
+                "before calibration: median abs (%)": 100 * g["assumed_error"].abs().median(),
+                "compute: median abs error (%)": 100 * g["compute_error"].abs().median(),
+                "compute worst (%)": 100 * g["compute_error"].abs().max(),
+                "bytes exact": f"{int(g['bytes_exact'].sum())}/{len(g)}"}
+
+    rows = [summary(g, f"{r} x {b}") for (r, b), g in fid.groupby(["nproc", "micro_batch_size"])]
+    rows.append(summary(fid, "all"))
+    group = [f"{r} ranks" for r in fid["nproc"]]
+    plots.save(plots.predicted_vs_measured(1e3 * fid["predicted_step_time_s"], 1e3 * fid["measured_step_time_s"],
+                                           "step time", "ms", groups=group), figures / "fidelity-step-time")
+    plots.save(plots.predicted_vs_measured(1e3 * fid["predicted_compute_s"], 1e3 * fid["measured_compute_s"],
+                                           "compute time, summed over ranks", "ms", groups=group),
+               figures / "fidelity-compute-time")
+    per_plan = pd.DataFrame({
+        "ranks": fid["nproc"], "micro-batch": fid["micro_batch_size"], "plan": fid["plan"],
+        "step predicted (ms)": 1e3 * fid["predicted_step_time_s"], "step measured (ms)": 1e3 * fid["measured_step_time_s"],
+        "error (%)": 100 * fid["step_error"], "compute predicted (ms)": 1e3 * fid["predicted_compute_s"],
+        "compute measured (ms)": 1e3 * fid["measured_compute_s"], "bytes sent": fid["measured_sent_bytes"],
+        "bytes exact": fid["bytes_exact"].map({True: "yes", False: "no"})})
+    each = int(fid["each"].max())
+    median = fid["step_error"].abs().median()
+    by_ranks = ", ".join(f"{r} ranks {100 * g['step_error'].abs().median():.0f}%" for r, g in fid.groupby("nproc"))
+    goals = [("median step-time error at most 10%", f"{100 * median:.0f}% over {len(fid)} plans ({by_ranks})",
+              bool(round(100 * median) <= 10)),  # judged as shown
+             ("bytes exact", f"{int(fid['bytes_exact'].sum())} of {len(fid)} plans", bool(fid["bytes_exact"].all()))]
+    return ["## Fidelity: predicted against measured", "",
+            f"{len(fid)} plans: {fid['plan'].nunique()} (strategy, keep) plans x micro-batch sizes "
+            f"{', '.join(str(int(b)) for b in sorted(set(fid['micro_batch_size'])))} x "
+            f"{' and '.join(str(int(r)) for r in sorted(set(fid['nproc'])))} local ranks, the shipped backbone, one run per "
+            f"(ranks, micro-batch size) executing each plan for {each} steps (measured: the median of its steps but the "
+            f"first), predicted by the simulator on the profile `d2ft calibrate` measured for that many ranks (calibrated "
+            f"at micro-batch 16); \"before calibration\" is the same prediction on the assumed profile of a local CPU "
+            f"rank. Errors are predicted / measured - 1; compute is summed over ranks. Measured "
+            f"{', '.join(sorted(set(fid['date'])))}.", "",
+            f"Command of one run: `{fid.iloc[-1]['command']}`", "",
+            markdown_table(pd.DataFrame(rows)), "",
+            "![measured against predicted step time](figures/fidelity-step-time.png) "
+            "![measured against predicted compute time](figures/fidelity-compute-time.png)", "",
+            "<details><summary>Every plan</summary>", "", markdown_table(per_plan.reset_index(drop=True)), "",
+            "</details>", ""], goals
+
+
+def _scale_markdown(sc, figures: Path) -> list[str]:
+    """The simulated scale study: per (model, cluster) where D2FT is fastest and what bounds it; a figure."""
+    import pandas as pd
+
+    from analysis import plots
+    from analysis.report import markdown_table
+
+    sc = sc.drop_duplicates(["model", "cluster", "devices", "strategy"], keep="last")
+    ok = sc[sc["error"].isna() | (sc["error"] == "")] if "error" in sc else sc
+    ok = ok.assign(cluster=ok["cluster"].str.replace(r"x\d+$", "", regex=True),  # "dgx-a100x64" -> its preset
+                   devices=ok["devices"].astype(int))
+    plots.save(plots.scale_study(ok), figures / "scale-study")
+    hyb = ok[ok["strategy"] == "hybrid"]
+    rows = []
+    for (model, cluster), g in hyb.groupby(["model", "cluster"], sort=False):
+        g = g.sort_values("devices")
+        best = g.loc[g["step_time_s"].idxmin()]
+        first = g.iloc[0]
+        rows.append({"model": model, "cluster": cluster,
+                     f"step on {int(first['devices'])} device{'s' if first['devices'] > 1 else ''} (s)":
+                         first["step_time_s"],
+                     "fastest step (s)": best["step_time_s"], "at devices": int(best["devices"]),
+                     "D2FT speed-up over all-FULL there (x)": best["speedup"],
+                     "busiest compute / step there (%)": 100 * best["compute_share"],
+                     "bound by": "compute" if best["compute_share"] >= 0.5 else "the coordinator's link",
+                     "D2FT speed-up, range over device counts (x)": f"{g['speedup'].min():.2f}-{g['speedup'].max():.2f}"})
+    table = pd.DataFrame(rows)
+    most = hyb.loc[hyb["speedup"].idxmax()]
+    least = hyb.loc[hyb["speedup"].idxmin()]
+    every = pd.DataFrame({"model": hyb["model"], "cluster": hyb["cluster"], "devices": hyb["devices"],
+                          "step (s)": hyb["step_time_s"], "speed-up over full (x)": hyb["speedup"],
+                          "compute saved (%)": 100 * hyb["compute_saving"], "bytes saved (%)": 100 * hyb["comm_saving"],
+                          "busiest compute / step (%)": 100 * hyb["compute_share"]})
+    counts = sorted(set(int(d) for d in ok["devices"]))
+    return ["## Scale study (simulated)", "",
+            f"D2FT hybrid at keep 0.6 and comm keep 0.5 against all-FULL, {', '.join(sorted(set(ok['model'])))} on "
+            f"{counts[0]} to {counts[-1]} devices of each cluster preset's kind (the preset's coordinator plus copies "
+            "of its first worker, each on the preset's link to the coordinator; 1 device: the coordinator alone, no "
+            "messages), 4 micro-batches of 8 images per "
+            "step, speed-aware placement, the analytical simulator. \"Busiest compute / step\" is the busiest "
+            "device's compute time over the step time: near 100% the step is compute-bound; far below it the devices "
+            "wait on the star's coordinator, whose link carries every block's activations out and back. Command: "
+            "`.venv/bin/python benchmarks/results.py --sections scale` "
+            f"({', '.join(sorted(set(sc['date'])))}).", "",
+            f"D2FT saves the most step time with {most['model']} on {most['cluster']} at {int(most['devices'])} "
+            f"devices ({most['speedup']:.2f}x over all-FULL) and the least with {least['model']} on "
+            f"{least['cluster']} at {int(least['devices'])} ({least['speedup']:.2f}x).", "",
+            markdown_table(table), "", "![scale study](figures/scale-study.png)", "",
+            "<details><summary>Every configuration (D2FT hybrid)</summary>", "",
+            markdown_table(every.reset_index(drop=True)), "", "</details>", ""]
+
+
+def _bench_markdown(b) -> list[str]:
+    """The planner and simulator benchmarks' summary lines as tables."""
+    import pandas as pd
+
+    from analysis.report import markdown_table
+
+    b = b.drop_duplicates("name", keep="last").set_index("name")
+    lines = ["## Planner and simulator benchmarks", ""]
+    if "planner-speed" in b.index:
+        recs = [r for r in b.loc["planner-speed", "records"] if r.get("case") == "speed"]
+        lines += ["Solve time of one step's op selection (hybrid, keep 0.6), the median of repeated solves; the gap "
+                  "is the solver's own bound (mip) against its objective. Command: "
+                  f"`{b.loc['planner-speed', 'command']}` ({b.loc['planner-speed', 'date']}).", "",
+                  markdown_table(pd.DataFrame({
+                      "model": [r["model"] for r in recs], "devices": [r["devices"] for r in recs],
+                      "micro-batches": [r["micro_batches"] for r in recs], "items": [r["items"] for r in recs],
+                      "solver": [r["solver"] for r in recs], "median solve (ms)": [1e3 * r["median_s"] for r in recs],
+                      "gap (%)": [None if r["gap"] is None else 100 * r["gap"] for r in recs]})), ""]
+    if "planner-quality" in b.index:
+        summ = [r for r in b.loc["planner-quality", "records"] if r.get("case") == "summary"][0]
+        rows = [{"solver": s, "objective / best mip bound, median": summ[f"{s}_median"],
+                 "worst": summ[f"{s}_min"]} for s in ("dp", "greedy")]
+        rows += [{"solver": f"mip ({k})", "median solve (s)": summ[f"mip_{k}_median_s"],
+                  "median gap (%)": 100 * summ[f"mip_{k}_median_gap"], "worst gap (%)": 100 * summ[f"mip_{k}_max_gap"]}
+                 for k in ("CBC", "HiGHS")]
+        lines += [f"Solution quality over {summ['instances']} random instances (ViT-S/B, cluster presets, 2-8 "
+                  "micro-batches, keep 0.3-0.9, hybrid/backward/shortcut): the fast solvers' objective as a fraction "
+                  "of the best mip bound (1 is optimal). Command: "
+                  f"`{b.loc['planner-quality', 'command']}` ({b.loc['planner-quality', 'date']}).", "",
+                  markdown_table(pd.DataFrame(rows).fillna("")), ""]
+    if "simulator" in b.index:
+        recs = [r for r in b.loc["simulator", "records"] if r.get("case") in ("full", "hybrid")]
+        lines += ["Simulator speed: ViT-B/16 on dgx-a100 (8 devices), 8 micro-batches of 8. Command: "
+                  f"`{b.loc['simulator', 'command']}` ({b.loc['simulator', 'date']}).", "",
+                  markdown_table(pd.DataFrame({
+                      "plan": [r["case"] for r in recs], "events": [r["events"] for r in recs],
+                      "graph simulation, median (ms)": [1e3 * r["graph_median_s"] for r in recs],
+                      "analytical evaluations per s": [r["analytical_evals_per_s"] for r in recs],
+                      "analytical vs graph step time (%)": [100 * r["relative_difference"] for r in recs]})), ""]
+    return lines
 
 
 def main(argv=None) -> int:
@@ -290,7 +534,8 @@ def main(argv=None) -> int:
             strategies = tuple(args.strategies.split(",")) if args.strategies else None
             {"accuracy": lambda: accuracy(args.quick, seeds=seeds, keeps=keeps, strategies=strategies),
              "lora": lambda: accuracy(args.quick, lora=True, seeds=seeds),
-             "hetero": lambda: hetero(args.quick), "scale": lambda: scale(args.quick)}[s]()
+             "hetero": lambda: hetero(args.quick), "fidelity": lambda: fidelity(args.quick),
+             "bench": lambda: bench(args.quick), "scale": lambda: scale(args.quick)}[s]()
     print(f"written: {write_markdown()}")
     return 0
 

@@ -39,7 +39,6 @@ def run_demo(out: str | Path = "out/demo", quick: bool = False, steps: int | Non
     from d2ft.cli import build_parser
     from runtime.calibrate import calibrate
     from runtime.cli import local_cluster, prepare_job, run_command
-    from runtime.run import launch
 
     out = Path(out)
     _claim(out)
@@ -100,20 +99,8 @@ def run_demo(out: str | Path = "out/demo", quick: bool = False, steps: int | Non
 
     # 4. fidelity over many plans, one run
     log(f"[4/5] measuring {len(FIDELITY_PLANS)} plans, {fid_each} steps each, against the simulator ...")
-    placement = plans["full"].placement
-    schedule = []
-    for strategy, keep in FIDELITY_PLANS:
-        schedule.append(plan_step(spec, calibrated, strategy, keep=keep, micro_batches=2, micro_batch_size=16,
-                                  placement=placement, seed=seed).plan)
-    fid_dir = out / "fidelity"
-    argv = ["run", "--nproc", str(nproc), "--cluster", str(profile), "--seed", str(seed), "--strategy", "full",
-            "--steps", str(fid_each * len(schedule)), "--checkpoint-every", "0", "--out", str(fid_dir), "--quiet"]
-    job = prepare_job(parser.parse_args(argv))
-    job.update(strategy=None, schedule={"plans": [p.to_dict() for p in schedule], "steps_each": fid_each},
-               plan=schedule[0].to_dict(), progress=True, label="[4/5] plans", evaluate=False)
-    write_json(fid_dir / "job.json", job)
-    launch(job, nproc)
-    fidelity = _fidelity(fid_dir, schedule, fid_each, spec, calibrated, assumed)
+    fidelity = measure_fidelity(out / "fidelity", profile, nproc, each=fid_each, seed=seed, assumed=assumed,
+                                label="[4/5] plans", placement=plans["full"].placement)
     fidelity.to_csv(out / "fidelity.csv", index=False)
 
     # 5. report
@@ -198,26 +185,64 @@ def _quietly(fn, *args):
         print("     " + line)
 
 
-def _fidelity(run_dir: Path, schedule, each: int, spec, calibrated, assumed):
-    """Per scheduled plan: measured medians (its steps but the first) against both predictions."""
+def measure_fidelity(run_dir: str | Path, profile: str | Path, nproc: int, plans=FIDELITY_PLANS, each: int = 6,
+                     micro_batch_size: int = 16, micro_batches: int = 2, seed: int = 0, assumed=None,
+                     label: str | None = None, placement=None):
+    """Measures ``plans`` on ``nproc`` local ranks against the simulator; one row per plan.
+
+    One ``d2ft run`` of the shipped backbone executes each (strategy, keep) of ``plans``
+    (planned on the cluster in ``profile``, one placement for all) for ``each`` steps, in
+    ``run_dir``; a run that already finished there is read, not repeated. Measured figures
+    are medians over each plan's steps but the first (which pays for the change of plan);
+    compute is summed over ranks, bytes are those sent by every rank. ``assumed``, a
+    second cluster, adds its prediction as ``assumed_step_time_s``.
+    """
     import pandas as pd
 
+    from d2ft.cli import build_parser
+    from d2ft.cluster import Cluster
+    from d2ft.planner import plan_step
+    from d2ft.serial import write_json
+    from runtime.cli import prepare_job
+    from runtime.run import launch
     from simulator import simulate
 
-    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    run_dir, profile = Path(run_dir), Path(profile)
+    calibrated = Cluster.from_json(profile.read_text())
+    argv = ["run", "--nproc", str(nproc), "--cluster", str(profile), "--seed", str(seed), "--strategy", "full",
+            "--micro-batches", str(micro_batches), "--micro-batch-size", str(micro_batch_size),
+            "--steps", str(each * len(plans)), "--checkpoint-every", "0", "--out", str(run_dir), "--quiet"]
+    job = prepare_job(build_parser().parse_args(argv))
+    spec = _spec(job)
+    placement = placement or plan_step(spec, calibrated, "full", micro_batches=micro_batches,
+                                       micro_batch_size=micro_batch_size, seed=seed).plan.placement
+    schedule = [plan_step(spec, calibrated, strategy, keep=keep, micro_batches=micro_batches,
+                          micro_batch_size=micro_batch_size, placement=placement, seed=seed).plan
+                for strategy, keep in plans]
+    metrics = run_dir / "metrics.jsonl"
+    lines = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()] if metrics.exists() else []
+    if len(lines) < each * len(plans):
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # an unfinished measurement: timings of a torn run are not reused
+        job.update(strategy=None, schedule={"plans": [p.to_dict() for p in schedule], "steps_each": each},
+                   plan=schedule[0].to_dict(), progress=label is not None, label=label or "", evaluate=False)
+        write_json(run_dir / "job.json", job)
+        launch(job, nproc)
+        lines = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
     rows = []
-    for i, (plan, (strategy, keep)) in enumerate(zip(schedule, FIDELITY_PLANS)):
+    for i, (plan, (strategy, keep)) in enumerate(zip(schedule, plans)):
         window = lines[i * each + 1:(i + 1) * each] or lines[i * each:(i + 1) * each]
-        rows.append({
-            "plan": f"{strategy} keep {keep:g}" if strategy != "full" else "full",
-            "predicted_step_time_s": simulate(plan, spec, calibrated).step_time_s,
-            "assumed_step_time_s": simulate(plan, spec, assumed).step_time_s,
-            "measured_step_time_s": statistics.median(r["step_time_s"] for r in window),
-            "predicted_compute_s": window[0]["predicted_compute_s"],
-            "measured_compute_s": statistics.median(r["measured_compute_s"] for r in window),
-            "predicted_sent_bytes": window[0]["predicted_sent_bytes"],
-            "measured_sent_bytes": window[0]["measured_sent_bytes"],
-        })
+        row = {"plan": f"{strategy} keep {keep:g}" if strategy != "full" else "full", "strategy": strategy,
+               "keep": keep, "nproc": nproc, "micro_batch_size": micro_batch_size,
+               "predicted_step_time_s": simulate(plan, spec, calibrated).step_time_s,
+               "measured_step_time_s": statistics.median(r["step_time_s"] for r in window),
+               "predicted_compute_s": window[0]["predicted_compute_s"],
+               "measured_compute_s": statistics.median(r["measured_compute_s"] for r in window),
+               "predicted_sent_bytes": window[0]["predicted_sent_bytes"],
+               "measured_sent_bytes": window[0]["measured_sent_bytes"]}
+        if assumed is not None:
+            row["assumed_step_time_s"] = simulate(plan, spec, assumed).step_time_s
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

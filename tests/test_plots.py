@@ -22,6 +22,9 @@ def test_every_plot_writes_an_image(tmp_path):
                             "compute_saving": [0.0, 0.4, 0.4]})
     _check(plots.accuracy_vs_saving(results), tmp_path, "accuracy")
     _check(plots.predicted_vs_measured([1.0, 2.0, 3.0], [1.1, 1.9, 3.3], "step time", "s"), tmp_path, "pvm")
+    fig = plots.predicted_vs_measured([1.0, 2.0, 3.0], [1.1, 1.9, 3.3], "step time", "s", groups=["a", "b", "a"])
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()][-2:] == ["a", "b"]
+    _check(fig, tmp_path, "pvm-groups")
     plan = Plan.uniform(model, cluster, Op.FULL, 1, 2)
     trace = simulate(plan, model, cluster)
     _check(plots.timelines({"simulated": trace, "again": trace}), tmp_path, "timeline")
@@ -31,6 +34,10 @@ def test_every_plot_writes_an_image(tmp_path):
     records = pd.DataFrame(sweep(["vit_tiny_patch16_224"], ["lan-4x3090"], strategies=["full", "hybrid"],
                                  micro_batches=[1], link_bandwidths=[1.25e8, 1.25e9]))
     _check(plots.sweep_curves(records), tmp_path, "sweep")
+    records = pd.DataFrame(sweep(["vit_tiny_patch16_224"], ["lan-4x3090", "dgx-a100"], strategies=["full", "hybrid"],
+                                 micro_batches=[2], device_counts=[2, 4]))
+    records["compute_share"] = records["max_busy_s"] / records["step_time_s"]
+    _check(plots.scale_study(records), tmp_path, "scale")
 
 
 def test_training_plots_write_images(tmp_path):
