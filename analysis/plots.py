@@ -225,7 +225,7 @@ def scale_study(records: pd.DataFrame):
     axes[1, 0].set_ylabel("busiest device's compute / step (%)")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), frameon=False)
-    fig.tight_layout(rect=(0, 0.1 + 0.03 * (len(labels) // 3), 1, 1))
+    fig.tight_layout(rect=(0, 0.04 + 0.035 * -(-len(labels) // 3), 1, 1))  # room for the legend rows
     return fig
 
 

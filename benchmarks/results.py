@@ -8,6 +8,8 @@ benchmarks/figures/ are then written from all of them):
   communication keep of 0.5, several seeds: top-1, measured compute and byte savings
   against the all-FULL run of the same seed;
 - ``lora``: the same with LoRA adapters at keep 0.6 and at comm keep 0.5;
+- ``convergence``: full and hybrid at keep 0.6 trained longer (1,000 steps), evaluated every
+  100: does hybrid's distance from full shrink with training?
 - ``hetero``: an emulated 1x, 1x, 2x, 4x cluster: the balanced D2FT plan against a
   speed-oblivious one (planned as if every rank were 1x) and against all-FULL;
 - ``fidelity``: after ``d2ft calibrate``, the simulator's step time, compute time and bytes
@@ -46,7 +48,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 ROOT = Path(_HERE).parent
 RESULTS = ROOT / "benchmarks" / "results" / "results.jsonl"
 RUNS = Path("runs") / "results"  # relative to the repository root (main() changes into it)
-SECTIONS = ("accuracy", "lora", "hetero", "fidelity", "bench", "scale")
+SECTIONS = ("accuracy", "lora", "convergence", "hetero", "fidelity", "bench", "scale")
 
 
 def _run(argv: list[str]) -> dict:
@@ -90,7 +92,11 @@ def _savings(run_dir: Path, full_dir: Path) -> dict:
         "measured_comm_saving", "step_time_saving", "median_step_time_s")}
 
 
-def accuracy(quick: bool, lora: bool = False, seeds=None, keeps=None, strategies=None) -> None:
+COMM_STRATEGIES = ("hybrid", "backward", "shortcut", "random", "freeze", "layerdrop")
+
+
+def accuracy(quick: bool, lora: bool = False, seeds=None, keeps=None, strategies=None,
+             comm_strategies=COMM_STRATEGIES) -> None:
     section = "lora" if lora else "accuracy"
     steps = 60 if quick else 300
     seeds = seeds or ((0,) if quick else (0, 1, 2))
@@ -102,7 +108,7 @@ def accuracy(quick: bool, lora: bool = False, seeds=None, keeps=None, strategies
     else:
         configs = [("full", 1.0, None)] + [(s, k, None) for k in keeps for s in
                                             ("hybrid", "backward", "shortcut", "random", "freeze", "layerdrop")]
-        configs += [("hybrid", 1.0, 0.5), ("random", 1.0, 0.5)]
+        configs += [(s, 1.0, 0.5) for s in comm_strategies]
     if strategies:  # the all-FULL reference always runs: savings are measured against it
         configs = [c for c in configs if c[0] == "full" or (c[0] in strategies and c[2] is None)]
     profile = _profile(4)
@@ -124,6 +130,29 @@ def accuracy(quick: bool, lora: bool = False, seeds=None, keeps=None, strategies
             _record(section, name=name, strategy=strategy, keep=keep, comm_keep=comm, seed=seed, steps=steps,
                     lora=lora, seconds=time.perf_counter() - t0, command="d2ft run " + " ".join(argv),
                     **_savings(RUNS / name, full))
+
+
+def convergence(quick: bool) -> None:
+    """Full and hybrid at keep 0.6 trained longer than the accuracy table's runs, evaluated along the way."""
+    from analysis.runs import read_run
+
+    steps = 120 if quick else 1000
+    profile = _profile(4)
+    full = RUNS / f"long-full-k1-s0-n{steps}"
+    for strategy, keep in (("full", 1.0), ("hybrid", 0.6)):
+        name = f"long-{strategy}-k{keep:g}-s0-n{steps}"
+        argv = ["--nproc", "4", "--cluster", str(profile), "--strategy", strategy, "--keep", str(keep),
+                "--steps", str(steps), "--lr", "2e-3", "--eval-every", str(steps // 10), "--checkpoint-every", "0",
+                "--seed", "0", "--out", str(RUNS / name)]
+        print(f"[convergence] {name} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        _run(argv)
+        frame = read_run(RUNS / name).steps
+        curve = [[int(r.step), float(r.loss), None if r.top1 != r.top1 else float(r.top1)]
+                 for r in frame[["step", "loss", "top1"]].itertuples()]
+        _record("convergence", name=name, strategy=strategy, keep=keep, seed=0, steps=steps,
+                seconds=time.perf_counter() - t0, command="d2ft run " + " ".join(argv), curve=curve,
+                **_savings(RUNS / name, full))
 
 
 def _profile(nproc: int) -> Path:
@@ -173,7 +202,7 @@ def bench(quick: bool) -> None:
             raise RuntimeError(f"{' '.join(argv)} failed (exit {out.returncode}): {out.stderr.strip()[-500:]}")
         records = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
         _record("bench", name=name, command=".venv/bin/python " + " ".join(argv), seconds=time.perf_counter() - t0,
-                records=records)
+                quick=quick, records=records)
 
 
 def hetero(quick: bool) -> None:
@@ -270,6 +299,8 @@ def write_markdown(records: Path = RESULTS, out: Path = ROOT / "benchmarks" / "R
             "strategy": table["strategy"], "accuracy": table["top1"], "compute_saving": table["compute"].fillna(0)}))
         plots.save(fig, figures / f"{section}-accuracy-compute")
         lines += [f"![top-1 against measured compute saving](figures/{section}-accuracy-compute.png)", ""]
+    if not frame.empty and "convergence" in set(frame["section"]):
+        lines += _convergence_markdown(frame[frame["section"] == "convergence"], figures)
     if not frame.empty and "hetero" in set(frame["section"]):
         h = frame[frame["section"] == "hetero"]
         h = h[h["steps"] == h["steps"].max()].drop_duplicates("name", keep="last").set_index("name")
@@ -350,6 +381,38 @@ def _accuracy_goals(table, lora: bool) -> list[tuple[str, str, bool]]:
                             ", ".join(f"keep {k:g}: {m:+.1f} points" for k, m in margins),
                             all(m > 0 for _, m in margins)))
     return out
+
+
+def _convergence_markdown(conv, figures: Path) -> list[str]:
+    """Top-1 of full and hybrid along a longer run: a table at each evaluation and the curves."""
+    import pandas as pd
+
+    from analysis import plots
+    from analysis.report import markdown_table
+
+    conv = conv.drop_duplicates("name", keep="last")
+    conv = conv[conv["steps"] == conv["steps"].max()]
+    curves = {f"{r.strategy}" + (f" keep {r.keep:g}" if r.strategy != "full" else ""):
+              pd.DataFrame(r.curve, columns=["step", "loss", "top1"]) for r in conv.itertuples()}
+    plots.save(plots.training_curves(curves), figures / "convergence")
+    evals = {label: c.dropna(subset=["top1"]).set_index("step")["top1"] for label, c in curves.items()}
+    table = pd.DataFrame(evals)
+    table.index = table.index + 1  # evaluated after this many steps
+    shown = pd.DataFrame({"after steps": table.index, **{f"{k} top-1 (%)": 100 * v for k, v in table.items()}})
+    if len(table.columns) == 2:
+        shown["difference (points)"] = 100 * (table.iloc[:, 1] - table.iloc[:, 0]).to_numpy()
+    steps = int(conv["steps"].max())
+    hybrid = conv[conv["strategy"] != "full"]
+    saving = (f" Hybrid measured {100 * hybrid['measured_compute_saving'].iloc[0]:.0f}% less compute than full."
+              if len(hybrid) and hybrid["measured_compute_saving"].iloc[0] == hybrid["measured_compute_saving"].iloc[0]
+              else "")
+    return ["## Longer training", "",
+            f"Full and D2FT hybrid at keep 0.6 as in the accuracy table, but {steps} steps (seed 0; the learning-rate "
+            f"schedule stretched to the length), evaluated every {steps // 10} steps: does the distance shrink as "
+            f"training goes on?{saving} Command of one run: `{conv.iloc[-1]['command']}` "
+            f"({', '.join(sorted(set(conv['date'])))}).", "",
+            markdown_table(shown.reset_index(drop=True)), "", "![loss and top-1 along training](figures/convergence.png)",
+            ""]
 
 
 def _fidelity_markdown(fid, figures: Path) -> tuple[list[str], list[tuple[str, str, bool]]]:
@@ -434,10 +497,9 @@ def _scale_markdown(sc, figures: Path) -> list[str]:
     for (model, cluster), g in hyb.groupby(["model", "cluster"], sort=False):
         g = g.sort_values("devices")
         best = g.loc[g["step_time_s"].idxmin()]
-        first = g.iloc[0]
+        alone = g[g["devices"] == 1]
         rows.append({"model": model, "cluster": cluster,
-                     f"step on {int(first['devices'])} device{'s' if first['devices'] > 1 else ''} (s)":
-                         first["step_time_s"],
+                     "step on 1 device (s)": alone["step_time_s"].iloc[0] if len(alone) else "does not fit",
                      "fastest step (s)": best["step_time_s"], "at devices": int(best["devices"]),
                      "D2FT speed-up over all-FULL there (x)": best["speedup"],
                      "busiest compute / step there (%)": 100 * best["compute_share"],
@@ -452,7 +514,7 @@ def _scale_markdown(sc, figures: Path) -> list[str]:
                           "busiest compute / step (%)": 100 * hyb["compute_share"]})
     counts = sorted(set(int(d) for d in ok["devices"]))
     return ["## Scale study (simulated)", "",
-            f"D2FT hybrid at keep 0.6 and comm keep 0.5 against all-FULL, {', '.join(sorted(set(ok['model'])))} on "
+            f"D2FT hybrid at keep 0.6 and comm keep 0.5 against all-FULL, {', '.join(dict.fromkeys(ok['model']))} on "
             f"{counts[0]} to {counts[-1]} devices of each cluster preset's kind (the preset's coordinator plus copies "
             "of its first worker, each on the preset's link to the coordinator; 1 device: the coordinator alone, no "
             "messages), 4 micro-batches of 8 images per "
@@ -475,6 +537,8 @@ def _bench_markdown(b) -> list[str]:
 
     from analysis.report import markdown_table
 
+    quick = b["quick"].fillna(False).astype(bool) if "quick" in b else pd.Series(False, index=b.index)
+    b = b.iloc[(~quick).argsort(kind="stable")]  # a full run's records win over --quick ones, then the newest
     b = b.drop_duplicates("name", keep="last").set_index("name")
     lines = ["## Planner and simulator benchmarks", ""]
     if "planner-speed" in b.index:
@@ -520,6 +584,8 @@ def main(argv=None) -> int:
     p.add_argument("--keeps", help="comma-separated compute keep ratios of the accuracy table (default: 0.8,0.6,0.4)")
     p.add_argument("--strategies", help="only these strategies and baselines in the accuracy table (and full); "
                                         "no comm-keep rows")
+    p.add_argument("--comm-strategies", default=",".join(COMM_STRATEGIES),
+                   help="strategies and baselines of the accuracy table's comm keep 0.5 rows (default: all)")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.chdir(ROOT)
@@ -532,8 +598,11 @@ def main(argv=None) -> int:
             seeds = tuple(int(x) for x in args.seeds.split(",")) if args.seeds else None
             keeps = tuple(float(x) for x in args.keeps.split(",")) if args.keeps else None
             strategies = tuple(args.strategies.split(",")) if args.strategies else None
-            {"accuracy": lambda: accuracy(args.quick, seeds=seeds, keeps=keeps, strategies=strategies),
+            comm = tuple(x for x in args.comm_strategies.split(",") if x)
+            {"accuracy": lambda: accuracy(args.quick, seeds=seeds, keeps=keeps, strategies=strategies,
+                                          comm_strategies=comm),
              "lora": lambda: accuracy(args.quick, lora=True, seeds=seeds),
+             "convergence": lambda: convergence(args.quick),
              "hetero": lambda: hetero(args.quick), "fidelity": lambda: fidelity(args.quick),
              "bench": lambda: bench(args.quick), "scale": lambda: scale(args.quick)}[s]()
     print(f"written: {write_markdown()}")

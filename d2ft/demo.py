@@ -100,7 +100,7 @@ def run_demo(out: str | Path = "out/demo", quick: bool = False, steps: int | Non
     # 4. fidelity over many plans, one run
     log(f"[4/5] measuring {len(FIDELITY_PLANS)} plans, {fid_each} steps each, against the simulator ...")
     fidelity = measure_fidelity(out / "fidelity", profile, nproc, each=fid_each, seed=seed, assumed=assumed,
-                                label="[4/5] plans", placement=plans["full"].placement)
+                                label="[4/5] plans")
     fidelity.to_csv(out / "fidelity.csv", index=False)
 
     # 5. report
@@ -187,12 +187,12 @@ def _quietly(fn, *args):
 
 def measure_fidelity(run_dir: str | Path, profile: str | Path, nproc: int, plans=FIDELITY_PLANS, each: int = 6,
                      micro_batch_size: int = 16, micro_batches: int = 2, seed: int = 0, assumed=None,
-                     label: str | None = None, placement=None):
+                     label: str | None = None):
     """Measures ``plans`` on ``nproc`` local ranks against the simulator; one row per plan.
 
     One ``d2ft run`` of the shipped backbone executes each (strategy, keep) of ``plans``
     (planned on the cluster in ``profile``, one placement for all) for ``each`` steps, in
-    ``run_dir``; a run that already finished there is read, not repeated. Measured figures
+    ``run_dir``; a finished run of the same plans there is read, not repeated. Measured figures
     are medians over each plan's steps but the first (which pays for the change of plan);
     compute is summed over ranks, bytes are those sent by every rank. ``assumed``, a
     second cluster, adds its prediction as ``assumed_step_time_s``.
@@ -209,21 +209,32 @@ def measure_fidelity(run_dir: str | Path, profile: str | Path, nproc: int, plans
 
     run_dir, profile = Path(run_dir), Path(profile)
     calibrated = Cluster.from_json(profile.read_text())
-    argv = ["run", "--nproc", str(nproc), "--cluster", str(profile), "--seed", str(seed), "--strategy", "full",
-            "--micro-batches", str(micro_batches), "--micro-batch-size", str(micro_batch_size),
-            "--steps", str(each * len(plans)), "--checkpoint-every", "0", "--out", str(run_dir), "--quiet"]
-    job = prepare_job(build_parser().parse_args(argv))
-    spec = _spec(job)
-    placement = placement or plan_step(spec, calibrated, "full", micro_batches=micro_batches,
-                                       micro_batch_size=micro_batch_size, seed=seed).plan.placement
-    schedule = [plan_step(spec, calibrated, strategy, keep=keep, micro_batches=micro_batches,
-                          micro_batch_size=micro_batch_size, placement=placement, seed=seed).plan
-                for strategy, keep in plans]
+    previous = json.loads((run_dir / "job.json").read_text()) if (run_dir / "job.json").is_file() else {}
+    if run_dir.exists() and any(run_dir.iterdir()) and not previous.get("schedule"):
+        raise ValueError(f"{run_dir} holds something other than a plan measurement; choose another folder")
+
+    def planned(job):
+        spec = _spec(job)
+        placement = plan_step(spec, calibrated, "full", micro_batches=micro_batches,
+                              micro_batch_size=micro_batch_size, seed=seed).plan.placement
+        return spec, [plan_step(spec, calibrated, strategy, keep=keep, micro_batches=micro_batches,
+                                micro_batch_size=micro_batch_size, placement=placement, seed=seed).plan
+                      for strategy, keep in plans]
+
     metrics = run_dir / "metrics.jsonl"
     lines = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()] if metrics.exists() else []
+    if previous and len(lines) >= each * len(plans):  # a finished measurement: reused if of the same plans
+        spec, schedule = planned(previous)
+        if json.loads(json.dumps([p.to_dict() for p in schedule])) != previous["schedule"].get("plans"):
+            lines = []
     if len(lines) < each * len(plans):
-        if run_dir.exists():
-            shutil.rmtree(run_dir)  # an unfinished measurement: timings of a torn run are not reused
+        if run_dir.exists():  # a torn measurement, or one of other plans
+            shutil.rmtree(run_dir)
+        argv = ["run", "--nproc", str(nproc), "--cluster", str(profile), "--seed", str(seed), "--strategy", "full",
+                "--micro-batches", str(micro_batches), "--micro-batch-size", str(micro_batch_size),
+                "--steps", str(each * len(plans)), "--checkpoint-every", "0", "--out", str(run_dir), "--quiet"]
+        job = prepare_job(build_parser().parse_args(argv))
+        spec, schedule = planned(job)
         job.update(strategy=None, schedule={"plans": [p.to_dict() for p in schedule], "steps_each": each},
                    plan=schedule[0].to_dict(), progress=label is not None, label=label or "", evaluate=False)
         write_json(run_dir / "job.json", job)

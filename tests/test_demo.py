@@ -33,6 +33,19 @@ def test_quick_demo_writes_a_complete_report(tmp_path, capsys):
     assert "Spearman rank agreement" in md and "After `d2ft calibrate`" not in md  # text is lower case
     assert "after `d2ft calibrate` it is" in md
 
+    # The plan measurement is read back, not repeated, when its plans are the same; never over other files.
+    from d2ft.demo import measure_fidelity
+
+    stamp = (out / "fidelity" / "metrics.jsonl").stat().st_mtime_ns
+    again = measure_fidelity(out / "fidelity", out / "profile.json", 4, each=2)
+    assert (out / "fidelity" / "metrics.jsonl").stat().st_mtime_ns == stamp
+    assert list(again["measured_step_time_s"]) == pytest.approx(list(fidelity["measured_step_time_s"]))
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="holds something other than a plan measurement"):
+        measure_fidelity(tmp_path / "notes", out / "profile.json", 4, each=2)
+    assert (tmp_path / "notes" / "notes.txt").read_text() == "keep me"
+
     # A second demo replaces the first; a folder that is not a demo's is refused.
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")

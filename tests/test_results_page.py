@@ -33,6 +33,9 @@ def _records():
     recs.append(_acc("hybrid-quick", "hybrid", 0.6, 0, 0.10, steps=60))  # shorter runs are left out
     recs += [_acc("lora-full", "full", 1.0, 0, 0.60, section="lora"),
              _acc("lora-hybrid", "hybrid", 0.6, 0, 0.55, section="lora")]
+    for strategy, keep, top in (("full", 1.0, [0.5, 0.8]), ("hybrid", 0.6, [0.4, 0.77])):
+        recs.append({**_acc(f"long-{strategy}", strategy, keep, 0, top[-1], section="convergence", steps=4),
+                     "curve": [[0, 2.0, None], [1, 1.5, top[0]], [2, 1.2, None], [3, 1.0, top[1]]]})
     recs += [{"section": "hetero", "date": "2026-11-23", "name": n, "steps": 150, "top1": 0.6,
               "median_step_time_s": t} for n, t in (("full", 0.5), ("balanced", 0.3), ("oblivious", 0.45))]
     for i, (pred, meas) in enumerate([(0.09, 0.1), (0.2, 0.16), (0.3, 0.3)]):
@@ -53,7 +56,9 @@ def _records():
     recs.append({"section": "bench", "date": "2026-11-23", "name": "simulator", "command": "python simulator.py",
                  "records": [{"case": "full", "events": 10, "graph_median_s": 0.2, "analytical_evals_per_s": 2500.0,
                               "relative_difference": 0.001}, {"case": "summary"}]})
-    return recs
+    quick = json.loads(json.dumps(recs[-1]))  # a later --quick rerun does not replace a full one
+    quick["records"][0]["graph_median_s"], quick["quick"] = 9.0, True
+    return recs + [quick]
 
 
 def test_results_page_from_records(tmp_path):
@@ -78,6 +83,7 @@ def test_results_page_from_records(tmp_path):
     assert "| vit_b | lan | 0.6 | 0.6 | 1 | 1.67 | 100.00 | compute | 1.67-2.00 |" in page
     assert "| hybrid | 1 | 0.5 | 2 | 66.00 |" in page
     assert "| full | 10 | 200.00 | 2,500 | 0.1 |" in page
-    for figure in ("accuracy-accuracy-compute", "lora-accuracy-compute", "fidelity-step-time", "scale-study"):
+    assert "| 4 | 80.00 | 77.00 | -3.00 |" in page  # after 4 steps: full, hybrid, difference
+    for figure in ("convergence", "accuracy-accuracy-compute", "lora-accuracy-compute", "fidelity-step-time", "scale-study"):
         assert f"figures/{figure}.png" in page
         assert (tmp_path / "figures" / f"{figure}.png").stat().st_size > 1000
