@@ -562,7 +562,7 @@ def _bench_markdown(b) -> list[str]:
                   "micro-batches, keep 0.3-0.9, hybrid/backward/shortcut): the fast solvers' objective as a fraction "
                   "of the best mip bound (1 is optimal). Command: "
                   f"`{b.loc['planner-quality', 'command']}` ({b.loc['planner-quality', 'date']}).", "",
-                  markdown_table(pd.DataFrame(rows).fillna("")), ""]
+                  markdown_table(pd.DataFrame(rows).astype(object).fillna("")), ""]
     if "simulator" in b.index:
         recs = [r for r in b.loc["simulator", "records"] if r.get("case") in ("full", "hybrid")]
         lines += ["Simulator speed: ViT-B/16 on dgx-a100 (8 devices), 8 micro-batches of 8. Command: "

@@ -122,31 +122,6 @@ def _fit_tasks(points) -> dict:
     return {"rate": 1 / s_f, "overhead_s": max((o_f + o_b) / 2, 0.0), "backward_efficiency": min(1.0, s_f / s_b)}
 
 
-def _tasks_worker(rank: int, model_job: dict, micro_batch_size: int, barrier, results) -> None:
-    barrier.wait()  # every rank starts its timings together
-    results.append(measure_tasks(model_job, micro_batch_size))
-
-
-def measure_tasks_together(nproc: int, model_job: dict, micro_batch_size: int) -> dict:
-    """``measure_tasks`` in ``nproc`` processes at once, as the ranks of a run compute at once.
-
-    The fit pools every process's timings, so rate, overhead and backward efficiency are
-    those of a rank while all the others compute too (sharing cores, caches and memory
-    bandwidth); "per_rank" keeps each process's own result.
-    """
-    ctx = mp.get_context("spawn")
-    manager = ctx.Manager()
-    results, barrier = manager.list(), manager.Barrier(nproc)
-    mp.start_processes(_tasks_worker, args=(model_job, micro_batch_size, barrier, results), nprocs=nproc,
-                       join=True, start_method="spawn")
-    per_rank = list(results)
-    points = [p for r in per_rank for p in r["points"]]
-    return {**per_rank[0], "points": points, **_fit_tasks(points),
-            "elementwise_s": [statistics.median(r["elementwise_s"][i] for r in per_rank) for i in range(2)],
-            "ranks_together": nproc, "per_rank": [{k: r[k] for k in ("rate", "overhead_s", "backward_efficiency")}
-                                                  for r in per_rank]}
-
-
 def _pingpong(rank: int, world: int, init_method: str, results) -> None:
     """Rank 0 sends to and hears back from every other rank in turn, as the coordinator does."""
     torch.set_num_threads(1)
@@ -190,8 +165,7 @@ def measure_link(nproc: int = 2) -> dict:
     return {"points": points, "latency_s": max(latency, 0.0), "bandwidth": 1 / slope}
 
 
-def calibrate(nproc: int, model_job: dict | None = None, micro_batch_size: int = 16,
-              together: bool = False) -> tuple[Cluster, dict]:
+def calibrate(nproc: int, model_job: dict | None = None, micro_batch_size: int = 16) -> tuple[Cluster, dict]:
     """A star cluster of ``nproc`` measured ranks of this machine, and the raw measurements.
 
     With ``model_job`` (model and model_kwargs, as a run's job), compute is fitted to that
@@ -202,8 +176,7 @@ def calibrate(nproc: int, model_job: dict | None = None, micro_batch_size: int =
     rate, overhead, bwd_eff, light = dev["rate"], dev["overhead_s"], 1.0, None
     source = "measured by d2ft calibrate: GEMM timings fitted to overhead + FLOP/rate"
     if model_job is not None:
-        tasks = measure_tasks_together(nproc, model_job, micro_batch_size) if together and nproc > 1 \
-            else measure_tasks(model_job, micro_batch_size)
+        tasks = measure_tasks(model_job, micro_batch_size)
         raw["tasks"] = tasks
         rate, overhead, bwd_eff = tasks["rate"], tasks["overhead_s"], tasks["backward_efficiency"]
         # An elementwise task reads and writes one activation: what is left beyond that is its overhead.
@@ -218,7 +191,7 @@ def calibrate(nproc: int, model_job: dict | None = None, micro_batch_size: int =
     # Ranks sharing cores: in the star execution the workers compute at the same time while the
     # coordinator waits, so with more workers than cores each worker gets cores / workers of one.
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    share = 1.0 if together and model_job is not None else max((nproc - 1) / cores, 1.0)
+    share = max((nproc - 1) / cores, 1.0)
     raw["cores"], raw["worker_core_share"] = cores, 1 / share
     worker = spec if share == 1 else dataclasses.replace(
         spec.scaled(share), name=f"this machine, a worker rank sharing {cores} cores with {nproc - 2} others")
