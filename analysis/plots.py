@@ -36,15 +36,32 @@ def save(fig, path: str | Path) -> list[Path]:
 def accuracy_vs_saving(results: pd.DataFrame, saving: str = "compute_saving"):
     """Top-1 accuracy against a saving, one colour per strategy.
 
-    ``results`` columns: strategy, accuracy (0..1), and ``saving`` (0..1).
+    ``results`` columns: strategy, accuracy (0..1), and ``saving`` (0..1); optional
+    ``spread`` (0..1, drawn as +- error bars, e.g. the standard deviation over seeds) and
+    ``comm_keep`` (rows with a value are drawn as open squares, apart from the line that
+    joins a strategy's other points in order of saving).
     """
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    results = results.reset_index(drop=True)
+    comm = results["comm_keep"].notna() if "comm_keep" in results else pd.Series(False, index=results.index)
     for colour, (strategy, rows) in zip(_colours(), results.groupby("strategy", sort=False)):
-        ax.scatter(100 * rows[saving], 100 * rows["accuracy"], label=strategy, color=colour, s=40)
+        for open_marker, part in ((False, rows[~comm.loc[rows.index]]), (True, rows[comm.loc[rows.index]])):
+            if part.empty:
+                continue
+            part = part.sort_values(saving)
+            x, y = 100 * part[saving], 100 * part["accuracy"]
+            yerr = 100 * part["spread"].fillna(0) if "spread" in part else None
+            ax.errorbar(x, y, yerr=yerr, color=colour, marker="s" if open_marker else "o", ms=6,
+                        mfc="white" if open_marker else colour, ls="" if open_marker else "-", lw=1, capsize=2,
+                        label=None if open_marker else strategy)
+    if comm.any():
+        ax.plot([], [], "s", mfc="white", mec="0.3", label="comm keep 0.5" if set(results.loc[comm, "comm_keep"]) == {0.5}
+                else "comm-keep rows")
     ax.set_xlabel(("compute" if "compute" in saving else "communication") + " saved against all-FULL (%)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(title="strategy", frameon=False)
+    ax.legend(title="strategy", frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
     return fig
 
 

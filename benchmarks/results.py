@@ -296,9 +296,12 @@ def write_markdown(records: Path = RESULTS, out: Path = ROOT / "benchmarks" / "R
                   "standard deviation of top-1 over seeds.", "",
                   f"Command of one run: `{acc.iloc[-1]['command']}`", "", markdown_table(shown), ""]
         fig = plots.accuracy_vs_saving(pd.DataFrame({
-            "strategy": table["strategy"], "accuracy": table["top1"], "compute_saving": table["compute"].fillna(0)}))
+            "strategy": table["strategy"], "accuracy": table["top1"], "compute_saving": table["compute"].fillna(0),
+            "spread": table["top1_spread"], "comm_keep": table["comm_keep"]}))
         plots.save(fig, figures / f"{section}-accuracy-compute")
-        lines += [f"![top-1 against measured compute saving](figures/{section}-accuracy-compute.png)", ""]
+        lines += [f"![top-1 against measured compute saving](figures/{section}-accuracy-compute.png)", "",
+                  "Points: mean top-1 over seeds, bars: +- one standard deviation; a strategy's keep ratios are "
+                  "joined in order of saving; open squares: comm keep 0.5.", ""]
     if not frame.empty and "convergence" in set(frame["section"]):
         lines += _convergence_markdown(frame[frame["section"] == "convergence"], figures)
     if not frame.empty and "hetero" in set(frame["section"]):

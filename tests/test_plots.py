@@ -21,6 +21,10 @@ def test_every_plot_writes_an_image(tmp_path):
     results = pd.DataFrame({"strategy": ["full", "hybrid", "random"], "accuracy": [0.9, 0.89, 0.85],
                             "compute_saving": [0.0, 0.4, 0.4]})
     _check(plots.accuracy_vs_saving(results), tmp_path, "accuracy")
+    seeds = results.assign(spread=[0.01, 0.02, None], comm_keep=[None, 0.5, None])
+    fig = plots.accuracy_vs_saving(pd.concat([seeds, seeds.assign(compute_saving=[0.0, 0.2, 0.6], comm_keep=None)]))
+    assert "comm keep 0.5" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    _check(fig, tmp_path, "accuracy-seeds")
     _check(plots.predicted_vs_measured([1.0, 2.0, 3.0], [1.1, 1.9, 3.3], "step time", "s"), tmp_path, "pvm")
     fig = plots.predicted_vs_measured([1.0, 2.0, 3.0], [1.1, 1.9, 3.3], "step time", "s", groups=["a", "b", "a"])
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()][-2:] == ["a", "b"]
