@@ -20,11 +20,16 @@ benchmarks/figures/ are then written from all of them):
 - ``scale``: simulation only, ViT-B/L/H on 4 to 256 catalogue devices over several
   networks: savings and where the coordinator's link becomes the bottleneck.
 
-Usage (from the repository root)::
+Usage (from the repository root; ``make results`` and ``make results-quick`` run the first two)::
 
     .venv/bin/python benchmarks/results.py            # everything (hours on 2 cores)
     .venv/bin/python benchmarks/results.py --quick    # one seed, fewer configurations (< 15 min)
-    .venv/bin/python benchmarks/results.py --sections scale --markdown-only
+    .venv/bin/python benchmarks/results.py --sections scale
+    .venv/bin/python benchmarks/results.py --markdown-only
+
+Runs go to ``runs/results/``; a finished run found there is read, not repeated (an
+unfinished one starts again: these runs keep no checkpoints), so an interrupted
+regeneration continues with the run it stopped in.
 
 Every measured record is one JSON line; the Markdown is regenerated from the file, so a
 section can be rerun alone.
@@ -92,11 +97,18 @@ def _savings(run_dir: Path, full_dir: Path) -> dict:
         "measured_comm_saving", "step_time_saving", "median_step_time_s")}
 
 
-COMM_STRATEGIES = ("hybrid", "backward", "shortcut", "random", "freeze", "layerdrop")
+COMPARED = ("hybrid", "backward", "shortcut", "random", "freeze", "layerdrop")
+"""The three D2FT strategies and the baselines, each measured against all-FULL."""
 
 
 def accuracy(quick: bool, lora: bool = False, seeds=None, keeps=None, strategies=None,
-             comm_strategies=COMM_STRATEGIES) -> None:
+             comm_strategies=COMPARED) -> None:
+    """Fine-tuning runs of the accuracy (or, with ``lora``, the LoRA) table, one record each.
+
+    Full mode: all-FULL, then every one of ``COMPARED`` at each compute keep of ``keeps``, then
+    ``comm_strategies`` at compute keep 1 and comm keep 0.5; each for every seed. ``strategies``
+    keeps only those (and all-FULL, the reference) and no comm-keep rows.
+    """
     section = "lora" if lora else "accuracy"
     steps = 60 if quick else 300
     seeds = seeds or ((0,) if quick else (0, 1, 2))
@@ -106,8 +118,7 @@ def accuracy(quick: bool, lora: bool = False, seeds=None, keeps=None, strategies
     elif quick:
         configs = [("full", 1.0, None), ("hybrid", 0.6, None), ("random", 0.6, None), ("hybrid", 1.0, 0.5)]
     else:
-        configs = [("full", 1.0, None)] + [(s, k, None) for k in keeps for s in
-                                            ("hybrid", "backward", "shortcut", "random", "freeze", "layerdrop")]
+        configs = [("full", 1.0, None)] + [(s, k, None) for k in keeps for s in COMPARED]
         configs += [(s, 1.0, 0.5) for s in comm_strategies]
     if strategies:  # the all-FULL reference always runs: savings are measured against it
         configs = [c for c in configs if c[0] == "full" or (c[0] in strategies and c[2] is None)]
@@ -353,8 +364,7 @@ def _accuracy_table(acc):
                       vs_full=("vs_full", "mean"),
                       compute=("measured_compute_saving", "mean"), comm=("measured_comm_saving", "mean"),
                       planned=("predicted_compute_saving", "mean"), step=("step_time_saving", "mean")).reset_index()
-    order = {name: i for i, name in enumerate(("full", "hybrid", "backward", "shortcut", "random", "freeze",
-                                               "layerdrop"))}
+    order = {name: i for i, name in enumerate(("full", *COMPARED))}
     rank = table["comm_keep"].notna() * 1000 - table["keep"] * 100 + table["strategy"].map(order)
     return acc, table.iloc[rank.argsort(kind="stable")].reset_index(drop=True)
 
@@ -587,7 +597,7 @@ def main(argv=None) -> int:
     p.add_argument("--keeps", help="comma-separated compute keep ratios of the accuracy table (default: 0.8,0.6,0.4)")
     p.add_argument("--strategies", help="only these strategies and baselines in the accuracy table (and full); "
                                         "no comm-keep rows")
-    p.add_argument("--comm-strategies", default=",".join(COMM_STRATEGIES),
+    p.add_argument("--comm-strategies", default=",".join(COMPARED),
                    help="strategies and baselines of the accuracy table's comm keep 0.5 rows (default: all)")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
