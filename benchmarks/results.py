@@ -127,6 +127,12 @@ def accuracy(quick: bool, lora: bool = False, seeds=None, keeps=None, strategies
     for seed in seeds:
         for strategy, keep, comm in configs:
             name = f"{tag}{strategy}-k{keep:g}" + (f"-c{comm:g}" if comm else "") + f"-s{seed}-n{steps}"
+            reason = _infeasible(profile, strategy, keep, comm)
+            if reason:  # e.g. backward below its FORWARD_ONLY floor: recorded, not run
+                print(f"[{section}] {name}: no plan meets the budget", file=sys.stderr, flush=True)
+                _record(section, name=name, strategy=strategy, keep=keep, comm_keep=comm, seed=seed, steps=steps,
+                        lora=lora, infeasible=reason, top1=None)
+                continue
             argv = ["--nproc", "4", "--cluster", str(profile), "--strategy", strategy, "--keep", str(keep),
                     "--steps", str(steps), "--lr", "2e-3" if not lora else "5e-3", "--eval-every", "0",
                     "--checkpoint-every", "0", "--seed", str(seed), "--out", str(RUNS / name)]
@@ -164,6 +170,20 @@ def convergence(quick: bool) -> None:
         _record("convergence", name=name, strategy=strategy, keep=keep, seed=0, steps=steps,
                 seconds=time.perf_counter() - t0, command="d2ft run " + " ".join(argv), curve=curve,
                 **_savings(RUNS / name, full))
+
+
+def _infeasible(profile: Path, strategy: str, keep: float, comm_keep: float | None) -> str | None:
+    """Why no plan of ``strategy`` meets the budget on ``profile`` for the shipped backbone (None if one does)."""
+    from d2ft.cluster import Cluster
+    from d2ft.demo import backbone_spec
+    from d2ft.planner import plan_step
+
+    try:
+        plan_step(backbone_spec(), Cluster.from_json(profile.read_text()), strategy, keep=keep, comm_keep=comm_keep,
+                  micro_batches=2, micro_batch_size=16)
+    except ValueError as e:
+        return " ".join(str(e).split())
+    return None
 
 
 def _profile(nproc: int) -> Path:
@@ -293,6 +313,9 @@ def write_markdown(records: Path = RESULTS, out: Path = ROOT / "benchmarks" / "R
             "compute saved, planned (%)": 100 * table["planned"], "compute saved, measured (%)": 100 * table["compute"],
             "bytes saved (%)": 100 * table["comm"], "step time saved (%)": 100 * table["step"]})
         goals += _accuracy_goals(table, lora=section == "lora")
+        records = frame[(frame["section"] == section)].drop_duplicates("name", keep="last")
+        unmet = records[records["infeasible"].notna()] if "infeasible" in records else records.iloc[:0]
+        unmet = unmet.drop_duplicates(["strategy", "keep", "comm_keep"])
         steps = " or ".join(str(int(x)) for x in sorted(set(acc["steps"])))
         dates = sorted(set(acc["date"]))
         lines += [f"## {title}", ""]
@@ -306,6 +329,9 @@ def write_markdown(records: Path = RESULTS, out: Path = ROOT / "benchmarks" / "R
                   "the all-FULL run of the same seed, and so is \"vs full\" (then averaged over seeds); spread is the "
                   "standard deviation of top-1 over seeds.", "",
                   f"Command of one run: `{acc.iloc[-1]['command']}`", "", markdown_table(shown), ""]
+        for r in unmet.itertuples():
+            lines += [f"Not run: {r.strategy} at keep {r.keep:g}" + (f", comm keep {r.comm_keep:g}" if r.comm_keep == r.comm_keep
+                      and r.comm_keep is not None else "") + f", which no plan can meet on this cluster: {r.infeasible}", ""]
         fig = plots.accuracy_vs_saving(pd.DataFrame({
             "strategy": table["strategy"], "accuracy": table["top1"], "compute_saving": table["compute"].fillna(0),
             "spread": table["top1_spread"], "comm_keep": table["comm_keep"]}))
@@ -357,6 +383,8 @@ def _accuracy_table(acc):
     and mean savings; rows ordered full, then by falling keep, comm-keep rows last."""
     acc = acc.drop_duplicates("name", keep="last")
     acc = acc[acc["steps"] == acc["steps"].max()]  # the longest runs measured; --quick ones only without them
+    if "infeasible" in acc:  # configurations no plan can meet were recorded, not run
+        acc = acc[acc["infeasible"].isna()]
     full_of_seed = acc[acc["strategy"] == "full"].set_index("seed")["top1"]
     acc = acc.assign(vs_full=acc["top1"] - acc["seed"].map(full_of_seed))  # against its own seed's full run
     group = acc.groupby(["strategy", "keep", "comm_keep"], dropna=False)

@@ -163,6 +163,16 @@ def _claim(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def backbone_spec():
+    """The ``ModelSpec`` of the shipped backbone with the digits' 10-class head, as ``d2ft run`` builds it."""
+    from runtime.cli import SHIPPED_CHECKPOINT
+    from runtime.run import read_metadata
+
+    meta = read_metadata(SHIPPED_CHECKPOINT)
+    return _spec({"model": meta["model"], "model_kwargs": {**json.loads(meta["model_kwargs"]), "num_classes": 10},
+                  "seed": 0})
+
+
 def _spec(job: dict):
     import torch
 

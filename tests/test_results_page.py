@@ -31,6 +31,7 @@ def _records():
                  _acc(f"random-s{seed}", "random", 0.6, seed, rnd), _acc(f"ld-s{seed}", "layerdrop", 0.6, seed, ld),
                  _acc(f"hc-s{seed}", "hybrid", 1.0, seed, full - 0.05, comm_keep=0.5)]
     recs.append(_acc("hybrid-quick", "hybrid", 0.6, 0, 0.10, steps=60))  # shorter runs are left out
+    recs.append({**_acc("backward-k0.4", "backward", 0.4, 0, None), "infeasible": "no plan fits the budget: short"})
     recs += [_acc("lora-full", "full", 1.0, 0, 0.60, section="lora"),
              _acc("lora-hybrid", "hybrid", 0.6, 0, 0.55, section="lora")]
     for strategy, keep, top in (("full", 1.0, [0.5, 0.8]), ("hybrid", 0.6, [0.4, 0.77])):
@@ -82,6 +83,8 @@ def test_results_page_from_records(tmp_path):
     assert "at 4 devices (2.00x over all-FULL)" in page
     assert "| vit_b | lan | 0.6 | 0.6 | 1 | 1.67 | 100.00 | compute | 1.67-2.00 |" in page
     assert "| hybrid | 1 | 0.5 | 2 | 66.00 |" in page
+    assert "| backward |" not in page
+    assert "Not run: backward at keep 0.4, which no plan can meet on this cluster: no plan fits the budget: short" in page
     assert "| full | 10 | 200.00 | 2,500 | 0.1 |" in page
     assert "| 4 | 80.00 | 77.00 | -3.00 |" in page  # after 4 steps: full, hybrid, difference
     for figure in ("convergence", "accuracy-accuracy-compute", "lora-accuracy-compute", "fidelity-step-time", "scale-study"):
