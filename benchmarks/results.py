@@ -271,17 +271,44 @@ def scale(quick: bool) -> None:
 
 
 DISCUSSION = """\
-The paper reports -40% compute and -50% communication for a 0.9-2 point top-1 drop (ViT on CIFAR-10/100,
-Stanford Cars). Here, with two seeds for full, hybrid, shortcut and random at keep 0.6 and one for the
-rest: at keep 0.6 (38-39% planned, 32-40% measured compute saving) hybrid trails full fine-tuning by 3.1
-points on average after 300 steps (-4.1 and -2.1 in the two seeds), shortcut by 4.8 (-2.6 and -6.9), backward by 4.8 (one
-seed); at comm keep 0.5 (50% fewer bytes, exactly) hybrid trails by 7.6 (one seed). The goal of "within 2
-points" is not met at this scale. D2FT does beat the baselines at the same budget by wide margins: random
-ops trail full by 24.5 points, freezing the lowest blocks by 17.6, LayerDrop by 26.3. Why the gap is larger
-than the paper's: the runs stop far from convergence (full reaches 69.6% on a task where the backbone's
-Fashion-MNIST features transfer weakly), so a step that trains 40% fewer subnets learns measurably less;
-the paper fine-tunes to convergence, where skipped work matters less. Open: three seeds, keeps 0.8 and 0.4,
-longer runs and equal-compute comparisons (D2FT given the steps its savings buy)."""
+**Accuracy.** The paper reports -40% compute and -50% communication for a 0.9-2 point top-1 drop (ViT-B
+on CIFAR-10/100 and Stanford Cars, fine-tuned to convergence). Here, at keep 0.6 (39% planned, 36%
+measured compute saving, three seeds) hybrid trails full fine-tuning by @K06 points, and by @C05 at comm keep
+0.5 (exactly 50% fewer bytes): both goals of "within 2 points" are missed, by two to three points, with a
+seed-to-seed spread of about as much. At keep 0.8 (planned saving only 14%: the coordinator's stem,
+head and reductions are fixed work a keep ratio cannot touch) hybrid matches full. D2FT beats the baselines
+at the same budget by wide margins (the goals table), which is the claim this scale supports best:
+choosing which subnets to train by their scores is worth 18 points over choosing at random at keep 0.6.
+At keep 0.4 hybrid falls apart while shortcut holds (@K04): with a small budget, hybrid spends much of it
+on FORWARD_ONLY subnets, which cost compute and train nothing, where shortcut trains fewer subnets fully.
+
+**Why the distance is larger than the paper's.** (1) Training length: 300 steps of 32 images is under
+three epochs of the 4,000 training digits. Trained for 1,000 steps (the longer-training table), the
+distance narrows from 10-17 points mid-run to about 5 at the end, but does not reach 2. (2) Granularity:
+the shipped backbone has 4 heads per block, so one skipped subnet is a quarter of a block; ViT-B has 12.
+(3) Transfer: a backbone pre-trained on Fashion-MNIST transfers weakly to digits, so fine-tuning has to
+move the weights a long way, where every skipped update shows; the paper's backbones are pre-trained on
+ImageNet-21k. LoRA widens the gap (@LORA points against the paper's 4-6): LoRA itself learns more slowly
+(full LoRA reaches @LORAFULL% against @FULL% for full fine-tuning), and an adapter not trained in a step
+falls further behind.
+
+**Savings, measured.** Bytes equal the cost model's in every step of every run. Measured compute savings
+(busy time summed over ranks) run above the planned ones at high keep ratios (keep 0.8: 14% planned,
+22-37% measured): four ranks share two cores, so a rank with fewer tasks also makes the others' tasks
+faster. That contention is also why the simulator under-predicts 4-rank steps by 28-35% while 2-rank
+steps are predicted within 7-11% (median): it models each rank as a processor of its own. Calibrating
+with every rank timing tasks at once instead over-predicted 4-rank steps by 40-53%, so the one-process
+calibration stayed. The heterogeneous goal (balanced D2FT at least 1.3x faster per step than a
+speed-oblivious plan on emulated 1x, 1x, 2x, 4x ranks) is met (1.54x); at 150 steps its top-1 is 3
+points below the oblivious plan's, as it trains the slow rank's subnets less.
+
+**Scale.** The simulated study says where D2FT's star pays: over a 10 GbE LAN or Wi-Fi, one device alone
+is faster than any star of 2 to 256 (every block's activations go out and back through the coordinator's
+link), and there D2FT's saving is largest (1.6-2.0x) because halving the bytes halves a link-bound step.
+On NVLink-class links (dgx-a100) a star of 4 is fastest and D2FT saves 1.3-1.7x; beyond 4 devices the
+coordinator's link binds on every preset. The planner's fast solvers are within 2.2% (dp) and 0.4%
+(greedy) of the best bound on 100 random instances."""
+
 
 
 def write_markdown(records: Path = RESULTS, out: Path = ROOT / "benchmarks" / "RESULTS.md") -> Path:
@@ -414,6 +441,13 @@ def _accuracy_goals(table, lora: bool) -> list[tuple[str, str, bool]]:
                               f"{100 * r['comm']:.0f}% fewer bytes (mean of {int(r['runs'])} seed{'s' if r['runs'] != 1 else ''})",
                         bool(round(100 * r["vs_full"], 1) >= -points)))  # judged as shown
     if not lora:
+        for keep, comm, what in ((0.6, None, "about -40% compute"), (1.0, 0.5, "-50% communication")):
+            rows = [r for r in (row(x, keep, comm) for x in ("hybrid", "backward", "shortcut")) if r is not None]
+            if rows:
+                best = max(rows, key=lambda r: r["vs_full"])
+                out.append((f"best D2FT strategy at {what} within {points} points of full",
+                            f"{best['strategy']}: {100 * best['vs_full']:+.1f} points (mean of {int(best['runs'])} "
+                            f"seed{'s' if best['runs'] != 1 else ''})", bool(round(100 * best["vs_full"], 1) >= -points)))
         for baseline in ("random", "layerdrop"):
             margins = [(k, row("hybrid", k), row(baseline, k)) for k in sorted(set(table["keep"]), reverse=True)]
             margins = [(k, 100 * (h["top1"] - b["top1"])) for k, h, b in margins if h is not None and b is not None]

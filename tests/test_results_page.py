@@ -72,6 +72,7 @@ def test_results_page_from_records(tmp_path):
     assert goals["hybrid at about -40% compute within 2 points of full"].endswith("| yes |")
     assert goals["hybrid at -50% communication within 2 points of full"].endswith("| no |")  # -5 points
     assert "keep 0.6: +18.0 points" in goals["hybrid beats random at equal keep"]  # 0.69 - 0.51
+    assert "hybrid: -5.0 points" in goals["best D2FT strategy at -50% communication within 2 points of full"]
     assert goals["LoRA: hybrid at about -40% compute within 6 points of full"].endswith("| yes |")  # -5 points
     assert "1.50x" in goals["heterogeneous step time at least 1.3x better than speed-oblivious"]
     # Step-time errors -10%, +25%, 0%: median 10% -> met (as shown); bytes equal in all three.
