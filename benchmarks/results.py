@@ -273,13 +273,13 @@ def scale(quick: bool) -> None:
 DISCUSSION = """\
 **Accuracy.** The paper reports -40% compute and -50% communication for a 0.9-2 point top-1 drop (ViT-B
 on CIFAR-10/100 and Stanford Cars, fine-tuned to convergence). Here, at keep 0.6 (39% planned, 36%
-measured compute saving, three seeds) hybrid trails full fine-tuning by @K06 points, and by @C05 at comm keep
-0.5 (exactly 50% fewer bytes): both goals of "within 2 points" are missed, by two to three points, with a
-seed-to-seed spread of about as much. At keep 0.8 (planned saving only 14%: the coordinator's stem,
-head and reductions are fixed work a keep ratio cannot touch) hybrid matches full. D2FT beats the baselines
+measured compute saving, three seeds) hybrid trails full fine-tuning by 4.6 points, and by 4.7 at comm keep
+0.5 (exactly 50% fewer bytes; shortcut 4.4): both goals of "within 2 points" are missed, by two to three points, with a
+seed-to-seed spread of about as much. At keep 0.8 (planned saving only 14-16%: the coordinator's stem,
+head and reductions are fixed work a keep ratio cannot touch) the three strategies trail by 1.3-2.1. D2FT beats the baselines
 at the same budget by wide margins (the goals table), which is the claim this scale supports best:
 choosing which subnets to train by their scores is worth 18 points over choosing at random at keep 0.6.
-At keep 0.4 hybrid falls apart while shortcut holds (@K04): with a small budget, hybrid spends much of it
+At keep 0.4 hybrid falls apart while shortcut holds (-28.6 against -7.3 points): with a small budget, hybrid spends much of it
 on FORWARD_ONLY subnets, which cost compute and train nothing, where shortcut trains fewer subnets fully.
 
 **Why the distance is larger than the paper's.** (1) Training length: 300 steps of 32 images is under
@@ -288,13 +288,13 @@ distance narrows from 10-17 points mid-run to about 5 at the end, but does not r
 the shipped backbone has 4 heads per block, so one skipped subnet is a quarter of a block; ViT-B has 12.
 (3) Transfer: a backbone pre-trained on Fashion-MNIST transfers weakly to digits, so fine-tuning has to
 move the weights a long way, where every skipped update shows; the paper's backbones are pre-trained on
-ImageNet-21k. LoRA widens the gap (@LORA points against the paper's 4-6): LoRA itself learns more slowly
-(full LoRA reaches @LORAFULL% against @FULL% for full fine-tuning), and an adapter not trained in a step
+ImageNet-21k. LoRA widens the gap (-17.0 points at keep 0.6, -15.2 at comm keep 0.5, against the paper's 4-6): LoRA itself learns more slowly
+(full LoRA reaches 63.8% against 71.0% for full fine-tuning), and an adapter not trained in a step
 falls further behind.
 
 **Savings, measured.** Bytes equal the cost model's in every step of every run. Measured compute savings
-(busy time summed over ranks) run above the planned ones at high keep ratios (keep 0.8: 14% planned,
-22-37% measured): four ranks share two cores, so a rank with fewer tasks also makes the others' tasks
+(busy time summed over ranks) run above the planned ones at high keep ratios (keep 0.8: 14-16% planned,
+26-30% measured): four ranks share two cores, so a rank with fewer tasks also makes the others' tasks
 faster. That contention is also why the simulator under-predicts 4-rank steps by 28-35% while 2-rank
 steps are predicted within 7-11% (median): it models each rank as a processor of its own. Calibrating
 with every rank timing tasks at once instead over-predicted 4-rank steps by 40-53%, so the one-process
@@ -304,7 +304,8 @@ points below the oblivious plan's, as it trains the slow rank's subnets less.
 
 **Scale.** The simulated study says where D2FT's star pays: over a 10 GbE LAN or Wi-Fi, one device alone
 is faster than any star of 2 to 256 (every block's activations go out and back through the coordinator's
-link), and there D2FT's saving is largest (1.6-2.0x) because halving the bytes halves a link-bound step.
+link; ViT-H does not fit one 3090 by the cost model's memory accounting, so there a star of 2 is fastest),
+and D2FT's saving is largest on those links (up to 2.0x) because halving the bytes halves a link-bound step.
 On NVLink-class links (dgx-a100) a star of 4 is fastest and D2FT saves 1.3-1.7x; beyond 4 devices the
 coordinator's link binds on every preset. The planner's fast solvers are within 2.2% (dp) and 0.4%
 (greedy) of the best bound on 100 random instances."""
