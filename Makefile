@@ -23,7 +23,7 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
-# benchmarks/RESULTS.md: every measurement of the evidence page (hours on 2 cores; resumes).
+# benchmarks/RESULTS.md: every measurement of the evidence page (hours on 2 cores; skips finished runs).
 results: install
 	$(BIN)/python benchmarks/results.py
 

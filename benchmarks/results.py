@@ -97,6 +97,14 @@ def _savings(run_dir: Path, full_dir: Path) -> dict:
         "measured_comm_saving", "step_time_saving", "median_step_time_s")}
 
 
+def _run_argv(profile: Path, strategy: str, keep: float, steps: int, seed: int, name: str, lr: str = "2e-3",
+              eval_every: int = 0) -> list[str]:
+    """``d2ft run`` arguments of one fine-tuning run on 4 local ranks planned on ``profile``, into RUNS/name."""
+    return ["--nproc", "4", "--cluster", str(profile), "--strategy", strategy, "--keep", str(keep),
+            "--steps", str(steps), "--lr", lr, "--eval-every", str(eval_every), "--checkpoint-every", "0",
+            "--seed", str(seed), "--out", str(RUNS / name)]
+
+
 COMPARED = ("hybrid", "backward", "shortcut", "random", "freeze", "layerdrop")
 """The three D2FT strategies and the baselines, each measured against all-FULL."""
 
@@ -123,19 +131,18 @@ def accuracy(quick: bool, lora: bool = False, seeds=None, keeps=None, strategies
     if strategies:  # the all-FULL reference always runs: savings are measured against it
         configs = [c for c in configs if c[0] == "full" or (c[0] in strategies and c[2] is None)]
     profile = _profile(4)
+    plannable = _plannable(profile)
     tag = "lora-" if lora else ""
     for seed in seeds:
         for strategy, keep, comm in configs:
             name = f"{tag}{strategy}-k{keep:g}" + (f"-c{comm:g}" if comm else "") + f"-s{seed}-n{steps}"
-            reason = _infeasible(profile, strategy, keep, comm)
+            reason = plannable(strategy, keep, comm)
             if reason:  # e.g. backward below its FORWARD_ONLY floor: recorded, not run
                 print(f"[{section}] {name}: no plan meets the budget", file=sys.stderr, flush=True)
                 _record(section, name=name, strategy=strategy, keep=keep, comm_keep=comm, seed=seed, steps=steps,
                         lora=lora, infeasible=reason, top1=None)
                 continue
-            argv = ["--nproc", "4", "--cluster", str(profile), "--strategy", strategy, "--keep", str(keep),
-                    "--steps", str(steps), "--lr", "2e-3" if not lora else "5e-3", "--eval-every", "0",
-                    "--checkpoint-every", "0", "--seed", str(seed), "--out", str(RUNS / name)]
+            argv = _run_argv(profile, strategy, keep, steps, seed, name, lr="5e-3" if lora else "2e-3")
             if comm:
                 argv += ["--comm-keep", str(comm)]
             if lora:
@@ -158,9 +165,7 @@ def convergence(quick: bool) -> None:
     full = RUNS / f"long-full-k1-s0-n{steps}"
     for strategy, keep in (("full", 1.0), ("hybrid", 0.6)):
         name = f"long-{strategy}-k{keep:g}-s0-n{steps}"
-        argv = ["--nproc", "4", "--cluster", str(profile), "--strategy", strategy, "--keep", str(keep),
-                "--steps", str(steps), "--lr", "2e-3", "--eval-every", str(steps // 10), "--checkpoint-every", "0",
-                "--seed", "0", "--out", str(RUNS / name)]
+        argv = _run_argv(profile, strategy, keep, steps, 0, name, eval_every=steps // 10)
         print(f"[convergence] {name} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         _run(argv)
@@ -172,18 +177,23 @@ def convergence(quick: bool) -> None:
                 **_savings(RUNS / name, full))
 
 
-def _infeasible(profile: Path, strategy: str, keep: float, comm_keep: float | None) -> str | None:
-    """Why no plan of ``strategy`` meets the budget on ``profile`` for the shipped backbone (None if one does)."""
+def _plannable(profile: Path):
+    """``why(strategy, keep, comm_keep)``: why no plan of the shipped backbone meets that budget on
+    ``profile`` at the runs' batch shape, or None when one does."""
     from d2ft.cluster import Cluster
     from d2ft.demo import backbone_spec
     from d2ft.planner import plan_step
 
-    try:
-        plan_step(backbone_spec(), Cluster.from_json(profile.read_text()), strategy, keep=keep, comm_keep=comm_keep,
-                  micro_batches=2, micro_batch_size=16)
-    except ValueError as e:
-        return " ".join(str(e).split())
-    return None
+    spec, cluster = backbone_spec(), Cluster.from_json(profile.read_text())
+
+    def why(strategy: str, keep: float, comm_keep: float | None) -> str | None:
+        try:
+            plan_step(spec, cluster, strategy, keep=keep, comm_keep=comm_keep, micro_batches=2, micro_batch_size=16)
+        except ValueError as e:
+            return " ".join(str(e).split())
+        return None
+
+    return why
 
 
 def _profile(nproc: int) -> Path:
@@ -254,7 +264,7 @@ def hetero(quick: bool) -> None:
 
 
 def scale(quick: bool) -> None:
-    """Simulated step time and savings of ViT-B/L/H on 4..256 devices of real kinds over several networks."""
+    """Simulated step time and savings of ViT-B/L/H on 1..256 devices of real kinds over several networks."""
     from simulator import sweep
 
     models = ["vit_base_patch16_224"] if quick else ["vit_base_patch16_224", "vit_large_patch16_224",

@@ -302,7 +302,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     timeline-stepN.json), per device and quantity, with absolute and relative errors."""
     from analysis import compare
 
-    predicted, measured = (Trace.from_json(_read_text(path)) for path in (args.predicted, args.measured))
+    predicted, measured = (Trace.from_dict(read_json(path, "trace file")) for path in (args.predicted, args.measured))
     frame = compare(predicted, measured)
     if args.json:
         print(json.dumps({"rows": frame.to_dict(orient="records")}, default=float))
@@ -314,15 +314,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
         err = "-" if r.rel_error != r.rel_error else f"{100 * r.rel_error:+.1f}%"
         print(f"{r.device:<10} {r.quantity:<12} {fmt(r.predicted):>11} {fmt(r.measured):>11} {err:>8}")
     return 0
-
-
-def _read_text(path: str) -> str:
-    """A file's text, with an error that names it when it is missing."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"trace file {path!r} does not exist") from None
 
 
 @command
