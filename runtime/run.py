@@ -165,6 +165,7 @@ def run_rank(rank: int, world: int, init_method: str, job: dict) -> None:
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world, timeout=timeout)
     try:
         train(rank, world, job)
+        dist.barrier()  # no rank tears its gloo pairs down while a peer's last message is in flight
     finally:
         dist.destroy_process_group()
 
