@@ -1,4 +1,4 @@
-"""d2ft.analysis: traces, plans and run logs as pandas DataFrames, comparisons and plots.
+"""analysis: traces, plans and run logs as pandas DataFrames, comparisons and plots.
 
 Imports ``d2ft`` (plus pandas and matplotlib), never torch, ``simulator`` or ``runtime``.
 """

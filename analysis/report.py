@@ -20,18 +20,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from d2ft import rundir
 from d2ft.serial import atomic_write_text
 
 from . import plots
 from .compare import rank_agreement
-from .runs import Run, find_runs, read_run, runs_frame
+from .runs import Run, read_run, runs_frame
 
 NOT_MODELLED = (
     "The cost model and simulator do not model: overlap of compute and communication inside a rank, "
     "kernel fusion, the FLOP of softmax, GELU and LayerNorm (counted as memory traffic), framework memory, "
     "LoRA's smaller weight-gradient work (a LoRA run is predicted as full fine-tuning), and the control "
-    "messages of the runtime (plan broadcast and statistics, outside the measured bytes too). On this "
-    "machine the ranks share 2 cores, so measured times include waiting for a core."
+    "messages of the runtime (plan broadcast and statistics, outside the measured bytes too). Ranks that "
+    "share a host's cores are modelled as if each had its own, so where ranks outnumber cores the measured "
+    "times include waiting for a core and the predictions do not."
 )
 
 
@@ -58,7 +60,7 @@ def write_report(folder: str | Path, out: str | Path | None = None, *, title: st
     runtime's ``timeline-stepN.json`` of one step).
     """
     folder = Path(folder)
-    runs = [read_run(folder)] if (folder / "metrics.jsonl").is_file() else find_runs(folder)
+    runs = [read_run(p) for p in rundir.find_runs(folder)]
     if not runs:
         raise ValueError(f"{folder} holds no run: give a run directory (`d2ft run --out`) or a folder of them")
     out = Path(out) if out is not None else folder

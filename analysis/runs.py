@@ -8,14 +8,13 @@ in [0, 1].
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from d2ft import rundir
 from d2ft.plan import Plan
-from d2ft.serial import read_json
 
 STEP_COLUMNS = ["step", "loss", "lr", "plan_index", "n_full", "n_forward_only", "n_skip", "step_time_s",
                 "measured_compute_s", "predicted_compute_s", "full_compute_s", "measured_sent_bytes",
@@ -36,6 +35,8 @@ class Run:
     wall_s, peak_memory_bytes, predicted_compute_s, predicted_sent_bytes, predicted_recv_bytes."""
     plans: list[tuple[int, Plan]]
     """(first step, plan) of every plan the run used, in order."""
+    records: list[dict]
+    """The lines of metrics.jsonl as read."""
 
     @property
     def label(self) -> str:
@@ -57,28 +58,21 @@ class Run:
 def read_run(path: str | Path) -> Run:
     """Reads a run directory; ValueError naming what is missing when it is not one."""
     path = Path(path)
-    if not (path / "job.json").is_file() or not (path / "metrics.jsonl").is_file():
-        raise ValueError(f"{path} is not a run directory: it needs job.json and metrics.jsonl (made by `d2ft run`)")
-    job = read_json(path / "job.json", "job file")
-    lines = []
-    for i, text in enumerate((path / "metrics.jsonl").read_text().splitlines()):
-        if text.strip():
-            try:
-                lines.append(json.loads(text))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path / 'metrics.jsonl'}: line {i + 1} is not JSON ({e.msg})") from None
+    if not (path / rundir.JOB_FILE).is_file() or not rundir.is_run_dir(path):
+        raise ValueError(f"{path} is not a run directory: it needs {rundir.JOB_FILE} and {rundir.METRICS_FILE} "
+                         "(made by `d2ft run`)")
+    job = rundir.read_job(path)
+    lines = rundir.read_jsonl(path / rundir.METRICS_FILE)
     steps = pd.DataFrame([{k: r.get(k) for k in STEP_COLUMNS} for r in lines], columns=STEP_COLUMNS).astype(float)
     steps["step"] = steps["step"].astype(int)
     rows = [{"step": r["step"], "rank": k, "device": d.get("name", f"rank{k}"), **{c: v for c, v in d.items() if c != "name"}}
             for r in lines for k, d in enumerate(r["devices"])]
     devices = pd.DataFrame(rows)
-    plans = []
-    if (path / "plans.jsonl").is_file():
-        for text in (path / "plans.jsonl").read_text().splitlines():
-            if text.strip():
-                rec = json.loads(text)
-                plans.append((rec["step"], Plan.from_dict(rec["plan"])))
-    return Run(path, job, steps, devices, plans)
+    plans = [(rec["step"], Plan.from_dict(rec["plan"])) for rec in rundir.read_jsonl(path / rundir.PLANS_FILE)]
+    return Run(path, job, steps, devices, plans, lines)
+
+
+_NO_PLANNED = {"predicted_compute_saving": float("nan"), "predicted_comm_saving": float("nan"), "bytes_exact": False}
 
 
 def runs_frame(runs: list[Run], reference: Run | None = None) -> pd.DataFrame:
@@ -96,20 +90,14 @@ def runs_frame(runs: list[Run], reference: Run | None = None) -> pd.DataFrame:
             "median_step_time_s": float(s["step_time_s"].median()),
             "measured_compute_s": float(s["measured_compute_s"].median()),
             "measured_sent_bytes": float(s["measured_sent_bytes"].median()),
-            "predicted_compute_saving": float(1 - s["predicted_compute_s"].sum() / s["full_compute_s"].sum()),
-            "predicted_comm_saving": float(1 - s["predicted_sent_bytes"].sum() / s["full_sent_bytes"].sum()),
-            "bytes_exact": bool((s["predicted_sent_bytes"] == s["measured_sent_bytes"]).all()),
+            **(rundir.planned_savings(run.records) or _NO_PLANNED),
         }
         if reference is not None:
-            r = reference.steps
-            row["measured_compute_saving"] = 1 - row["measured_compute_s"] / float(r["measured_compute_s"].median())
-            row["measured_comm_saving"] = 1 - s["measured_sent_bytes"].sum() / r["measured_sent_bytes"].sum()
-            row["step_time_saving"] = 1 - row["median_step_time_s"] / float(r["step_time_s"].median())
+            row.update(rundir.measured_savings(run.records, reference.records))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def find_runs(folder: str | Path) -> list[Run]:
     """Every run directory directly under ``folder`` (sorted by name)."""
-    folder = Path(folder)
-    return [read_run(p) for p in sorted(folder.iterdir()) if (p / "metrics.jsonl").is_file()]
+    return [read_run(p) for p in rundir.find_runs(folder) if p != Path(folder)]

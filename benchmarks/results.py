@@ -56,23 +56,19 @@ RUNS = Path("runs") / "results"  # relative to the repository root (main() chang
 SECTIONS = ("accuracy", "lora", "convergence", "hetero", "fidelity", "bench", "scale")
 
 
-def _run(argv: list[str]) -> dict:
-    """One ``d2ft run`` (its summary dict); a run directory that is complete is reused, not rerun."""
-    from d2ft.cli import main
+def _run(job) -> dict:
+    """One run of ``job`` (its summary dict); a run directory that is complete is reused, not rerun, and an
+    unfinished one is resumed."""
+    from runtime.run import run
 
-    out = Path(argv[argv.index("--out") + 1])
+    out = Path(job.out_dir)
     if (out / "summary.json").exists():
         return json.loads((out / "summary.json").read_text())
-    if out.exists():
-        argv = argv + ["--resume"]
     import contextlib
     import io
 
-    with contextlib.redirect_stdout(io.StringIO()):  # the summary is read from summary.json below
-        code = main(["run", *argv, "--quiet"])
-    if code != 0:
-        raise RuntimeError(f"d2ft run {' '.join(argv)} failed (exit {code})")
-    return json.loads((out / "summary.json").read_text())
+    with contextlib.redirect_stdout(io.StringIO()):
+        return run(job.replace(resume=out.exists(), progress=False))
 
 
 def _record(section: str, **fields) -> dict:
@@ -97,12 +93,19 @@ def _savings(run_dir: Path, full_dir: Path) -> dict:
         "measured_comm_saving", "step_time_saving", "median_step_time_s")}
 
 
-def _run_argv(profile: Path, strategy: str, keep: float, steps: int, seed: int, name: str, lr: str = "2e-3",
-              eval_every: int = 0) -> list[str]:
-    """``d2ft run`` arguments of one fine-tuning run on 4 local ranks planned on ``profile``, into RUNS/name."""
-    return ["--nproc", "4", "--cluster", str(profile), "--strategy", strategy, "--keep", str(keep),
-            "--steps", str(steps), "--lr", lr, "--eval-every", str(eval_every), "--checkpoint-every", "0",
-            "--seed", str(seed), "--out", str(RUNS / name)]
+def _job(profile: Path, strategy: str, keep: float, steps: int, seed: int, name: str, lr: float = 2e-3,
+         eval_every: int = 0, **fields):
+    """The ``Job`` of one fine-tuning run on 4 local ranks planned on ``profile``, into RUNS/name."""
+    from runtime.job import Job
+
+    return Job(nproc=4, cluster=str(profile), strategy=strategy, keep=keep, steps=steps, lr=lr, eval_every=eval_every,
+               checkpoint_every=0, seed=seed, out_dir=str(RUNS / name), **fields)
+
+
+def _command(job) -> str:
+    from d2ft.app.runs import command_line
+
+    return command_line(job)
 
 
 COMPARED = ("hybrid", "backward", "shortcut", "random", "freeze", "layerdrop")
@@ -142,17 +145,16 @@ def accuracy(quick: bool, lora: bool = False, seeds=None, keeps=None, strategies
                 _record(section, name=name, strategy=strategy, keep=keep, comm_keep=comm, seed=seed, steps=steps,
                         lora=lora, infeasible=reason, top1=None)
                 continue
-            argv = _run_argv(profile, strategy, keep, steps, seed, name, lr="5e-3" if lora else "2e-3")
-            if comm:
-                argv += ["--comm-keep", str(comm)]
-            if lora:
-                argv += ["--lora"]
+            from runtime.job import LoraSpec
+
+            job = _job(profile, strategy, keep, steps, seed, name, lr=5e-3 if lora else 2e-3, comm_keep=comm,
+                       lora=LoraSpec() if lora else None)
             t0 = time.perf_counter()
             print(f"[{section}] {name} ...", file=sys.stderr, flush=True)
-            _run(argv)
+            _run(job)
             full = RUNS / f"{tag}full-k1-s{seed}-n{steps}"
             _record(section, name=name, strategy=strategy, keep=keep, comm_keep=comm, seed=seed, steps=steps,
-                    lora=lora, seconds=time.perf_counter() - t0, command="d2ft run " + " ".join(argv),
+                    lora=lora, seconds=time.perf_counter() - t0, command=_command(job),
                     **_savings(RUNS / name, full))
 
 
@@ -165,15 +167,15 @@ def convergence(quick: bool) -> None:
     full = RUNS / f"long-full-k1-s0-n{steps}"
     for strategy, keep in (("full", 1.0), ("hybrid", 0.6)):
         name = f"long-{strategy}-k{keep:g}-s0-n{steps}"
-        argv = _run_argv(profile, strategy, keep, steps, 0, name, eval_every=steps // 10)
+        job = _job(profile, strategy, keep, steps, 0, name, eval_every=steps // 10)
         print(f"[convergence] {name} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        _run(argv)
+        _run(job)
         frame = read_run(RUNS / name).steps
         curve = [[int(r.step), float(r.loss), None if r.top1 != r.top1 else float(r.top1)]
                  for r in frame[["step", "loss", "top1"]].itertuples()]
         _record("convergence", name=name, strategy=strategy, keep=keep, seed=0, steps=steps,
-                seconds=time.perf_counter() - t0, command="d2ft run " + " ".join(argv), curve=curve,
+                seconds=time.perf_counter() - t0, command=_command(job), curve=curve,
                 **_savings(RUNS / name, full))
 
 
@@ -181,7 +183,7 @@ def _plannable(profile: Path):
     """``why(strategy, keep, comm_keep)``: why no plan of the shipped backbone meets that budget on
     ``profile`` at the runs' batch shape, or None when one does."""
     from d2ft.cluster import Cluster
-    from d2ft.demo import backbone_spec
+    from d2ft.app.demo import backbone_spec
     from d2ft.planner import plan_step
 
     spec, cluster = backbone_spec(), Cluster.from_json(profile.read_text())
@@ -200,17 +202,20 @@ def _profile(nproc: int) -> Path:
     """This machine's calibrated profile for ``nproc`` local ranks (measured once, then reused)."""
     profile = RUNS / ("profile.json" if nproc == 4 else f"profile-{nproc}.json")
     if not profile.exists():
-        from d2ft.cli import main
+        from d2ft.app.demo import backbone_job
+        from d2ft.serial import atomic_write_text, write_json
+        from runtime.calibrate import calibrate
 
-        main(["calibrate", "--nproc", str(nproc), "--checkpoint", "data/pretrained/vit-fmnist.safetensors",
-              "--out", str(profile)])
+        cluster, raw = calibrate(nproc, backbone_job(checkpoint="none"), micro_batch_size=16)
+        atomic_write_text(profile, cluster.to_json() + "\n")
+        write_json(profile.with_suffix(".raw.json"), raw)
     return profile
 
 
 def fidelity(quick: bool) -> None:
     """Predicted against measured over the demo's 12 plans x micro-batch sizes x 2 and 4 ranks."""
-    from d2ft.demo import FIDELITY_PLANS, measure_fidelity
-    from runtime.cli import local_cluster
+    from d2ft.app.demo import FIDELITY_PLANS, measure_fidelity
+    from runtime.prepare import local_cluster
 
     each = 3 if quick else 6
     for nproc in (2, 4):
@@ -221,7 +226,7 @@ def fidelity(quick: bool) -> None:
             print(f"[fidelity] {name}: {len(FIDELITY_PLANS)} plans x {each} steps ...", file=sys.stderr, flush=True)
             frame = measure_fidelity(RUNS / name, profile, nproc, each=each, micro_batch_size=size,
                                      assumed=local_cluster(nproc))
-            command = (f"d2ft.demo.measure_fidelity({str(RUNS / name)!r}, {str(profile)!r}, {nproc}, each={each}, "
+            command = (f"d2ft.app.demo.measure_fidelity({str(RUNS / name)!r}, {str(profile)!r}, {nproc}, each={each}, "
                        f"micro_batch_size={size})")
             for row in frame.to_dict("records"):
                 _record("fidelity", name=f"{name}/{row['plan']}", run=name, each=each, command=command,
@@ -249,17 +254,18 @@ def bench(quick: bool) -> None:
 def hetero(quick: bool) -> None:
     """Emulated 1x, 1x, 2x, 4x ranks: balanced D2FT against a speed-oblivious plan, and all-FULL."""
     steps = 30 if quick else 150
-    slow = "1,1,2,4"
-    base = ["--nproc", "4", "--slowdown", slow, "--keep", "0.6", "--steps", str(steps), "--lr", "2e-3",
-            "--eval-every", "0", "--checkpoint-every", "0", "--seed", "0"]
+    slow = (1.0, 1.0, 2.0, 4.0)
+    from runtime.job import Job
+
+    base = Job(nproc=4, slowdown=slow, keep=0.6, steps=steps, lr=2e-3, eval_every=0, checkpoint_every=0, seed=0)
     results = {}
-    for name, extra in (("full", ["--strategy", "full"]), ("balanced", ["--strategy", "hybrid"])):
-        results[name] = _run(base + extra + ["--out", str(RUNS / f"hetero-{name}-n{steps}")])
+    for name, strategy in (("full", "full"), ("balanced", "hybrid")):
+        results[name] = _run(base.replace(strategy=strategy, out_dir=str(RUNS / f"hetero-{name}-n{steps}")))
     # Speed-oblivious: the same D2FT, placed and planned as if the four ranks were equal, run slowed.
-    results["oblivious"] = _run(base + ["--strategy", "hybrid", "--speed-oblivious",
-                                        "--out", str(RUNS / f"hetero-oblivious-n{steps}")])
+    results["oblivious"] = _run(base.replace(strategy="hybrid", speed_oblivious=True,
+                                             out_dir=str(RUNS / f"hetero-oblivious-n{steps}")))
     for name, s in results.items():
-        _record("hetero", name=name, slowdown=slow, steps=steps, top1=s["top1"],
+        _record("hetero", name=name, slowdown=",".join(f"{x:g}" for x in slow), steps=steps, top1=s["top1"],
                 median_step_time_s=s["median_step_time_s"])
 
 

@@ -30,26 +30,31 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 import torch  # noqa: E402
 
 from d2ft import CostModel, Op, Plan, plan_step  # noqa: E402
-from runtime.cli import local_cluster  # noqa: E402
-from runtime.run import build_model, launch, synthetic_batches  # noqa: E402
+from runtime.feed import synthetic_batches  # noqa: E402
+from runtime.job import Job  # noqa: E402
+from runtime.prepare import local_cluster  # noqa: E402
+from runtime.run import launch  # noqa: E402
 from runtime.spec import model_spec_from_timm  # noqa: E402
+from runtime.weights import build_model  # noqa: E402
 
 KW = dict(img_size=32, patch_size=4, embed_dim=192, depth=12, num_heads=3, num_classes=10)
 
 
-def job_for(plan: Plan, steps: int, out: Path) -> dict:
-    return dict(model="vit_tiny_patch16_224", model_kwargs=KW, plan=plan.to_dict(), optimizer="adamw", lr=1e-3,
-                steps=steps, seed=0, batch_size=plan.batch_size, out_dir=str(out), timeout_s=300, data="synthetic",
-                progress=False)
+MODEL = Job(model="vit_tiny_patch16_224", model_kwargs=KW, checkpoint="none", data="synthetic", seed=0)
+
+
+def job_for(plan: Plan, steps: int, out: Path) -> Job:
+    return MODEL.replace(plan=plan, strategy=None, nproc=len(plan.devices), optimizer="adamw", lr=1e-3, steps=steps,
+                         out_dir=str(out), timeout_s=300, progress=False)
 
 
 def rank_logs(out: Path, n: int) -> list[list[dict]]:
-    return [torch.load(out / f"rank{r}.pt")["log"] for r in range(n)]
+    return [torch.load(out / f"rank{r}.pt", weights_only=True)["log"] for r in range(n)]
 
 
 def plain_timm(steps: int, batch: int) -> list[float]:
     torch.set_num_threads(1)
-    job = dict(model="vit_tiny_patch16_224", model_kwargs=KW, seed=0, batch_size=batch)
+    job = MODEL.replace(micro_batches=1, micro_batch_size=batch)
     model = build_model(job)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     times = []
@@ -68,12 +73,12 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=6, help="steps per run; the first is a warm-up")
     args = p.parse_args(argv)
     with torch.device("meta"):
-        spec = model_spec_from_timm(build_model(dict(model="vit_tiny_patch16_224", model_kwargs=KW, seed=0)))
+        spec = model_spec_from_timm(build_model(MODEL))
     tmp = Path(tempfile.mkdtemp(prefix="d2ft-bench-"))
 
     one = local_cluster(1)
     full1 = Plan.uniform(spec, one, Op.FULL, 2, 4)
-    launch(job_for(full1, args.steps, tmp / "one"), 1)
+    launch(job_for(full1, args.steps, tmp / "one"))
     d2ft_s = statistics.median(r["wall_s"] for r in rank_logs(tmp / "one", 1)[0][1:])
     timm_s = statistics.median(plain_timm(args.steps, full1.batch_size)[1:])
     print(json.dumps(dict(case="overhead", d2ft_all_full_step_s=d2ft_s, timm_step_s=timm_s,
@@ -84,7 +89,7 @@ def main(argv=None) -> int:
     full4 = hybrid.with_ops([[[Op.FULL] * spec.heads] * spec.depth] * 2)
     measured = {}
     for name, plan in (("full", full4), ("hybrid", hybrid)):
-        launch(job_for(plan, args.steps, tmp / name), 4)
+        launch(job_for(plan, args.steps, tmp / name))
         logs = rank_logs(tmp / name, 4)
         per_rank = [statistics.median(s["counters"]["compute_s"] for s in log[1:]) for log in logs]
         measured[name] = dict(compute_s=per_rank, total_compute_s=sum(per_rank),

@@ -1,8 +1,11 @@
 """d2ft: distributed dynamic fine-tuning (D2FT) of transformer foundation models.
 
 The core package: specs of models, devices and clusters; the plan that says which op
-each subnet runs per micro-batch; the analytical cost model; and the trace that the
-simulator and the runtime both return. It imports no torch, pandas or matplotlib.
+each subnet runs per micro-batch; the execution schedule of a step (``d2ft.schedule``);
+the analytical cost model; the planner and the re-planner; the trace that the simulator
+and the runtime both return; and the run-directory contract (``d2ft.rundir``). It imports
+only the standard library, numpy, networkx and mip; ``d2ft.app`` (the command line and
+the demo) is the one part that imports the packages above it.
 """
 
 from .cluster import Cluster, DeviceSpec, LinkSpec

@@ -22,144 +22,9 @@ from typing import Iterable, Mapping
 
 import networkx as nx
 
+from . import hardware
+from .device import DeviceSpec, LinkSpec
 from .errors import raise_problems, unknown_name
-from .serial import fields_dict, from_fields
-
-
-@dataclass(frozen=True)
-class DeviceSpec:
-    """One accelerator or CPU, from its spec sheet or from ``d2ft calibrate``."""
-
-    name: str
-    """Product name, e.g. "NVIDIA A100 SXM4 80GB"."""
-    peak_flops: float
-    """Dense 16-bit (FP16/BF16) peak, FLOP/s; the tensor-core figure where there is one."""
-    peak_flops_fp32: float
-    """Dense 32-bit peak, FLOP/s (TF32 tensor cores where there are, else FP32)."""
-    mem_bandwidth: float
-    """Memory bandwidth, B/s."""
-    memory_bytes: float
-    """Memory capacity, B."""
-    efficiency: float = 0.5
-    """Fraction of peak that a large matrix product reaches, in (0, 1]."""
-    task_overhead_s: float = 0.0
-    """Fixed time per compute task, s (kernel launches; see ``compute_time``)."""
-    elementwise_overhead_s: float | None = None
-    """Fixed time of a task with no matrix products (norms, residual adds, the optimizer), s;
-    None: ``task_overhead_s``. Such a task is one kernel where a matrix task is several."""
-    backward_efficiency: float = 1.0
-    """Backward FLOP rate relative to forward, in (0, 1]: below 1 where a framework's backward
-    kernels run slower than its forward ones (``d2ft calibrate --model`` measures it)."""
-    source: str = ""
-    """Where the figures come from."""
-
-    def __post_init__(self) -> None:
-        problems = []
-        for f in ("peak_flops", "peak_flops_fp32", "mem_bandwidth", "memory_bytes"):
-            v = getattr(self, f)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                problems.append(f"{f} must be a positive number, got {v!r}")
-        if not (isinstance(self.efficiency, (int, float)) and 0 < self.efficiency <= 1):
-            problems.append(f"efficiency must be in (0, 1], got {self.efficiency!r}")
-        if not (isinstance(self.backward_efficiency, (int, float)) and 0 < self.backward_efficiency <= 1):
-            problems.append(f"backward_efficiency must be in (0, 1], got {self.backward_efficiency!r}")
-        if self.elementwise_overhead_s is not None and not (
-                isinstance(self.elementwise_overhead_s, (int, float)) and self.elementwise_overhead_s >= 0):
-            problems.append(f"elementwise_overhead_s must be >= 0 or None, got {self.elementwise_overhead_s!r}")
-        if not (isinstance(self.task_overhead_s, (int, float)) and self.task_overhead_s >= 0):
-            problems.append(f"task_overhead_s must be >= 0, got {self.task_overhead_s!r}")
-        raise_problems(f"DeviceSpec {self.name!r}", problems)
-
-    def peak(self, dtype_bytes: int) -> float:
-        """Peak FLOP/s for elements of ``dtype_bytes`` bytes (2: 16-bit, 4: 32-bit)."""
-        return self.peak_flops if dtype_bytes <= 2 else self.peak_flops_fp32
-
-    def roofline_s(self, flop: float, bytes_moved: float, dtype_bytes: int = 4, backward: bool = False) -> float:
-        """max(FLOP / achieved rate, bytes / bandwidth), s: ``compute_time`` without the overhead.
-
-        >>> DeviceSpec("x", 1e12, 1e12, 1e11, 1e9, efficiency=1.0, backward_efficiency=0.5).roofline_s(1e9, 0, backward=True)
-        0.002
-        """
-        rate = self.peak(dtype_bytes) * self.efficiency * (self.backward_efficiency if backward else 1.0)
-        return max(flop / rate, bytes_moved / self.mem_bandwidth)
-
-    def compute_time(self, flop: float, bytes_moved: float, dtype_bytes: int = 4, backward: bool = False) -> float:
-        """Roofline time of one task, s: overhead + max(FLOP / achieved peak, bytes / bandwidth).
-
-        Roofline: Williams, Waterman, Patterson, CACM 52(4), 2009. A size-dependent
-        efficiency e(F) = e * F / (F + F_half) gives F / (peak e(F)) = F / (peak e) +
-        F_half / (peak e): exactly a fixed per-task overhead, so ``task_overhead_s``
-        carries the small-matrix slowdown. An empty task costs nothing.
-
-        >>> DeviceSpec("x", 1e12, 1e12, 1e11, 1e9, efficiency=0.5).compute_time(1e9, 1e6)
-        0.002
-        """
-        if flop <= 0 and bytes_moved <= 0:
-            return 0.0
-        overhead = self.task_overhead_s if flop > 0 or self.elementwise_overhead_s is None else self.elementwise_overhead_s
-        return overhead + self.roofline_s(flop, bytes_moved, dtype_bytes, backward)
-
-    def scaled(self, slowdown: float) -> "DeviceSpec":
-        """A copy that computes ``slowdown`` times slower (peaks and bandwidth divided)."""
-        if not slowdown > 0:
-            raise ValueError(f"slowdown must be > 0, got {slowdown!r}")
-        if slowdown == 1:
-            return self
-        return dataclasses.replace(
-            self,
-            name=f"{self.name} (x{slowdown:g} slower, emulated)",
-            peak_flops=self.peak_flops / slowdown,
-            peak_flops_fp32=self.peak_flops_fp32 / slowdown,
-            mem_bandwidth=self.mem_bandwidth / slowdown,
-            task_overhead_s=self.task_overhead_s * slowdown,
-            elementwise_overhead_s=None if self.elementwise_overhead_s is None else self.elementwise_overhead_s * slowdown,
-        )
-
-    def to_dict(self) -> dict:
-        return fields_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "DeviceSpec":
-        return from_fields(cls, data, "device spec")
-
-
-@dataclass(frozen=True)
-class LinkSpec:
-    """A network or bus link, from its standard or spec sheet."""
-
-    name: str
-    """Name, e.g. "PCIe 4.0 x16"."""
-    bandwidth: float
-    """Data rate per direction after line encoding, B/s."""
-    latency_s: float = 0.0
-    """One-way latency, s."""
-    duplex: bool = True
-    """Full duplex; False for a shared medium (Wi-Fi), where both directions share ``bandwidth``."""
-    source: str = ""
-    """Where the figures come from."""
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not (isinstance(self.bandwidth, (int, float)) and math.isfinite(self.bandwidth) and self.bandwidth > 0):
-            problems.append(f"bandwidth must be a positive number of B/s, got {self.bandwidth!r}")
-        if not (isinstance(self.latency_s, (int, float)) and math.isfinite(self.latency_s) and self.latency_s >= 0):
-            problems.append(f"latency_s must be >= 0, got {self.latency_s!r}")
-        raise_problems(f"LinkSpec {self.name!r}", problems)
-
-    def transfer_time(self, nbytes: float) -> float:
-        """Time to move ``nbytes`` alone on this link, s: latency + bytes / bandwidth.
-
-        >>> LinkSpec("l", bandwidth=1e9, latency_s=1e-6).transfer_time(1e6)
-        0.001001
-        """
-        return 0.0 if nbytes <= 0 else self.latency_s + nbytes / self.bandwidth
-
-    def to_dict(self) -> dict:
-        return fields_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "LinkSpec":
-        return from_fields(cls, data, "link spec")
 
 
 @dataclass(frozen=True)
@@ -345,8 +210,6 @@ class Cluster:
         A device is a DeviceSpec dict or a catalogue key ("a100-sxm4-80gb"), optionally as
         ``{"catalogue": key, "slowdown": 2}``; a link likewise ("10gbe").
         """
-        from . import catalogue
-
         if not isinstance(data, dict):
             raise ValueError(f"cluster: expected a JSON object, got {type(data).__name__}")
         unknown = sorted(set(data) - {"name", "coordinator", "devices", "switches", "links"})
@@ -356,8 +219,8 @@ class Cluster:
             )
         raw = data["devices"]
         pairs = raw.items() if isinstance(raw, dict) else [(d.get("node"), d) for d in raw]
-        devices = tuple((n, catalogue.resolve_device(v)) for n, v in pairs)
-        links = tuple((l["a"], l["b"], catalogue.resolve_link(l["link"])) for l in data.get("links", []))
+        devices = tuple((n, hardware.resolve_device(v)) for n, v in pairs)
+        links = tuple((l["a"], l["b"], hardware.resolve_link(l["link"])) for l in data.get("links", []))
         return cls(
             devices=devices,
             links=links,

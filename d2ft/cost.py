@@ -28,11 +28,10 @@ context, allocator cache, communication buffers), and micro-batches in flight at
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
-
 from .model import ModelSpec, Work
 from .ops import Op
 from .plan import Plan
+from .schedule import Compute, Message, Task, step_stream
 
 # AdamW per parameter: read theta, g, m, v; write theta, m, v (Loshchilov & Hutter, ICLR 2019,
 # Algorithm 2), plus zeroing the gradient. Optimizer state is fp32 whatever the model dtype.
@@ -42,38 +41,6 @@ _ADAM_STATE_BYTES = 2 * 4
 def optimizer_bytes_per_param(dtype_bytes: int) -> int:
     """Memory traffic of one AdamW update per parameter, B: theta r/w, g r + zero, m and v r/w (fp32)."""
     return 2 * dtype_bytes + 2 * dtype_bytes + 2 * _ADAM_STATE_BYTES
-
-
-class Task(NamedTuple):
-    """One compute task: a device runs ``part`` of one block half for one micro-batch."""
-
-    device: int
-    """Device index."""
-    phase: str
-    """"fwd", "bwd" or "opt"."""
-    part: str
-    """"embed", "norm", "attn", "mlp", "add", "head" or "optimizer"."""
-    layer: int
-    """Block index; -1 for the stem, classifier and optimizer."""
-    micro_batch: int
-    """Micro-batch index; -1 for the optimizer."""
-    flop: float
-    bytes_moved: float
-    time_s: float
-    subnets: int = 0
-    """How many subnets the task runs (0 for coordinator work)."""
-
-
-class Message(NamedTuple):
-    """One point-to-point transfer of the execution model."""
-
-    src: int
-    dst: int
-    nbytes: int
-    phase: str
-    half: str
-    layer: int
-    micro_batch: int
 
 
 @dataclass(frozen=True)
@@ -136,18 +103,38 @@ class CostModel:
         self._specs = [spec for _, spec in cluster.devices]
         self._coord = cluster.coordinator_index
 
-    # ---- one task -----------------------------------------------------------------
-    def _task(self, k: int, phase: str, part: str, layer: int, m: int, w: Work, n: int, b: int,
-              extra: float = 0, subnets: int = 0) -> Task:
-        """A task running ``n`` copies of work ``w`` on ``b`` samples; ``extra`` = more bytes moved."""
-        P = w.params * self.model.dtype_bytes
-        if phase == "fwd":
+    # ---- pricing ------------------------------------------------------------------
+    def device_spec(self, k: int):
+        """The DeviceSpec of device ``k``."""
+        return self._specs[k]
+
+    def half_work(self, half: str) -> Work:
+        """One subnet's per-sample work in block half ``half`` ("attn" or "mlp")."""
+        return self._half[half]
+
+    def price(self, c: Compute) -> Task:
+        """The FLOP, memory traffic and time of a schedule entry on its device.
+
+        Forward moves the weights once and the forward activations; backward (input
+        gradient + weight gradient) reads the weights, read-modify-writes their gradients
+        (2P) and moves both gradients' activations; the optimizer moves
+        ``optimizer_bytes_per_param`` per updated parameter. Time is the device's roofline
+        (``DeviceSpec.compute_time``), per-task overhead included.
+        """
+        d = self.model.dtype_bytes
+        spec = self._specs[c.device]
+        if c.phase == "opt":
+            nbytes = float(c.params * optimizer_bytes_per_param(d))
+            return Task(c.device, "opt", c.part, c.layer, c.micro_batch, 0.0, nbytes, spec.compute_time(0.0, nbytes, d))
+        w, n, b = c.work, c.copies, c.samples
+        P = w.params * d
+        if c.phase == "fwd":
             flop, nbytes = n * b * w.fwd_flop, n * (P + b * w.fwd_act_bytes)
-        else:  # input gradient + weight gradient; gradients read-modify-written (2P)
+        else:
             flop, nbytes = n * b * w.bwd_flop, n * (P + 2 * P + b * (w.ig_act_bytes + w.wg_act_bytes))
-        nbytes += extra
-        time = self._specs[k].compute_time(flop, nbytes, self.model.dtype_bytes, backward=phase != "fwd")
-        return Task(k, phase, part, layer, m, flop, nbytes, time, subnets)
+        nbytes += c.extra_bytes
+        time = spec.compute_time(flop, nbytes, d, backward=c.phase != "fwd")
+        return Task(c.device, c.phase, c.part, c.layer, c.micro_batch, flop, nbytes, time, c.subnets)
 
     def subnet_time(self, device: int, op: Op, micro_batch_size: int) -> float:
         """Compute time of one subnet for one micro-batch on ``device`` under ``op``, s.
@@ -155,11 +142,11 @@ class CostModel:
         The sum over its halves of the roofline time without the per-task overhead: the
         marginal cost of adding the subnet to a task. FULL >= FORWARD_ONLY >= SKIP = 0.
         """
-        spec, b, d = self._specs[device], micro_batch_size, self.model.dtype_bytes
+        spec, d = self._specs[device], self.model.dtype_bytes
         total = 0.0
         for half in self.halves:
             for phase in ("fwd", "bwd")[: op.level]:
-                t = self._task(device, phase, half, 0, 0, self._half[half], 1, b)
+                t = self.price(Compute(device, phase, half, 0, 0, self._half[half], samples=micro_batch_size))
                 total += spec.roofline_s(t.flop, t.bytes_moved, d, backward=phase == "bwd")
         return total
 
@@ -176,75 +163,15 @@ class CostModel:
 
     # ---- a whole step -------------------------------------------------------------
     def stream(self, plan: Plan) -> list[Task | Message]:
-        """Every task and message of one step of ``plan`` in execution order: per micro-batch
-        the forward and backward chains, each block half as pre task, messages to and tasks on
-        the active devices, their replies, post task; then one optimizer task per device."""
+        """Every task and message of one step of ``plan`` in execution order (``d2ft.schedule``),
+        each compute entry priced."""
         plan.validate(self.model, self.cluster)
-        M, b, c = self.model, plan.micro_batch_size, self._coord
-        a = M.activation_bytes(b)
-        groups = _groups_by_device(plan)
-        out: list[Task | Message] = []
-        for m, grid in enumerate(plan.ops):
-            out.append(self._task(c, "fwd", "embed", -1, m, M.embed, 1, b))
-            for l in range(M.depth):
-                self._block(out, out, "fwd", grid, groups[l], l, m, b, a)
-            out.append(self._task(c, "fwd", "head", -1, m, M.classifier, 1, b))
-            out.append(self._task(c, "bwd", "head", -1, m, M.classifier, 1, b))
-            for l in reversed(range(M.depth)):
-                self._block(out, out, "bwd", grid, groups[l], l, m, b, a)
-            out.append(self._task(c, "bwd", "embed", -1, m, M.embed, 1, b))
-        out += self._optimizer_tasks(plan)
-        return out
+        return [self.price(x) if isinstance(x, Compute) else x for x in step_stream(plan, self.model, self._coord)]
 
     def tasks_and_messages(self, plan: Plan) -> tuple[list[Task], list[Message]]:
         """Every compute task and message of one step of ``plan`` (``stream`` split by kind)."""
         s = self.stream(plan)
         return [x for x in s if isinstance(x, Task)], [x for x in s if isinstance(x, Message)]
-
-    def _block(self, tasks, msgs, phase, grid, group, l, m, b, a) -> None:
-        """Tasks and messages of block ``l``, micro-batch ``m``, one direction."""
-        M, c, fwd = self.model, self._coord, phase == "fwd"
-        # Devices taking part and how many of their subnets run: active in forward, FULL in backward.
-        running = {k: sum(1 for h in heads if (grid[l][h].runs_forward if fwd else grid[l][h].runs_backward))
-                   for k, heads in group.items()}
-        running = {k: n for k, n in running.items() if n}
-        reduce_bytes = len(running) * a  # the coordinator reads each device's partial sum once
-        for half in ("attn", "mlp") if fwd else ("mlp", "attn"):
-            # forward: norm -> subnets -> reduce + residual add; backward: the reverse.
-            tasks.append(self._task(c, phase, "norm", l, m, M.norm, 1, b) if fwd else
-                         self._task(c, phase, "add", l, m, M.residual, 1, b))
-            if half in self.halves:
-                for k, n in running.items():
-                    if k != c:
-                        msgs.append(Message(c, k, a, phase, half, l, m))
-                    tasks.append(self._task(k, phase, half, l, m, self._half[half], n, b, subnets=n))
-                    if k != c:
-                        msgs.append(Message(k, c, a, phase, half, l, m))
-                extra = reduce_bytes
-            else:  # heads-only: the whole MLP runs on the coordinator
-                tasks.append(self._task(c, phase, "mlp", l, m, M.coordinator_mlp, 1, b))
-                extra = 0
-            tasks.append(self._task(c, phase, "add", l, m, M.residual, 1, b, extra=extra) if fwd else
-                         self._task(c, phase, "norm", l, m, M.norm, 1, b, extra=extra))
-
-    def _trained_params(self, plan: Plan) -> list[int]:
-        """Per device, how many parameters got a gradient this step."""
-        M = self.model
-        counts = [0] * self.cluster.num_devices
-        counts[self._coord] = M.coordinator_work.params
-        full = {(l, h) for grid in plan.ops for l, row in enumerate(grid) for h, op in enumerate(row) if op is Op.FULL}
-        for l, h in full:
-            counts[plan.placement[l][h]] += M.subnet.params
-        return counts
-
-    def _optimizer_tasks(self, plan: Plan) -> list[Task]:
-        per_param = optimizer_bytes_per_param(self.model.dtype_bytes)
-        out = []
-        for k, n in enumerate(self._trained_params(plan)):
-            if n:
-                t = self._specs[k].compute_time(0.0, n * per_param, self.model.dtype_bytes)
-                out.append(Task(k, "opt", "optimizer", -1, -1, 0.0, float(n * per_param), t))
-        return out
 
     def peak_memory(self, plan: Plan) -> list[float]:
         """Per device: parameters, gradients and AdamW state of what it holds, plus its largest

@@ -9,7 +9,6 @@ from .cluster import Cluster
 from .model import ModelSpec
 from .plan import Plan
 from .serial import read_json
-from .zoo import timm_config
 
 
 def load_model(ref: str, **overrides) -> ModelSpec:
@@ -17,7 +16,7 @@ def load_model(ref: str, **overrides) -> ModelSpec:
     if ref.endswith(".json") or Path(ref).is_file():
         spec = ModelSpec.from_dict(read_json(ref, "model file"))
         return ModelSpec.from_dict({**spec.to_dict(), **overrides}) if overrides else spec
-    return ModelSpec.from_timm(ref, **overrides) if overrides else timm_config(ref)
+    return ModelSpec.from_timm(ref, **overrides)
 
 
 def load_cluster(ref: str) -> Cluster:

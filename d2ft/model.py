@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from .errors import raise_problems
 from .serial import fields_dict, from_fields
 from .units import FLOP_PER_MAC
+from .zoo import timm_config
 
 
 @dataclass(frozen=True)
@@ -175,9 +176,7 @@ class ModelSpec:
         A pretrained tag (``vit_base_patch16_224.augreg_in21k``) is accepted and ignored;
         keyword overrides (``num_classes=10``, ``split_mlp=False``) replace table values.
         """
-        from .zoo import timm_config
-
-        return dataclasses.replace(timm_config(name), **overrides) if overrides else timm_config(name)
+        return cls(**{**timm_config(name), **overrides})
 
     def to_dict(self) -> dict:
         return fields_dict(self)

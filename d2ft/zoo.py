@@ -13,7 +13,6 @@ pre-norm, register tokens, global-average-pool heads).
 from __future__ import annotations
 
 from .errors import unknown_name
-from .model import ModelSpec
 
 # size -> (dim, depth, heads); MLP width is 4 x dim for all of them.
 _SIZES = {
@@ -65,10 +64,10 @@ def timm_names() -> list[str]:
     return sorted(_ENTRIES)
 
 
-def timm_config(name: str) -> ModelSpec:
-    """The ModelSpec of a timm name; a ``.tag`` suffix is ignored.
+def timm_config(name: str) -> dict:
+    """The ``ModelSpec`` fields of a timm name; a ``.tag`` suffix is ignored (``ModelSpec.from_timm`` builds it).
 
-    >>> timm_config("vit_small_patch16_224.augreg_in21k_ft_in1k").heads
+    >>> timm_config("vit_small_patch16_224.augreg_in21k_ft_in1k")["heads"]
     6
     """
     arch = name.split(".", 1)[0]
@@ -76,4 +75,4 @@ def timm_config(name: str) -> ModelSpec:
         raise unknown_name("timm model", arch, _ENTRIES)
     entry = dict(_ENTRIES[arch])
     dim, depth, heads = _SIZES[entry.pop("size")]
-    return ModelSpec(dim=dim, depth=depth, heads=heads, mlp_hidden=4 * dim, name=arch, **entry)
+    return dict(dim=dim, depth=depth, heads=heads, mlp_hidden=4 * dim, name=arch, **entry)

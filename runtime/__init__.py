@@ -1,7 +1,8 @@
-"""d2ft.runtime: executes plans on real timm ViTs with torch.distributed, and measures them.
+"""runtime: executes plans on real timm ViTs with torch.distributed, and measures them.
 
-The only package of the project that imports torch and timm. It imports ``d2ft`` and
-never ``simulator``.
+The only package of the project that imports torch and timm. It imports ``d2ft`` (never
+``d2ft.app``), and never ``simulator`` or ``analysis``. Every run is described by a
+``runtime.job.Job``; ``runtime.job.run(job)`` runs one on local ranks.
 """
 
 from .spec import model_spec_from_timm

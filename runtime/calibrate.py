@@ -38,6 +38,11 @@ import torch.multiprocessing as mp
 
 from d2ft.cluster import Cluster, DeviceSpec, LinkSpec
 
+from .run import free_port
+from .shard import BlockShard
+from .spec import model_spec_from_timm
+from .weights import build_model
+
 SHAPES = [(64, 64, 64), (128, 192, 64), (256, 384, 128), (512, 384, 384), (788, 768, 192), (1576, 768, 256)]
 SIZES = [2**k for k in range(10, 24, 2)]  # bytes: 1 KiB .. 4 MiB
 
@@ -80,18 +85,15 @@ def measure_device(threads: int = 1) -> dict:
             "mem_bandwidth": 2 * src.numel() * src.element_size() / copy_s}
 
 
-def measure_tasks(model_job: dict, micro_batch_size: int, repeat: int = 15) -> dict:
-    """Forward and backward times of the model's subnet tasks in this process (one thread).
+def measure_tasks(model_job, micro_batch_size: int, repeat: int = 15) -> dict:
+    """Forward and backward times of the subnet tasks of ``model_job``'s model (a ``runtime.job.Job``;
+    its weights are not read) in this process (one thread).
 
     Returns {"points": [(phase, half, heads, FLOP, s)], "rate", "overhead_s", "backward_efficiency"}.
     """
-    from .run import build_model
-    from .shard import BlockShard
-    from .spec import model_spec_from_timm
-
     torch.set_num_threads(1)
-    model = build_model({**model_job, "checkpoint": None})
-    spec = model_spec_from_timm(model, name=model_job["model"])
+    model = build_model(model_job.replace(checkpoint="none"))
+    spec = model_spec_from_timm(model, name=model_job.model)
     H, b = spec.heads, micro_batch_size
     shard = BlockShard(model.blocks[0], list(range(H)))
     x = torch.randn(b, model.patch_embed.num_patches + model.num_prefix_tokens, model.embed_dim)
@@ -110,7 +112,7 @@ def measure_tasks(model_job: dict, micro_batch_size: int, repeat: int = 15) -> d
     norm = model.blocks[0].norm1
     t_norm = _median_time(lambda: norm(x), repeat)
     t_add = _median_time(lambda: x + x, repeat)
-    return {"points": points, **_fit_tasks(points), "micro_batch_size": b, "model": model_job["model"],
+    return {"points": points, **_fit_tasks(points), "micro_batch_size": b, "model": model_job.model,
             "elementwise_s": [t_norm, t_add], "activation_bytes": x.numel() * x.element_size()}
 
 
@@ -153,8 +155,6 @@ def _pingpong(rank: int, world: int, init_method: str, results) -> None:
 def measure_link(nproc: int = 2) -> dict:
     """One-way transfer times between local ranks, all ``nproc`` of them running (rank 0 talking to each
     in turn): {"points", "latency_s", "bandwidth"}."""
-    from .run import free_port
-
     nproc = max(nproc, 2)
     manager = mp.get_context("spawn").Manager()
     results = manager.list()
@@ -165,10 +165,10 @@ def measure_link(nproc: int = 2) -> dict:
     return {"points": points, "latency_s": max(latency, 0.0), "bandwidth": 1 / slope}
 
 
-def calibrate(nproc: int, model_job: dict | None = None, micro_batch_size: int = 16) -> tuple[Cluster, dict]:
+def calibrate(nproc: int, model_job=None, micro_batch_size: int = 16) -> tuple[Cluster, dict]:
     """A star cluster of ``nproc`` measured ranks of this machine, and the raw measurements.
 
-    With ``model_job`` (model and model_kwargs, as a run's job), compute is fitted to that
+    With ``model_job`` (a ``runtime.job.Job`` naming the model and its arguments), compute is fitted to that
     model's subnet tasks at ``micro_batch_size`` (module docstring); else to GEMMs.
     """
     dev = measure_device()
@@ -181,7 +181,7 @@ def calibrate(nproc: int, model_job: dict | None = None, micro_batch_size: int =
         rate, overhead, bwd_eff = tasks["rate"], tasks["overhead_s"], tasks["backward_efficiency"]
         # An elementwise task reads and writes one activation: what is left beyond that is its overhead.
         light = max(statistics.median(tasks["elementwise_s"]) - 2 * tasks["activation_bytes"] / dev["mem_bandwidth"], 0.0)
-        source = (f"measured by d2ft calibrate: {model_job['model']} subnet tasks at micro-batch {micro_batch_size} "
+        source = (f"measured by d2ft calibrate: {model_job.model} subnet tasks at micro-batch {micro_batch_size} "
                   "fitted to overhead + FLOP/rate, backward separately")
     spec = DeviceSpec(
         "this machine, one CPU thread per rank (d2ft calibrate)", peak_flops=rate, peak_flops_fp32=rate,

@@ -188,6 +188,23 @@ def _augment(x: torch.Tensor, g: torch.Generator, pad: int, flip: bool = True) -
 
 # ---- named datasets -------------------------------------------------------------------
 from .datasets import DATASETS  # noqa: E402  (names and descriptions; torch-free, for --help)
+
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+"""The four IDX files of MNIST and Fashion-MNIST, train then test, images then labels."""
+
+
+def find_files(root: Path) -> list[Path]:
+    """The four IDX files (``IDX_FILES``) under ``root``, gzipped or not."""
+    found = []
+    for name in IDX_FILES:
+        options = [root / name, root / f"{name}.gz"]
+        path = next((p for p in options if p.is_file()), None)
+        if path is None:
+            raise FileNotFoundError(f"{root}: no {name}[.gz]; install Debian's dataset-fashion-mnist "
+                                    "(files in /usr/share/datasets/fashion-mnist) or point --data at the IDX files")
+        found.append(path)
+    return found
+
 @dataclass
 class Dataset:
     """A train and a test split, with what augmentation suits them."""
@@ -241,8 +258,6 @@ def read_pixel_csv(path: str | Path, side: int = 28) -> tuple[torch.Tensor, torc
 
 
 def _idx_split(root: Path) -> tuple[ImageData, ImageData]:
-    from .pretrain import find_files
-
     files = find_files(root)
     return (ImageData(read_idx_images(files[0]), read_idx_labels(files[1])),
             ImageData(read_idx_images(files[2]), read_idx_labels(files[3])))

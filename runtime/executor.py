@@ -30,11 +30,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from d2ft.ops import Op
+from d2ft.schedule import HALVES, Message, heads_of, participants
 
 from .shard import BlockShard
-
-HALVES = ("attn", "mlp")
 
 
 @dataclass
@@ -50,7 +48,7 @@ class Counters:
     wait_s: float = 0.0
     """Time inside receives, s: the transfer plus waiting for the peer to get there."""
     messages: list = field(default_factory=list)
-    """(phase, half, layer, micro_batch, peer, bytes, direction) per message."""
+    """Every message this rank sent or received, as a ``d2ft.schedule.Message``, in order."""
     events: list | None = None
     """When a list: (kind, start_s, end_s, tag, peer, bytes) per compute interval and message, times from
     the step's start ("compute", "send" or "recv"; a compute interval's tag is the next message's)."""
@@ -64,8 +62,10 @@ class Link:
     next message, so its compute takes f times as long.
     """
 
-    def __init__(self, counters: Counters, slowdown: float = 1.0, device: torch.device | None = None) -> None:
+    def __init__(self, counters: Counters, slowdown: float = 1.0, device: torch.device | None = None,
+                 rank: int = 0) -> None:
         self.c = counters
+        self.rank = rank
         self.slowdown = slowdown
         self.device = device or torch.device("cpu")
         self._mark = time.perf_counter()
@@ -98,7 +98,7 @@ class Link:
         self.c.comm_s += self._mark - t0
         n = t.numel() * t.element_size()
         self.c.sent_bytes += n
-        self.c.messages.append((*tag, dst, n, "send"))
+        self.c.messages.append(Message(self.rank, dst, n, *tag))
         self._event("send", t0, tag, dst, n)
 
     def recv(self, shape, src: int, tag: tuple, dtype=torch.float32) -> torch.Tensor:
@@ -110,17 +110,9 @@ class Link:
         self.c.wait_s += self._mark - t0
         n = buf.numel() * buf.element_size()
         self.c.recv_bytes += n
-        self.c.messages.append((*tag, src, n, "recv"))
+        self.c.messages.append(Message(src, self.rank, n, *tag))
         self._event("recv", t0, tag, src, n)
         return buf
-
-
-def heads_of(plan, device: int, layer: int, micro_batch: int) -> tuple[list[int], list[int]]:
-    """(FULL heads, FORWARD_ONLY heads) that ``device`` runs in ``layer`` for ``micro_batch``."""
-    row, ops = plan.placement[layer], plan.ops[micro_batch][layer]
-    full = [h for h, k in enumerate(row) if k == device and ops[h] is Op.FULL]
-    fwd = [h for h, k in enumerate(row) if k == device and ops[h] is Op.FORWARD_ONLY]
-    return full, fwd
 
 
 def make_shards(model: nn.Module, plan, device: int, split_mlp: bool = True) -> nn.ModuleDict:
@@ -229,13 +221,8 @@ class Coordinator(nn.Module):
 
     def _half(self, l: int, m: int, half: str, y: torch.Tensor, link: Link, plan) -> torch.Tensor:
         c = self.device
-        active, full = [], []
-        for k in sorted(set(plan.placement[l]) - {c}):
-            f, o = heads_of(plan, k, l, m)
-            if f or o:
-                active.append(k)
-            if f:
-                full.append(k)
+        active = [k for k in participants(plan, l, m, "fwd") if k != c]
+        full = [k for k in participants(plan, l, m, "bwd") if k != c]
         tag = (half, l, m)
         token = _Scatter.apply(y, link, active, full, tag) if active else None
         f, o = heads_of(plan, c, l, m)

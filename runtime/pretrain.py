@@ -22,12 +22,11 @@ import torch
 
 from d2ft.serial import default_file_mode, write_json
 
-from .data import ImageData, read_idx_images, read_idx_labels
-from .train import lr_at
+from .data import ImageData, find_files, read_idx_images, read_idx_labels
+from .optim import lr_at
 
 MODEL = "vit_tiny_patch16_224"
 MODEL_KWARGS = dict(img_size=28, patch_size=4, in_chans=1, embed_dim=96, depth=6, num_heads=4, num_classes=10)
-FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 def sha256(path: Path) -> str:
@@ -36,19 +35,6 @@ def sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def find_files(root: Path) -> list[Path]:
-    """The four Fashion-MNIST IDX files under ``root`` (gzipped or not)."""
-    found = []
-    for name in FILES:
-        options = [root / name, root / f"{name}.gz"]
-        path = next((p for p in options if p.is_file()), None)
-        if path is None:
-            raise FileNotFoundError(f"{root}: no {name}[.gz]; install Debian's dataset-fashion-mnist "
-                                    "(files in /usr/share/datasets/fashion-mnist) or point --data at the IDX files")
-        found.append(path)
-    return found
 
 
 def evaluate(model, data: ImageData, mean, std, batch: int = 500) -> float:

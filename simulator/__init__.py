@@ -1,4 +1,4 @@
-"""d2ft.simulator: predicts what a plan costs on a cluster, as a timeline or analytically.
+"""simulator: predicts what a plan costs on a cluster, as a timeline or analytically.
 
 Imports ``d2ft`` (and numpy), never torch or ``runtime``. ``simulate`` returns the same
 ``d2ft.Trace`` the runtime measures; ``sweep`` plans and simulates grids of what-ifs.

@@ -29,6 +29,7 @@ import numpy as np
 from d2ft.cost import CostModel, optimizer_bytes_per_param
 from d2ft.ops import Op
 from d2ft.plan import Plan
+from d2ft.schedule import Compute
 from d2ft.trace import DeviceStats, Trace
 
 _PHASES = ("fwd", "bwd")
@@ -68,7 +69,7 @@ class Analytical:
         for p, phase in enumerate(_PHASES):
             for j, half in enumerate(cm.halves):
                 for k, spec in enumerate(specs):
-                    t = cm._task(k, phase, half, 0, 0, cm._half[half], 1, micro_batch_size)
+                    t = cm.price(Compute(k, phase, half, 0, 0, cm.half_work(half), samples=micro_batch_size))
                     self.t_half[k, j, p] = spec.roofline_s(t.flop, t.bytes_moved, model.dtype_bytes,
                                                            backward=phase == "bwd")
                 self.flop_sub[p] += t.flop
@@ -82,6 +83,13 @@ class Analytical:
         self.coord_bytes = sum(t.bytes_moved for t in chain)
         bw_c = specs[c].mem_bandwidth
         self.reduce_s = a / bw_c  # one more partial sum read by the coordinator's reduction
+        self._init_messages(cluster, K, c, a)
+        self.params_sub = model.subnet.params
+        self.opt_per_param = optimizer_bytes_per_param(model.dtype_bytes)
+        self.coord_params = model.coordinator_work.params
+
+    def _init_messages(self, cluster, K: int, c: int, a: float) -> None:
+        """Per device: message times to and from the coordinator, link hold times, the fan-out queue."""
         # Messages: time from the coordinator to k and back, with nothing else on the route.
         self.msg = np.array([0.0 if k == c else cluster.transfer_time(self.names[c], self.names[k], a)
                              for k in range(K)])
@@ -107,9 +115,6 @@ class Analytical:
                 u, v, link = cluster.route_links(self.names[c], self.names[k])[0]
                 self.fan_hold[k] = a / link.bandwidth
                 self.fan_factor = max(self.fan_factor, 1.0 if link.duplex else 2.0)  # replies share a half-duplex hop
-        self.params_sub = model.subnet.params
-        self.opt_per_param = optimizer_bytes_per_param(model.dtype_bytes)
-        self.coord_params = model.coordinator_work.params
 
     def _levels(self, plan: Plan) -> np.ndarray:
         if tuple(tuple(r) for r in plan.placement) != self.placement or plan.micro_batch_size != self.b:

@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import networkx as nx
 
-from d2ft.cost import CostModel, Task
+from d2ft.cost import CostModel
+from d2ft.schedule import Task
 
 ORDERS = ("sequential", "interleaved")
 MODES = ("width", "depth")

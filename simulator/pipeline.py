@@ -14,8 +14,9 @@ interleaved stages), and whole stages skipped by routing around them.
 
 from __future__ import annotations
 
-from d2ft.cost import CostModel, Message, Task, optimizer_bytes_per_param
+from d2ft.cost import CostModel
 from d2ft.ops import Op
+from d2ft.schedule import Compute, Message, Task
 
 
 def owners(plan) -> list[int]:
@@ -30,7 +31,7 @@ def owners(plan) -> list[int]:
 def pipeline_stream(plan, model, cluster) -> list[Task | Message]:
     """Tasks and messages of one depth-wise step, in execution order (the chain of each micro-batch)."""
     cm = CostModel(model, cluster)
-    c, b, d = cluster.coordinator_index, plan.micro_batch_size, model.dtype_bytes
+    c, b = cluster.coordinator_index, plan.micro_batch_size
     own = owners(plan)
     a = model.activation_bytes(b)
     shared = model.block_shared
@@ -41,34 +42,30 @@ def pipeline_stream(plan, model, cluster) -> list[Task | Message]:
             out.append(Message(src, dst, a, phase, "stream", l, m))
 
     for m, grid in enumerate(plan.ops):
-        out.append(cm._task(c, "fwd", "embed", -1, m, model.embed, 1, b))
+        out.append(cm.price(Compute(c, "fwd", "embed", -1, m, model.embed, samples=b)))
         prev = c
         for l in range(model.depth):
             hop(prev, own[l], "fwd", l, m)
             n = sum(op.runs_forward for op in grid[l])
-            out.append(cm._task(own[l], "fwd", "block", l, m, shared + model.subnet * n, 1, b, subnets=n))
+            out.append(cm.price(Compute(own[l], "fwd", "block", l, m, shared + model.subnet * n, samples=b, subnets=n)))
             prev = own[l]
         hop(prev, c, "fwd", model.depth, m)
-        out.append(cm._task(c, "fwd", "head", -1, m, model.classifier, 1, b))
-        out.append(cm._task(c, "bwd", "head", -1, m, model.classifier, 1, b))
+        out.append(cm.price(Compute(c, "fwd", "head", -1, m, model.classifier, samples=b)))
+        out.append(cm.price(Compute(c, "bwd", "head", -1, m, model.classifier, samples=b)))
         prev = c
         for l in reversed(range(model.depth)):
             hop(prev, own[l], "bwd", l, m)
             n = sum(op.runs_backward for op in grid[l])
-            out.append(cm._task(own[l], "bwd", "block", l, m, shared + model.subnet * n, 1, b, subnets=n))
+            out.append(cm.price(Compute(own[l], "bwd", "block", l, m, shared + model.subnet * n, samples=b, subnets=n)))
             prev = own[l]
         hop(prev, c, "bwd", -1, m)
-        out.append(cm._task(c, "bwd", "embed", -1, m, model.embed, 1, b))
+        out.append(cm.price(Compute(c, "bwd", "embed", -1, m, model.embed, samples=b)))
     trained = [0] * cluster.num_devices
     trained[c] += model.embed.params + model.classifier.params
     for l, k in enumerate(own):
         n_full = sum(1 for h in range(model.heads) if any(g[l][h] is Op.FULL for g in plan.ops))
         trained[k] += shared.params + n_full * model.subnet.params
-    for k, n in enumerate(trained):
-        if n:
-            nbytes = n * optimizer_bytes_per_param(d)
-            out.append(Task(k, "opt", "optimizer", -1, -1, 0.0, float(nbytes),
-                            cm._specs[k].compute_time(0.0, nbytes, d)))
+    out += [cm.price(Compute(k, "opt", "optimizer", -1, -1, None, params=n)) for k, n in enumerate(trained) if n]
     return out
 
 

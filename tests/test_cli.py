@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from d2ft.cli import main
+from d2ft.app.cli import main
 
 
 def run(capsys, *argv):

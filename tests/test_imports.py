@@ -12,7 +12,7 @@ def _imported_after(module: str) -> set[str]:
     return {name.split(".")[0] for name in out.strip().split(",")}
 
 
-@pytest.mark.parametrize("module", ["d2ft", "d2ft.cli", "simulator", "analysis"])
+@pytest.mark.parametrize("module", ["d2ft", "d2ft.app.cli", "simulator", "analysis"])
 def test_no_torch(module):
     assert "torch" not in _imported_after(module)
 
@@ -29,6 +29,6 @@ def test_simulator_and_runtime_do_not_import_each_other():
 
 def test_the_command_line_parser_does_not_import_torch():
     """`d2ft --help` and the planning commands stay fast: the runtime's parsers import no torch."""
-    code = "import sys, d2ft.cli; d2ft.cli.build_parser(); print('torch' in sys.modules)"
+    code = "import sys, d2ft.app.cli; d2ft.app.cli.build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "False"

@@ -10,7 +10,7 @@ pytest.importorskip("matplotlib")
 from analysis.report import write_report  # noqa: E402
 from analysis.runs import read_run, runs_frame  # noqa: E402
 from d2ft import Op, Plan  # noqa: E402
-from d2ft.cli import main  # noqa: E402
+from d2ft.app.cli import main  # noqa: E402
 
 
 def _plan(ops):

@@ -14,25 +14,30 @@ pytest.importorskip("timm")
 
 from d2ft import Cluster, CostModel, DeviceSpec, LinkSpec, Op, Plan  # noqa: E402
 from runtime import model_spec_from_timm  # noqa: E402
-from runtime.run import build_model, launch, synthetic_batches  # noqa: E402
+from d2ft.schedule import Message, messages  # noqa: E402
+from runtime.feed import synthetic_batches  # noqa: E402
+from runtime.job import Job  # noqa: E402
+from runtime.run import launch  # noqa: E402
+from runtime.weights import build_model  # noqa: E402
 from runtime.shard import full_state_dict  # noqa: E402
 
 KW = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=4, num_classes=5)
 
 
 def _job(plan, tmp_path, steps=3, optimizer="sgd"):
-    return dict(model="vit_tiny_patch16_224", model_kwargs=KW, plan=plan.to_dict(), optimizer=optimizer, lr=0.1,
-                weight_decay=0.0, steps=steps, seed=0, batch_size=plan.batch_size, data="synthetic", lr_schedule="constant",
-                record_logits=True, record_messages=True, progress=False, out_dir=str(tmp_path))
+    return Job(model="vit_tiny_patch16_224", model_kwargs=KW, checkpoint="none", plan=plan, strategy=None,
+               nproc=len(plan.devices), optimizer=optimizer, lr=0.1, weight_decay=0.0, steps=steps, seed=0,
+               data="synthetic", lr_schedule="constant", record_logits=True, record_messages=True, progress=False,
+               out_dir=str(tmp_path))
 
 
 def _results(tmp_path, n):
-    return {r: torch.load(tmp_path / f"rank{r}.pt") for r in range(n)}
+    return {r: torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(n)}
 
 
 def _reference(job, steps):
     model = build_model(job)
-    opt = torch.optim.SGD(model.parameters(), lr=job["lr"])
+    opt = torch.optim.SGD(model.parameters(), lr=job.lr)
     losses, logits = [], []
     for x, y in itertools.islice(synthetic_batches(job, model), steps):
         opt.zero_grad()
@@ -53,9 +58,9 @@ def test_all_full_matches_stock_timm(tmp_path, placement):
     n = max(max(r) for r in placement) + 1
     plan = Plan([f"d{i}" for i in range(n)], placement, [[[Op.FULL] * 4] * 2] * 2, micro_batch_size=2)
     job = _job(plan, tmp_path)
-    launch(job, n)
+    launch(job)
     res = _results(tmp_path, n)
-    model, losses, logits = _reference(job, job["steps"])
+    model, losses, logits = _reference(job, job.steps)
     for step, rec in enumerate(res[0]["log"]):
         torch.testing.assert_close(rec["loss"], losses[step])
         torch.testing.assert_close(rec["logits"], logits[step])
@@ -71,21 +76,21 @@ def test_measured_bytes_equal_the_cost_model_and_idle_ranks_are_silent(tmp_path)
     ops[0][1] = [Op.SKIP] * 4  # nothing runs in block 1 of micro-batch 0
     plan = Plan(["c", "w1", "w2"], placement, ops, micro_batch_size=2)
     job = _job(plan, tmp_path, steps=1)
-    launch(job, 3)
+    launch(job)
     res = _results(tmp_path, 3)
     cost = _predicted(job, plan)
     for r in range(3):
         counters = res[r]["log"][0]["counters"]
         assert counters["sent_bytes"] == cost.devices[r].sent_bytes
         assert counters["recv_bytes"] == cost.devices[r].recv_bytes
-        assert not [m for m in counters["messages"] if m[2] == 1 and m[3] == 0]  # block 1, micro-batch 0
+        assert not [m for m in map(Message._make, counters["messages"]) if m.layer == 1 and m.micro_batch == 0]
 
 
 def test_forward_only_subnets_keep_their_weights(tmp_path):
     plan = Plan(["c", "w"], [[1, 1, 1, 1], [1, 1, 1, 1]],
                 [[["F", "O", "F", "S"], ["O", "O", "F", "F"]]] * 2, micro_batch_size=2)
     job = _job(plan, tmp_path, steps=1)
-    launch(job, 2)
+    launch(job)
     res = _results(tmp_path, 2)
     before = build_model(job)
     after = full_state_dict(build_model(job), plan, {r: res[r]["state"] for r in res}, coordinator=0)
@@ -105,7 +110,7 @@ def _single_process_d2ft(job, plan, steps):
     sliced = (".attn.qkv.", ".attn.proj.weight", ".mlp.fc1.", ".mlp.fc2.weight")  # now held by the shards
     params = [p for n, p in model.named_parameters() if not (n.startswith("blocks.") and any(k in n for k in sliced))]
     params += [p for s in shards for p in s.parameters()]
-    opt = torch.optim.SGD(params, lr=job["lr"])
+    opt = torch.optim.SGD(params, lr=job.lr)
     losses, logits = [], []
     for x, y in itertools.islice(synthetic_batches(job, model), steps):
         opt.zero_grad()
@@ -147,7 +152,7 @@ def test_random_hybrid_plan_matches_the_single_process_reference(tmp_path):
     ops = [[[rng.choice(list(Op)) for _ in range(4)] for _ in range(2)] for _ in range(2)]
     plan = Plan(["c", "w1", "w2"], placement, ops, micro_batch_size=2)
     job = _job(plan, tmp_path, steps=2)
-    launch(job, 3)
+    launch(job)
     res = _results(tmp_path, 3)
     state, losses, logits = _single_process_d2ft(job, plan, 2)
     for step, rec in enumerate(res[0]["log"]):
@@ -161,6 +166,13 @@ def test_random_hybrid_plan_matches_the_single_process_reference(tmp_path):
         for step in res[r]["log"]:
             assert step["counters"]["sent_bytes"] == cost.devices[r].sent_bytes
             assert step["counters"]["recv_bytes"] == cost.devices[r].recv_bytes
+    # Message for message: every rank sends and receives exactly the schedule's messages, in its order.
+    schedule = messages(plan, model_spec_from_timm(build_model(job)), coordinator=0)
+    for r in range(3):
+        for step in res[r]["log"]:
+            recorded = [Message._make(m) for m in step["counters"]["messages"]]
+            assert [m for m in recorded if m.src == r] == [m for m in schedule if m.src == r]
+            assert [m for m in recorded if m.dst == r] == [m for m in schedule if m.dst == r]
 
 
 def _predicted(job, plan):

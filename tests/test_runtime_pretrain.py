@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 
-from d2ft.cli import main  # noqa: E402
+from d2ft.app.cli import main  # noqa: E402
 from runtime.pretrain import MODEL, MODEL_KWARGS, sha256  # noqa: E402
 
 

@@ -13,7 +13,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("timm")
 
-from d2ft.cli import main  # noqa: E402
+from d2ft.app.cli import main  # noqa: E402
+from runtime.job import Job  # noqa: E402
 from runtime.run import launch  # noqa: E402
 
 TINY = '{"img_size": 32, "patch_size": 8, "embed_dim": 48, "depth": 2, "num_heads": 4, "num_classes": 5}'
@@ -21,7 +22,7 @@ BASE = ["--model", "vit_tiny_patch16_224", "--model-kwargs", TINY, "--checkpoint
 
 
 def test_run_end_to_end_with_emulated_slowdown(tmp_path, capsys):
-    from runtime.run import traces
+    from runtime.measure import traces
 
     code = main(["run", "--nproc", "2", *BASE, "--steps", "3", "--strategy", "full", "--slowdown", "1,3",
                  "--out", str(tmp_path), "--json"])
@@ -80,9 +81,9 @@ def test_a_dying_rank_stops_the_job(tmp_path):
     from d2ft import Op, Plan
 
     plan = Plan(["c", "w"], [[1] * 4] * 2, [[[Op.FULL] * 4] * 2], micro_batch_size=2)
-    job = dict(model="vit_tiny_patch16_224", model_kwargs=json.loads(TINY), plan=plan.to_dict(), steps=10_000,
-               seed=0, batch_size=2, slowdown=[1.0, 1.0], timeout_s=60, data="synthetic", progress=False,
-               out_dir=str(tmp_path))
+    job = Job(model="vit_tiny_patch16_224", model_kwargs=json.loads(TINY), checkpoint="none", plan=plan,
+              strategy=None, nproc=2, steps=10_000, seed=0, slowdown=[1.0, 1.0], timeout_s=60, data="synthetic",
+              progress=False, out_dir=str(tmp_path))
     errors = []
     thread = threading.Thread(target=lambda: _capture(errors, job))
     thread.start()
@@ -100,7 +101,7 @@ def test_a_dying_rank_stops_the_job(tmp_path):
 
 def _capture(errors, job):
     try:
-        launch(job, 2)
+        launch(job)
     except RuntimeError as e:
         errors.append(str(e))
 
@@ -135,9 +136,9 @@ def test_the_same_entry_point_runs_under_torchrun(tmp_path):
         pytest.skip("torchrun is not installed beside this Python")
     plan = Plan(["c", "w"], [[1, 0, 1, 1], [1, 1, 0, 1]], [[["F", "O", "S", "F"], ["F", "F", "F", "O"]]],
                 micro_batch_size=2)
-    job = dict(model="vit_tiny_patch16_224", model_kwargs=json.loads(TINY), plan=plan.to_dict(), steps=1, seed=0,
-               batch_size=2, data="synthetic", progress=False, out_dir=str(tmp_path))
-    (tmp_path / "job.json").write_text(json.dumps(job))
+    job = Job(model="vit_tiny_patch16_224", model_kwargs=json.loads(TINY), checkpoint="none", plan=plan,
+              strategy=None, nproc=2, steps=1, seed=0, data="synthetic", progress=False, out_dir=str(tmp_path))
+    (tmp_path / "job.json").write_text(job.to_json())
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", str(free_port()), "-m", "runtime.run",
                            str(tmp_path / "job.json")], env=env, capture_output=True, text=True, timeout=180)
@@ -151,7 +152,7 @@ def test_a_checkpoint_for_another_task_loads_with_a_fresh_classifier(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from runtime.run import load_weights
+    from runtime.weights import load_weights
 
     kw = json.loads(TINY)
     torch.manual_seed(1)

@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 
-from d2ft.cli import main  # noqa: E402
+from d2ft.app.cli import main  # noqa: E402
 
 KW = {"img_size": 16, "patch_size": 8, "in_chans": 1, "embed_dim": 48, "depth": 2, "num_heads": 4,
       "num_classes": 4}
@@ -101,7 +101,7 @@ def test_the_exported_model_is_the_trained_one(idx_dir, tmp_path, capsys):
 def test_lora_changes_only_adapters_and_the_classifier(idx_dir, tmp_path):
     run = tmp_path / "run"
     assert _run(idx_dir, run, "--lora", "--lora-rank", "2", "--strategy", "full", steps="1") == 0
-    states = {r: torch.load(run / f"rank{r}.pt")["state"] for r in range(2)}
+    states = {r: torch.load(run / f"rank{r}.pt", weights_only=True)["state"] for r in range(2)}
     torch.manual_seed(0)
     import timm
 

@@ -1,49 +1,28 @@
-"""The d2ft command line: a thin layer over the Python API.
+"""The what-if commands: ``list``, ``cost``, ``plan``, ``simulate``, ``sweep``, ``whatif``, ``compare``.
 
-Every command prints a readable table by default and one JSON object with --json.
-Units: seconds (s), bytes (B), FLOP; a "keep ratio" is a fraction in (0, 1].
+Each is a thin layer over the Python API (``d2ft.CostModel``, ``d2ft.plan_step``,
+``simulator.simulate`` and ``sweep``, ``analysis.compare``); none imports torch. Every one
+prints a readable table by default and one JSON object with --json. Units: seconds (s),
+bytes (B), FLOP; a keep ratio is a fraction in (0, 1].
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from typing import Callable, Sequence
 
-from . import catalogue
-from .cost import CostModel, StepCost
-from .loaders import load_cluster, load_model, load_plan
-from .ops import Op
-from .plan import Plan
-from .serial import atomic_write_text, read_json
-from .trace import Trace
-from .units import fmt_bytes, fmt_flop, fmt_time
-from .zoo import timm_names
-
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
-
-
-def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    COMMANDS[fn.__name__.removeprefix("cmd_")] = fn
-    return fn
-
-
-# ---- shared arguments ------------------------------------------------------------------
-def _add_model_cluster(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="vit_base_patch16_224",
-                   help="timm model name (see `d2ft list models`) or a model.json file (default: %(default)s)")
-    p.add_argument("--cluster", default="lan-4x3090",
-                   help="cluster preset (see `d2ft list clusters`) or a cluster.json file (default: %(default)s)")
-    p.add_argument("--heads-only", action="store_true",
-                   help="subnets are attention heads only; the MLP stays whole on the coordinator")
-    p.add_argument("--dtype-bytes", type=int, choices=(2, 4), default=None,
-                   help="bytes per element: 2 (bf16/fp16) or 4 (fp32); default: the model's (4)")
-
-
-def _add_step_shape(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--micro-batches", type=_positive_int, default=4, help="micro-batches per step (default: 4)")
-    p.add_argument("--micro-batch-size", type=_positive_int, default=8, help="images per micro-batch (default: 8)")
+from .. import catalogue
+from ..cost import CostModel, StepCost
+from ..loaders import load_cluster, load_model, load_plan
+from ..ops import Op
+from ..plan import Plan
+from ..serial import atomic_write_text, read_json
+from ..trace import Trace
+from ..units import fmt_bytes, fmt_flop, fmt_time
+from ..planner import DEFAULT_BACKEND, MIP_BACKENDS
+from ..zoo import timm_names
+from . import flags
+from .progress import progress_bar
 
 
 def _model_and_cluster(args: argparse.Namespace):
@@ -62,14 +41,15 @@ def _plan_from_args(args: argparse.Namespace, model, cluster, op: Op, mode: str 
         return load_plan(args.plan)
     placement = None
     if mode is not None:
-        from .placement import plan_placement
+        from ..placement import plan_placement
 
         placement = plan_placement(model, cluster, mode, micro_batches=args.micro_batches,
                                    micro_batch_size=args.micro_batch_size)
     return Plan.uniform(model, cluster, op, args.micro_batches, args.micro_batch_size, placement=placement)
 
 
-def _emit(args: argparse.Namespace, obj: dict, text: str) -> None:
+def emit(args: argparse.Namespace, obj: dict, text: str) -> None:
+    """Prints ``obj`` as one JSON line with --json, else ``text``."""
     print(json.dumps(obj) if args.json else text)
 
 
@@ -107,8 +87,6 @@ def step_table(cost: StepCost) -> str:
     return "\n".join(rows)
 
 
-# ---- commands --------------------------------------------------------------------------
-@command
 def cmd_list(args: argparse.Namespace) -> int:
     """List the timm models, catalogue devices and links, and cluster presets."""
     items = {
@@ -120,11 +98,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         "clusters": {k: ", ".join(f"{n}={s.name}" for n, s in catalogue.cluster_preset(k).devices)
                      for k in catalogue.PRESETS},
     }[args.what]
-    _emit(args, items, "\n".join(f"{k:<34} {v}" for k, v in items.items()))
+    emit(args, items, "\n".join(f"{k:<34} {v}" for k, v in items.items()))
     return 0
 
 
-@command
 def cmd_cost(args: argparse.Namespace) -> int:
     """Analytical cost of one step: a plan file, or every subnet running one op."""
     model, cluster = _model_and_cluster(args)
@@ -132,16 +109,15 @@ def cmd_cost(args: argparse.Namespace) -> int:
     cost = CostModel(model, cluster).step(plan)
     if args.trace:
         atomic_write_text(args.trace, Trace.from_cost(cost, meta=plan.meta).to_json())
-    _emit(args, step_record(cost), step_table(cost))
+    emit(args, step_record(cost), step_table(cost))
     return 0
 
 
-@command
 def cmd_plan(args: argparse.Namespace) -> int:
     """Plan one step's ops with a D2FT strategy (or a baseline) under a compute/communication budget."""
-    from .placement import plan_placement
-    from .planner import plan_step
-    from .scores import Scores
+    from ..placement import plan_placement
+    from ..planner import plan_step
+    from ..scores import Scores
 
     model, cluster = _model_and_cluster(args)
     scores = Scores.from_dict(read_json(args.scores, "scores file")) if args.scores else None
@@ -155,7 +131,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.out:
         text = report.plan.to_json() if args.out.endswith(".json") else report.plan.to_text()
         atomic_write_text(args.out, text + ("" if text.endswith("\n") else "\n"))
-    _emit(args, report.to_dict(), plan_table(report) + (f"\nplan written to {args.out}" if args.out else ""))
+    emit(args, report.to_dict(), plan_table(report) + (f"\nplan written to {args.out}" if args.out else ""))
     return 0
 
 
@@ -175,7 +151,6 @@ def plan_table(report) -> str:
     return "\n".join(rows)
 
 
-@command
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Simulate one step of a plan: timeline (graph path) or sums (analytical path), and its bottleneck."""
     from simulator import simulate
@@ -207,11 +182,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         rows.append(f"bottleneck: {b['resource']} holds {b['share']:.0%} of the critical path")
     rows.append(f"against all-FULL: compute {cost.compute_saving:.1%} saved, communication "
                 f"{record['comm_saving']:.1%} saved")
-    _emit(args, record, "\n".join(rows))
+    emit(args, record, "\n".join(rows))
     return 0
 
 
-@command
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Plan and simulate every point of a grid of what-ifs; one CSV row per point."""
     import csv
@@ -219,7 +193,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     from simulator.sweep import RECORD_FIELDS, parse_list, sweep
 
-    bar = _progress_bar()
+    bar = progress_bar("point")
     records = sweep(
         parse_list(args.models), parse_list(args.clusters), strategies=parse_list(args.strategies),
         keeps=parse_list(args.keeps, float), micro_batch_sizes=parse_list(args.micro_batch_sizes, int),
@@ -237,66 +211,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_bar():
-    """A progress callback drawing a tqdm bar on stderr (silent where tqdm is missing)."""
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return None
-    state = {}
-
-    def update(done: int, total: int) -> None:
-        if "bar" not in state:
-            state["bar"] = tqdm(total=total, unit="point", file=sys.stderr)
-        state["bar"].update(1)
-        if done == total:
-            state["bar"].close()
-    return update
-
-
-@command
-def cmd_demo(args: argparse.Namespace) -> int:
-    """The whole pipeline on this machine: calibrate, plan, simulate, fine-tune on 4 ranks, compare, report."""
-    from .demo import run_demo
-
-    run_demo(args.out, quick=args.quick, steps=args.steps, seed=args.seed)
-    return 0
-
-
-@command
-def cmd_report(args: argparse.Namespace) -> int:
-    """One HTML page (figures embedded) and a Markdown summary of a run directory or a folder of runs."""
-    import pandas as pd
-
-    from analysis.report import write_report
-
-    sweep = None
-    if args.sweep:
-        try:
-            sweep = pd.read_csv(args.sweep)
-        except (OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
-            raise ValueError(f"--sweep {args.sweep!r}: cannot read it as a `d2ft sweep` CSV ({e})") from None
-        if not {"strategy", "step_time_s"} <= set(sweep.columns):
-            raise ValueError(f"--sweep {args.sweep!r} is not a `d2ft sweep` CSV (no strategy and step_time_s columns)")
-    from pathlib import Path
-
-    from .demo import side_by_side
-
-    folder = Path(args.run_dir)
-    runs = [folder] if (folder / "metrics.jsonl").is_file() else \
-        sorted(p for p in folder.iterdir() if (p / "metrics.jsonl").is_file()) if folder.is_dir() else []
-    recorded = [p for p in runs if any(p.glob("timeline-step*.json"))]
-    # One step side by side: of a D2FT run where there is one (its plan is the interesting one), else any.
-    pick = next((p for p in recorded if read_json(p / "job.json", "job file").get("strategy") in
-                 ("hybrid", "backward", "shortcut")), recorded[0] if recorded else None)
-    timelines = side_by_side(pick) if pick is not None else {}
-    html, md = write_report(args.run_dir, args.out, sweep=sweep, timelines=timelines,
-                            command="d2ft " + " ".join(sys.argv[1:]))
-    _emit(args, {"html": str(html), "markdown": str(md)}, f"report: {html}\nsummary: {md}")
-    return 0
-
-
-@command
 def cmd_compare(args: argparse.Namespace) -> int:
     """Predicted against measured: two Trace JSON files (e.g. `d2ft simulate --trace` and a run's
     timeline-stepN.json), per device and quantity, with absolute and relative errors."""
@@ -316,10 +230,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-@command
 def cmd_whatif(args: argparse.Namespace) -> int:
     """What-if: one fine-tuning step of a model on several clusters, per D2FT strategy and baseline."""
-    from .planner import plan_step
+    from ..planner import plan_step
 
     model = load_model(args.model)
     print(f"{model.name}: {model.params:,} parameters, {model.forward_macs / 1e9:.2f} G multiply-adds per image "
@@ -344,49 +257,57 @@ def cmd_whatif(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="d2ft", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("list", help=cmd_list.__doc__, description=cmd_list.__doc__)
+
+def add_parsers(sub) -> None:
+    """The what-if commands' parsers."""
+    _add_list(sub)
+    _add_cost(sub)
+    _add_plan(sub)
+    _add_simulate(sub)
+    _add_sweep(sub)
+    _add_whatif(sub)
+    _add_compare(sub)
+
+
+def _add_list(sub) -> None:
+    p = flags.command(sub, "list", cmd_list)
     p.add_argument("what", choices=("models", "devices", "links", "clusters"))
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    p = sub.add_parser("cost", help=cmd_cost.__doc__, description=cmd_cost.__doc__)
-    _add_model_cluster(p)
+
+def _add_cost(sub) -> None:
+    p = flags.command(sub, "cost", cmd_cost)
+    flags.add_model_cluster(p)
     p.add_argument("--plan", help="plan file (.json, or a text grid); default: a uniform plan of --op")
     p.add_argument("--op", default="F", help="op of every subnet without --plan: F, O or S (default: F)")
-    _add_step_shape(p)
+    flags.add_step_shape(p)
     p.add_argument("--trace", help="also write the step as a d2ft Trace JSON to this path")
     p.add_argument("--json", action="store_true", help="print one JSON object (times in s, sizes in B)")
 
-    p = sub.add_parser("plan", help=cmd_plan.__doc__, description=cmd_plan.__doc__)
-    _add_model_cluster(p)
-    p.add_argument("--strategy", default="hybrid",
-                   help="backward (F/O), shortcut (F/S), hybrid (F/O/S), or a baseline: full, random, freeze, "
-                        "layerdrop (default: %(default)s)")
-    p.add_argument("--solver", default="dp", help="mip (exact), dp (two-stage heuristic) or greedy (default: %(default)s)")
-    p.add_argument("--keep", type=_fraction, default=0.6,
-                   help="compute keep ratio in (0, 1]: each device gets its fixed work plus this share of its "
-                        "all-FULL subnet time; the placement balances these budgets (default: %(default)s)")
-    p.add_argument("--comm-keep", type=_fraction, default=None,
-                   help="communication keep ratio in (0, 1]: each device's bytes per step vs all-FULL (default: none)")
-    _add_step_shape(p)
+
+def _add_plan(sub) -> None:
+    p = flags.command(sub, "plan", cmd_plan)
+    flags.add_model_cluster(p)
+    flags.add_budget(p)
+    flags.add_step_shape(p)
     p.add_argument("--scores", help="scores JSON {\"forward\": [[...]], \"backward\": [[...]]} per [layer][head] "
                                     "or [micro_batch][layer][head]; default: synthetic scores from --seed")
     p.add_argument("--placement", choices=("width", "depth"), default="width",
                    help="subnets spread over devices per block (width) or whole blocks per device (depth)")
-    p.add_argument("--seed", type=int, default=0, help="seed for synthetic scores and random baselines (default: 0)")
+    flags.add_seed(p)
     p.add_argument("--time-limit", type=float, default=5.0, help="mip time limit, s (default: 5)")
     p.add_argument("--gap", type=float, default=0.01, help="mip relative gap to stop at (default: 0.01)")
-    p.add_argument("--backend", choices=("CBC", "HiGHS"), default="HiGHS", help="mip backend (default: HiGHS)")
+    p.add_argument("--backend", choices=MIP_BACKENDS, default=DEFAULT_BACKEND, help="mip backend (default: %(default)s)")
     p.add_argument("--out", help="write the plan here (.json, or any other extension for the text grid)")
     p.add_argument("--json", action="store_true", help="print one JSON object (times in s, sizes in B)")
 
-    p = sub.add_parser("simulate", help=cmd_simulate.__doc__, description=cmd_simulate.__doc__)
-    _add_model_cluster(p)
+
+def _add_simulate(sub) -> None:
+    p = flags.command(sub, "simulate", cmd_simulate)
+    flags.add_model_cluster(p)
     p.add_argument("--plan", help="plan file (.json or text grid); default: all-FULL on the balanced placement")
-    _add_step_shape(p)
+    flags.add_step_shape(p)
     p.add_argument("--path", choices=("graph", "analytical"), default="graph",
                    help="graph: full timeline; analytical: per-device sums, fast (default: graph)")
     p.add_argument("--order", choices=("sequential", "interleaved"), default="sequential",
@@ -397,7 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chrome-trace", help="write the timeline in Chrome trace-event JSON (ui.perfetto.dev)")
     p.add_argument("--json", action="store_true", help="print one JSON object (times in s, sizes in B)")
 
-    p = sub.add_parser("sweep", help=cmd_sweep.__doc__, description=cmd_sweep.__doc__)
+
+def _add_sweep(sub) -> None:
+    p = flags.command(sub, "sweep", cmd_sweep)
     p.add_argument("--models", default="vit_base_patch16_224", help="comma-separated timm names or model.json files")
     p.add_argument("--clusters", default="lan-4x3090", help="comma-separated presets or cluster.json files")
     p.add_argument("--strategies", default="full,hybrid", help="comma-separated strategies and baselines")
@@ -408,107 +331,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--link-bandwidths", default="none",
                    help="comma-separated bandwidths for every link, B/s (1.25e9 = 10 Gb/s), or none: as built")
     p.add_argument("--devices", default="none", help="comma-separated device counts (star clusters), or none")
-    p.add_argument("--solver", default="dp", help="mip, dp or greedy (default: dp)")
+    p.add_argument("--solver", default="dp", help=f"{flags.SOLVER_HELP} (default: %(default)s)")
     p.add_argument("--path", choices=("graph", "analytical"), default="analytical", help="simulator path")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic scores (default: 0)")
+    flags.add_seed(p, "synthetic scores")
     p.add_argument("--out", required=True, help="CSV file to write (atomically)")
 
-    _add_runtime_parsers(sub)
 
-    p = sub.add_parser("demo", help=cmd_demo.__doc__, description=cmd_demo.__doc__)
-    p.add_argument("--quick", action="store_true", help="16 steps per run instead of 200: the same pipeline in under "
-                                                       "2 minutes")
-    p.add_argument("--steps", type=_positive_int, help="training steps per run (default: 200, or 16 with --quick)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the runs (default: 0)")
-    p.add_argument("--out", default="out/demo", help="folder for everything the demo writes (default: %(default)s; "
-                                                     "a previous demo there is replaced)")
-
-    p = sub.add_parser("report", help=cmd_report.__doc__, description=cmd_report.__doc__)
-    p.add_argument("run_dir", help="a run directory (`d2ft run --out`) or a folder of them (e.g. out/demo/runs)")
-    p.add_argument("--sweep", help="a `d2ft sweep` CSV to draw as what-if curves")
-    p.add_argument("--out", help="folder for report.html, report.md and figures/ (default: RUN_DIR)")
-    p.add_argument("--json", action="store_true", help="print the paths as one JSON object")
-
-    p = sub.add_parser("compare", help=cmd_compare.__doc__, description=cmd_compare.__doc__)
-    p.add_argument("predicted", help="Trace JSON of the prediction (`d2ft simulate --trace FILE`)")
-    p.add_argument("measured", help="Trace JSON of the measurement (a run's timeline-stepN.json)")
-    p.add_argument("--json", action="store_true", help="print the rows as JSON (s, B; rel_error a fraction)")
-
-    p = sub.add_parser("whatif", help=cmd_whatif.__doc__, description=cmd_whatif.__doc__)
+def _add_whatif(sub) -> None:
+    p = flags.command(sub, "whatif", cmd_whatif)
     p.add_argument("--model", default="vit_base_patch16_224", help="timm name or model.json (default: %(default)s)")
     p.add_argument("--clusters", default="lan-4x3090,mixed-4,edge-orin-wifi",
                    help="comma-separated cluster presets (default: %(default)s)")
-    p.add_argument("--keep", type=_fraction, default=0.6, help="compute keep ratio in (0, 1] (default: 0.6)")
-    p.add_argument("--comm-keep", type=_fraction, default=0.5,
-                   help="communication keep ratio in (0, 1] (default: 0.5)")
-    p.add_argument("--solver", default="dp", help="mip, dp or greedy (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic scores (default: 0)")
-    _add_step_shape(p)
-    return parser
+    flags.add_budget(p, strategy=False, comm_keep=0.5)
+    flags.add_seed(p, "synthetic scores")
+    flags.add_step_shape(p)
 
 
-def _add_runtime_parsers(sub) -> None:
-    """Commands served by the runtime package (torch is imported only when one of them runs)."""
-    try:
-        from runtime.cli import add_parser
-    except ImportError:  # pragma: no cover - the runtime ships with the distribution
-        return
-    add_parser(sub)
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from runtime.cli import run_command
-
-    return run_command(args)
-
-
-def cmd_calibrate(args: argparse.Namespace) -> int:
-    from runtime.cli import calibrate_command
-
-    return calibrate_command(args)
-
-
-def cmd_pretrain(args: argparse.Namespace) -> int:
-    from runtime.cli import pretrain_command
-
-    return pretrain_command(args)
-
-
-COMMANDS["pretrain"] = cmd_pretrain
-COMMANDS["run"] = cmd_run
-COMMANDS["calibrate"] = cmd_calibrate
-
-
-def _checked(parse, ok, expected: str):
-    """An argparse type: ``parse`` the text, then require ``ok(value)``, else say what was ``expected``."""
-    def convert(text: str):
-        try:
-            value = parse(text)
-        except ValueError:
-            value = None
-        if value is None or not ok(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        return value
-    return convert
-
-
-_fraction = _checked(float, lambda v: 0 < v <= 1, "a number in (0, 1] (the share of the all-FULL cost kept)")
-_positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``d2ft`` console script. Errors print one line and exit 2."""
-    args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except (ValueError, KeyError, OSError, IndexError, RuntimeError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"d2ft {args.command}: error: {message}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # output piped into `head` and the like
-        sys.stderr.close()
-        return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def _add_compare(sub) -> None:
+    p = flags.command(sub, "compare", cmd_compare)
+    p.add_argument("predicted", help="Trace JSON of the prediction (`d2ft simulate --trace FILE`)")
+    p.add_argument("measured", help="Trace JSON of the measurement (a run's timeline-stepN.json)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON (s, B; rel_error a fraction)")

@@ -1,0 +1,83 @@
+"""Command-line flags shared by several commands, each defined once, with its unit and check.
+
+Strategy and solver names come from the planner's registries (``d2ft.planner``); an
+unknown name is answered by the planner's own error, which lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..planner import BASELINES, SOLVERS, STRATEGIES
+
+
+def command(sub, name: str, fn, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand ``name`` run by ``fn``, its help and description ``fn``'s docstring unless given."""
+    kwargs.setdefault("help", fn.__doc__)
+    kwargs.setdefault("description", kwargs["help"])
+    p = sub.add_parser(name, **kwargs)
+    p.set_defaults(func=fn)
+    return p
+
+
+def checked(parse, ok, expected: str):
+    """An argparse type: ``parse`` the text, then require ``ok(value)``, else say what was ``expected``."""
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return convert
+
+
+fraction = checked(float, lambda v: 0 < v <= 1, "a number in (0, 1] (the share of the all-FULL cost kept)")
+positive_int = checked(int, lambda v: v >= 1, "a positive integer")
+
+_OPS = {name: "/".join(op.char for op in ops) for name, ops in STRATEGIES.items()}
+STRATEGY_HELP = (", ".join(f"{name} ({ops})" for name, ops in _OPS.items()) + f", or a baseline: {', '.join(BASELINES)}")
+SOLVER_HELP = f"{', '.join(SOLVERS)} (mip exact, dp the paper's two-stage heuristic, greedy value per cost)"
+
+
+def add_model_cluster(p: argparse.ArgumentParser) -> None:
+    """--model, --cluster, --heads-only, --dtype-bytes (the what-if commands)."""
+    p.add_argument("--model", default="vit_base_patch16_224",
+                   help="timm model name (see `d2ft list models`) or a model.json file (default: %(default)s)")
+    p.add_argument("--cluster", default="lan-4x3090",
+                   help="cluster preset (see `d2ft list clusters`) or a cluster.json file (default: %(default)s)")
+    p.add_argument("--heads-only", action="store_true",
+                   help="subnets are attention heads only; the MLP stays whole on the coordinator")
+    p.add_argument("--dtype-bytes", type=int, choices=(2, 4), default=None,
+                   help="bytes per element: 2 (bf16/fp16) or 4 (fp32); default: the model's (4)")
+
+
+def add_step_shape(p, micro_batches: int = 4, micro_batch_size: int = 8) -> None:
+    """--micro-batches and --micro-batch-size. Defaults differ by command on purpose: the what-if
+    commands price a GPU-sized step (4 x 8), ``run`` a step this machine's CPU ranks train (2 x 16)."""
+    p.add_argument("--micro-batches", type=positive_int, default=micro_batches,
+                   help=f"micro-batches per step (default: {micro_batches})")
+    p.add_argument("--micro-batch-size", type=positive_int, default=micro_batch_size,
+                   help=f"images per micro-batch (default: {micro_batch_size})")
+
+
+def add_budget(p, strategy: bool = True, comm_keep: float | None = None) -> None:
+    """--strategy (optionally), --solver, --keep and --comm-keep: what the knapsack is asked to do."""
+    if strategy:
+        p.add_argument("--strategy", default="hybrid", help=f"{STRATEGY_HELP} (default: %(default)s)")
+    p.add_argument("--solver", default="dp", help=f"{SOLVER_HELP} (default: %(default)s)")
+    p.add_argument("--keep", type=fraction, default=0.6,
+                   help="compute keep ratio in (0, 1]: each device gets its fixed work plus this share of its "
+                        "all-FULL subnet time (default: %(default)s)")
+    p.add_argument("--comm-keep", type=fraction, default=comm_keep,
+                   help="communication keep ratio in (0, 1]: each device's bytes per step vs all-FULL "
+                        f"(default: {comm_keep if comm_keep is not None else 'none'})")
+
+
+def add_seed(p, what: str = "synthetic scores and random baselines") -> None:
+    p.add_argument("--seed", type=int, default=0, help=f"seed of the {what} (default: 0)")
+
+
+def add_json(p, what: str = "one JSON object (times in s, sizes in B)") -> None:
+    p.add_argument("--json", action="store_true", help=f"print {what}")

@@ -1,0 +1,284 @@
+"""The runtime's commands: ``run`` (flags mapped to a ``runtime.job.Job``), ``calibrate``, ``pretrain``.
+
+torch is imported only when one of them runs, so ``d2ft --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from runtime.datasets import DATASETS
+
+from ..serial import atomic_write_text, write_json
+from ..units import fmt_bytes, fmt_time
+from . import flags
+
+RUN_DESCRIPTION = """\
+Fine-tune a timm ViT with D2FT on local ranks (torch.distributed: gloo on CPU, NCCL on GPU).
+
+Rank 0 is the coordinator (stem, norms, classifier, and the planner); the subnets (a head
+and its MLP slice) are placed over the ranks once, by their speed. Every --replan-every
+steps the coordinator re-solves which subnet runs FULL, FORWARD_ONLY or SKIP in each
+micro-batch from the contribution scores the ranks measured (magnitude, Fisher), within
+--keep of the all-FULL compute. Written to --out (RUN_DIR):
+
+  job.json          the job (what --resume checks against)
+  metrics.jsonl     one line per step: loss, lr, op counts, step time (s), measured and
+                    predicted compute (s) and bytes (B) per rank, re-plan time, top-1
+  plans.jsonl       every plan used, with the step it started and the solver's time
+  checkpoint.json   the last complete checkpoint (checkpoints/step-N/rank*.pt)
+  model.safetensors the fine-tuned model as one timm state dict (LoRA merged)
+  summary.json      the headline figures
+
+Example: d2ft run --strategy hybrid --keep 0.6 --steps 300 --out runs/hybrid
+"""
+
+
+def _model_kwargs(args) -> dict:
+    try:
+        kwargs = json.loads(args.model_kwargs) if args.model_kwargs else {}
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--model-kwargs is not valid JSON: {e.msg}") from None
+    if not isinstance(kwargs, dict):
+        raise ValueError("--model-kwargs must be a JSON object, e.g. '{\"num_classes\": 10}'")
+    return kwargs
+
+
+FLAGS = {  # d2ft run flag -> Job field, where the value carries over as it is
+    "model": "model", "checkpoint": "checkpoint", "data": "data", "augment": "augment", "nproc": "nproc",
+    "cluster": "cluster", "plan": "plan", "strategy": "strategy", "solver": "solver", "keep": "keep",
+    "comm_keep": "comm_keep", "replan_every": "replan_every", "full_warmup": "full_warmup",
+    "micro_batches": "micro_batches", "micro_batch_size": "micro_batch_size", "speed_oblivious": "speed_oblivious",
+    "steps": "steps", "optimizer": "optimizer", "lr": "lr", "lr_warmup": "lr_warmup_steps",
+    "weight_decay": "weight_decay", "momentum": "momentum", "seed": "seed", "eval_every": "eval_every",
+    "eval_batch_size": "eval_batch_size", "checkpoint_every": "checkpoint_every",
+    "keep_checkpoints": "keep_checkpoints", "resume": "resume", "device": "device", "port": "port",
+    "timeout": "timeout_s", "out": "out_dir", "label": "label",
+}
+
+
+def job_from_args(args):
+    """The ``runtime.job.Job`` of a ``d2ft run`` command line (``FLAGS`` map one to one onto fields)."""
+    from runtime.job import Job, LoraSpec
+
+    fields = {field: getattr(args, flag) for flag, field in FLAGS.items()}
+    if args.plan:  # a plan file runs as it is
+        fields["strategy"] = None
+    if args.lora:
+        targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
+        fields["lora"] = LoraSpec(rank=args.lora_rank, alpha=args.lora_alpha, targets=targets)
+    if args.slowdown:
+        try:
+            fields["slowdown"] = tuple(float(x) for x in args.slowdown.split(","))
+        except ValueError:
+            raise ValueError(f"--slowdown {args.slowdown!r}: expected comma-separated numbers >= 1, e.g. 1,1,2,4") from None
+    return Job(model_kwargs=_model_kwargs(args), progress=not (args.quiet or args.json), **fields)
+
+
+def command_line(job) -> str:
+    """The ``d2ft run`` command that makes ``job`` (flags for the fields that differ from the defaults)."""
+    from runtime.job import Job
+
+    default, parts = Job(), ["d2ft run"]
+    for flag, field in FLAGS.items():
+        value = getattr(job, field)
+        if value == getattr(default, field) or not isinstance(value, (str, int, float)):
+            continue  # a prepared job's Plan and Cluster have no flag form
+        name = "--" + flag.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(name if value else f"--no-{flag.replace('_', '-')}")
+        else:
+            parts.append(f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}")
+    if job.model_kwargs:
+        parts.append(f"--model-kwargs '{json.dumps(job.model_kwargs)}'")
+    if job.lora:
+        parts.append(f"--lora --lora-rank {job.lora.rank} --lora-alpha {job.lora.alpha:g} "
+                     f"--lora-targets {','.join(job.lora.targets)}")
+    if job.slowdown:
+        parts.append("--slowdown " + ",".join(f"{x:g}" for x in job.slowdown))
+    return " ".join(parts)
+
+
+def cmd_run(args) -> int:
+    """``d2ft run``: the flags as a Job, prepared (every check before any rank starts), then run."""
+    from runtime.prepare import prepare, write_job
+    from runtime.run import run
+
+    job = job_from_args(args)
+    if args.dry_run:
+        job = prepare(job)
+        path = write_job(job)
+        print(f"job written to {path}; run it with: torchrun --nproc-per-node {job.nproc} -m runtime.run {path}")
+        return 0
+    summary = run(job)
+    print(json.dumps(summary) if args.json else format_summary(summary))
+    return 0
+
+
+def format_summary(s: dict) -> str:
+    """A run's summary (``d2ft.rundir.summarise``) as the few lines ``d2ft run`` prints."""
+    rows = [f"{s['model']} on {s['nproc']} ranks, {s['strategy'] or 'plan file'}"
+            + (f" keep {s['keep']:g}" if s.get("keep") and s['strategy'] != 'full' else "") + (", LoRA" if s.get("lora") else "")
+            + f", data {s['data']}: {s['steps']} steps"]
+    if s["final_loss"] is not None:
+        rows.append(f"  final loss {s['final_loss']:.4f}" + (f", test top-1 {s['top1']:.4f}" if s["top1"] is not None else ""))
+    rows.append(f"  median step {fmt_time(s['median_step_time_s'])}, measured compute {fmt_time(s['median_measured_compute_s'])} "
+                f"per step (all ranks), {fmt_bytes(s['total_measured_sent_bytes'])} sent in all")
+    if "predicted_compute_saving" in s:
+        rows.append(f"  planned savings against all-FULL: compute {s['predicted_compute_saving']:.1%}, "
+                    f"communication {s['predicted_comm_saving']:.1%}; measured bytes "
+                    f"{'equal' if s['bytes_exact'] else 'DIFFER FROM'} the cost model's")
+    if s.get("replans"):
+        n = s["replans"]
+        rows.append(f"  {n} plan{'s' if n != 1 else ''} made, median {fmt_time(s['median_replan_s'])} each")
+    rows.append(f"metrics.jsonl, plans.jsonl, summary.json and the fine-tuned model ({Path(s['model_file']).name}) "
+                f"in {s['run_dir']}/")
+    return "\n".join(rows)
+
+
+def cmd_calibrate(args) -> int:
+    """``d2ft calibrate``: measure this machine's ranks into a cluster JSON."""
+    from runtime.calibrate import calibrate
+    from runtime.job import Job
+    from runtime.prepare import resolve_model
+
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, got {args.nproc}")
+    model_job = None
+    if args.model or args.checkpoint:
+        name, kwargs, _ = resolve_model(args.model, _model_kwargs(args), args.checkpoint)
+        model_job = Job(model=name, model_kwargs=kwargs, checkpoint="none")
+    cluster, raw = calibrate(args.nproc, model_job, args.micro_batch_size)
+    out = Path(args.out)
+    atomic_write_text(out, cluster.to_json() + "\n")
+    write_json(out.with_suffix(".raw.json"), raw)
+    dev = cluster.device(0)
+    summary = {"out": str(out), "peak_flops": dev.peak_flops, "task_overhead_s": dev.task_overhead_s,
+               "elementwise_overhead_s": dev.elementwise_overhead_s, "backward_efficiency": dev.backward_efficiency,
+               "mem_bandwidth": dev.mem_bandwidth, "worker_core_share": raw.get("worker_core_share", 1.0)}
+    if cluster.links:
+        link = cluster.links[0][2]
+        summary.update(link_bandwidth=link.bandwidth, link_latency_s=2 * link.latency_s)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    what = f"{model_job.model} subnet tasks" if model_job else "GEMMs"
+    print(f"compute ({what}): {dev.peak_flops / 1e9:.2f} GFLOP/s per rank (one thread), {fmt_time(dev.task_overhead_s)} "
+          f"per task; memory {dev.mem_bandwidth / 1e9:.2f} GB/s")
+    if raw.get("worker_core_share", 1) < 1:
+        print(f"{args.nproc - 1} worker ranks share {raw['cores']} cores: each worker is modelled at "
+              f"{raw['worker_core_share']:.0%} of a core's speed")
+    if cluster.links:
+        print(f"link between ranks: {summary['link_bandwidth'] / 1e9:.2f} GB/s, {fmt_time(summary['link_latency_s'])} one way")
+    print(f"cluster written to {out} (use it with --cluster); raw timings in {out.with_suffix('.raw.json')}")
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    """``d2ft pretrain``: the project's own backbone."""
+    from runtime.pretrain import pretrain
+
+    manifest = pretrain(args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                        seed=args.seed, threads=args.threads, limit=args.limit)
+    if args.json:
+        print(json.dumps(manifest))
+    else:
+        print(f"test top-1 {manifest['test_top1']:.4f} after {args.epochs} epochs ({fmt_time(manifest['train_seconds'])}); "
+              f"{manifest['params']:,} parameters written to {args.out} (manifest beside it)")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    """The parsers of ``run``, ``pretrain`` and ``calibrate``."""
+    _add_run(sub)
+    _add_pretrain(sub)
+    _add_calibrate(sub)
+
+
+def _add_run(sub) -> None:
+    p = flags.command(sub, "run", cmd_run, description=RUN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+                      help="Fine-tune with D2FT on local ranks (torch.distributed): real data, re-planning, "
+                           "checkpoints, metrics.")
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", help="timm ViT/DeiT name (default: the checkpoint's; with neither, the shipped backbone)")
+    g.add_argument("--model-kwargs", help='JSON of timm keyword arguments over the checkpoint\'s, e.g. \'{"num_classes": 10}\'')
+    g.add_argument("--checkpoint", help="local weights (safetensors or torch) to start from; 'none' for a seeded "
+                                        "random init (default: the shipped backbone when --model is not given)")
+    g.add_argument("--data", default="mnist-digits",
+                   help="dataset: " + "; ".join(f"{k}: {v}" for k, v in DATASETS.items()).replace("%", "%%") + " (default: %(default)s)")
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="random 2-pixel shifts (and flips where labels allow) of training images (default: on)")
+    g = p.add_argument_group("plan")
+    g.add_argument("--nproc", type=int, default=4, help="ranks to spawn on this machine (default: 4)")
+    g.add_argument("--cluster", help="cluster JSON (e.g. from `d2ft calibrate`); default: assumed local CPU ranks")
+    g.add_argument("--plan", help="plan file to run unchanged every step (its placement and ops)")
+    flags.add_budget(g)
+    g.add_argument("--replan-every", type=int, default=1,
+                   help="re-plan every N steps from the measured scores; 0 plans once (default: 1)")
+    g.add_argument("--full-warmup", type=int, default=0, help="first N steps run all FULL to seed the scores (default: 0)")
+    flags.add_step_shape(g, micro_batches=2, micro_batch_size=16)
+    g = p.add_argument_group("training")
+    g.add_argument("--steps", type=int, default=100, help="optimizer steps (default: 100)")
+    g.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="optimizer (default: adamw)")
+    g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
+    g.add_argument("--lr-warmup", type=int, default=None, help="linear warm-up steps before the cosine decay "
+                                                             "(default: 5%% of --steps)")
+    g.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default: 0.05)")
+    g.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (default: 0)")
+    g.add_argument("--lora", action="store_true", help="LoRA: freeze the base weights, train per-subnet adapters "
+                                                      "and the classifier")
+    g.add_argument("--lora-rank", type=int, default=4, help="adapter rank r (default: 4)")
+    g.add_argument("--lora-alpha", type=float, default=8.0, help="adapter scale alpha; updates are alpha/r B A (default: 8)")
+    g.add_argument("--lora-targets", default="q,v", help="comma-separated of q, k, v, proj, fc1, fc2 (default: q,v)")
+    flags.add_seed(g, "init, data order, augmentation and plans")
+    g.add_argument("--eval-every", type=int, default=0, help="test top-1 every N steps, and always at the end (default: end only)")
+    g.add_argument("--eval-batch-size", type=int, default=250, help="images per evaluation micro-batch (default: 250)")
+    g.add_argument("--checkpoint-every", type=int, default=50, help="checkpoint every N steps, and at the end (default: 50)")
+    g.add_argument("--keep-checkpoints", type=int, default=1, help="checkpoints kept on disk, newest first (default: 1)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, exactly")
+    g = p.add_argument_group("execution")
+    g.add_argument("--slowdown", help="per-rank compute slowdown factors, e.g. 1,1,2,4 (emulated heterogeneity)")
+    g.add_argument("--speed-oblivious", action="store_true",
+                   help="place and plan as if every rank ran at full speed, ignoring --slowdown (the baseline the "
+                        "balanced plan is measured against)")
+    g.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cpu: gloo; cuda: NCCL with one GPU per rank (by local rank, shared when fewer)")
+    g.add_argument("--port", type=int, help="rendezvous port on 127.0.0.1 (default: a free one)")
+    g.add_argument("--timeout", type=float, default=120, help="seconds a rank waits for a peer (default: 120)")
+    g.add_argument("--out", default="runs/latest", help="run directory (default: runs/latest)")
+    g.add_argument("--label", default="d2ft run", help="progress bar label")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    flags.add_json(g, "one JSON summary (times in s, sizes in B)")
+    g.add_argument("--dry-run", action="store_true", help="write RUN_DIR/job.json and stop (to launch it with torchrun)")
+
+
+def _add_pretrain(sub) -> None:
+    p = flags.command(sub, "pretrain", cmd_pretrain,
+                      help="Pre-train the project's small ViT backbone on Fashion-MNIST IDX files and write a "
+                           "safetensors checkpoint with a manifest.")
+    p.add_argument("--data", default="/usr/share/datasets/fashion-mnist",
+                   help="folder with the four Fashion-MNIST IDX files, gzipped or not (default: %(default)s)")
+    p.add_argument("--out", default="data/pretrained/vit-fmnist.safetensors", help="checkpoint to write")
+    p.add_argument("--epochs", type=int, default=2, help="passes over the 60,000 training images (default: 2)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step (default: 128)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the init, order and augmentation (default: 0)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    p.add_argument("--limit", type=int, help="use only the first N training and test images (for a quick check)")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+
+
+def _add_calibrate(sub) -> None:
+    p = flags.command(sub, "calibrate", cmd_calibrate,
+                      help="Measure this machine's ranks (GEMMs, copies, point-to-point transfers) into a cluster "
+                           "JSON the planner and simulator load.")
+    p.add_argument("--nproc", type=int, default=2, help="ranks the cluster will have; >= 2 also measures the link")
+    p.add_argument("--model", help="fit compute to this timm model's own subnet tasks (default: GEMMs)")
+    p.add_argument("--model-kwargs", help="JSON of timm keyword arguments for --model")
+    p.add_argument("--checkpoint", help="take the model and its arguments from this checkpoint's metadata "
+                                        "(e.g. data/pretrained/vit-fmnist.safetensors)")
+    p.add_argument("--micro-batch-size", type=int, default=16, help="images per task with --model (default: 16)")
+    p.add_argument("--out", default="profile.json", help="cluster JSON to write (default: profile.json)")
+    p.add_argument("--json", action="store_true", help="print one JSON summary (FLOP/s, B/s, s)")

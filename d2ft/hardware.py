@@ -1,0 +1,148 @@
+"""The devices and links of public spec sheets, by key (``d2ft.catalogue`` re-exports them).
+
+Peaks are dense (no structured sparsity). Two figures in every device are not from a
+spec sheet but assumptions, until ``d2ft calibrate`` measures them on real hardware:
+``efficiency`` (0.5: large-model training reaches about half of peak, e.g. 46.2% model
+FLOP utilisation for PaLM 540B, Chowdhery et al. 2022, Table 3; 52% of peak for GPT-3
+175B on A100, Narayanan et al., SC 2021) and ``task_overhead_s`` (a handful of kernel
+launches of a few microseconds each on a GPU). Link latencies are typical orders of
+magnitude, also not spec-sheet figures; bandwidths are line rates after encoding.
+
+Not modelled: clock boost and throttling, power limits, memory-capacity reserved by the
+runtime, and NUMA effects on CPUs.
+"""
+
+from __future__ import annotations
+
+from .device import DeviceSpec, LinkSpec
+from .errors import unknown_name
+from .units import GB, GiB, TFLOPS, GFLOPS, Gbit, Mbit, ms, us
+
+_GPU = dict(efficiency=0.5, task_overhead_s=20 * us)
+_EDGE = dict(efficiency=0.5, task_overhead_s=50 * us)
+_CPU = dict(efficiency=0.5, task_overhead_s=5 * us)
+
+DEVICES: dict[str, DeviceSpec] = {
+    # Data-centre GPUs.
+    "h200-sxm": DeviceSpec(
+        "NVIDIA H200 SXM 141GB", 989 * TFLOPS, 494.7 * TFLOPS, 4.8e12, 141 * GB, **_GPU,
+        source="NVIDIA H200 Tensor Core GPU datasheet (2024): BF16 1979 TFLOPS with sparsity, TF32 989 with sparsity, 4.8 TB/s HBM3e",
+    ),
+    "h100-sxm": DeviceSpec(
+        "NVIDIA H100 SXM5 80GB", 989 * TFLOPS, 494.7 * TFLOPS, 3.35e12, 80 * GB, **_GPU,
+        source="NVIDIA H100 Tensor Core GPU datasheet (2023): BF16 1979 TFLOPS with sparsity, TF32 989 with sparsity, 3.35 TB/s HBM3",
+    ),
+    "a100-sxm4-80gb": DeviceSpec(
+        "NVIDIA A100 SXM4 80GB", 312 * TFLOPS, 156 * TFLOPS, 2039 * GB, 80 * GB, **_GPU,
+        source="NVIDIA A100 Tensor Core GPU datasheet (2021): BF16 312 TFLOPS, TF32 156 TFLOPS, 2039 GB/s HBM2e",
+    ),
+    "a100-pcie-40gb": DeviceSpec(
+        "NVIDIA A100 PCIe 40GB", 312 * TFLOPS, 156 * TFLOPS, 1555 * GB, 40 * GB, **_GPU,
+        source="NVIDIA A100 Tensor Core GPU datasheet (2021): BF16 312 TFLOPS, TF32 156 TFLOPS, 1555 GB/s HBM2",
+    ),
+    "v100-sxm2-32gb": DeviceSpec(
+        "NVIDIA V100 SXM2 32GB", 125 * TFLOPS, 15.7 * TFLOPS, 900 * GB, 32 * GB, **_GPU,
+        source="NVIDIA V100 Tensor Core GPU datasheet (2020): FP16 tensor 125 TFLOPS, FP32 15.7 TFLOPS, 900 GB/s HBM2",
+    ),
+    "l4": DeviceSpec(
+        "NVIDIA L4 24GB", 121 * TFLOPS, 60 * TFLOPS, 300 * GB, 24 * GB, **_GPU,
+        source="NVIDIA L4 Tensor Core GPU datasheet (2023): FP16 242 TFLOPS with sparsity, TF32 120 with sparsity, 300 GB/s GDDR6",
+    ),
+    "t4": DeviceSpec(
+        "NVIDIA T4 16GB", 65 * TFLOPS, 8.1 * TFLOPS, 320 * GB, 16 * GB, **_GPU,
+        source="NVIDIA T4 Tensor Core GPU datasheet (2019): FP16 mixed 65 TFLOPS, FP32 8.1 TFLOPS, 320 GB/s GDDR6",
+    ),
+    # Consumer GPUs.
+    "rtx-4090": DeviceSpec(
+        "NVIDIA GeForce RTX 4090", 165.2 * TFLOPS, 82.6 * TFLOPS, 1008 * GB, 24 * GB, **_GPU,
+        source="NVIDIA Ada GPU architecture whitepaper v2.1 (2023), RTX 4090: FP16 tensor with FP32 accumulate 165.2 TFLOPS, TF32 82.6, 1008 GB/s",
+    ),
+    "rtx-3090": DeviceSpec(
+        "NVIDIA GeForce RTX 3090", 71 * TFLOPS, 35.6 * TFLOPS, 936 * GB, 24 * GB, **_GPU,
+        source="NVIDIA Ampere GA102 GPU architecture whitepaper v2 (2021), RTX 3090: FP16 tensor with FP32 accumulate 71 TFLOPS, TF32 35.6, 936 GB/s",
+    ),
+    # Edge boards.
+    "jetson-agx-orin-64gb": DeviceSpec(
+        "NVIDIA Jetson AGX Orin 64GB", 42.5 * TFLOPS, 5.3 * TFLOPS, 204.8 * GB, 64 * GB, **_EDGE,
+        source="NVIDIA Jetson AGX Orin Series data sheet (2023): GPU 170 sparse INT8 TOPS = 42.5 dense FP16 TFLOPS, 5.3 FP32 TFLOPS, 204.8 GB/s LPDDR5",
+    ),
+    "jetson-orin-nano-8gb": DeviceSpec(
+        "NVIDIA Jetson Orin Nano 8GB", 10 * TFLOPS, 1.28 * TFLOPS, 68 * GB, 8 * GB, **_EDGE,
+        source="NVIDIA Jetson Orin Nano Series data sheet (2023): 40 sparse INT8 TOPS = 10 dense FP16 TFLOPS, 1024 CUDA cores at 625 MHz, 68 GB/s LPDDR5",
+    ),
+    "jetson-nano": DeviceSpec(
+        "NVIDIA Jetson Nano 4GB", 472 * GFLOPS, 236 * GFLOPS, 25.6 * GB, 4 * GB, **_EDGE,
+        source="NVIDIA Jetson Nano module data sheet (2019): 472 GFLOPS FP16, 128 Maxwell cores, 25.6 GB/s LPDDR4",
+    ),
+    "raspberry-pi-5": DeviceSpec(
+        "Raspberry Pi 5 8GB (4x Cortex-A76, 2.4 GHz)", 307.2 * GFLOPS, 153.6 * GFLOPS, 17.1 * GB, 8 * GB, **_CPU,
+        source="Raspberry Pi 5 product brief (2023): 4x A76 at 2.4 GHz, LPDDR4X-4267 (32-bit); Arm Cortex-A76 software optimisation guide: 2x128-bit FMA pipes = 16 FP32 FLOP/cycle",
+    ),
+    # Server CPUs.
+    "epyc-9654": DeviceSpec(
+        "AMD EPYC 9654 (96 cores)", 14.7 * TFLOPS, 7.37 * TFLOPS, 460.8 * GB, 384 * GiB, **_CPU,
+        source="AMD EPYC 9004 product brief (2022): 96 Zen 4 cores, 2.4 GHz base, 12 channels DDR5-4800; 32 FP32 FLOP/cycle/core, BF16 dot products at twice that",
+    ),
+    "xeon-8480": DeviceSpec(
+        "Intel Xeon Platinum 8480+ (56 cores)", 114.7 * TFLOPS, 7.17 * TFLOPS, 307.2 * GB, 512 * GiB, **_CPU,
+        source="Intel ARK, Xeon Platinum 8480+ (2023): 56 cores, 2.0 GHz base, 8 channels DDR5-4800; AMX 1024 BF16 FLOP/cycle/core, AVX-512 64 FP32 FLOP/cycle/core",
+    ),
+}
+
+LINKS: dict[str, LinkSpec] = {
+    "pcie3-x16": LinkSpec("PCIe 3.0 x16", 15.75 * GB, 1 * us, source="PCI-SIG PCIe 3.0: 8 GT/s x 16 lanes, 128b/130b"),
+    "pcie4-x16": LinkSpec("PCIe 4.0 x16", 31.5 * GB, 1 * us, source="PCI-SIG PCIe 4.0: 16 GT/s x 16 lanes, 128b/130b"),
+    "pcie5-x16": LinkSpec("PCIe 5.0 x16", 63.0 * GB, 1 * us, source="PCI-SIG PCIe 5.0: 32 GT/s x 16 lanes, 128b/130b"),
+    "nvlink3": LinkSpec("NVLink 3 (A100, 12 links)", 300 * GB, 2 * us, source="NVIDIA A100 datasheet: 600 GB/s NVLink, both directions"),
+    "nvlink4": LinkSpec("NVLink 4 (H100, 18 links)", 450 * GB, 2 * us, source="NVIDIA H100 datasheet: 900 GB/s NVLink, both directions"),
+    "1gbe": LinkSpec("1 Gigabit Ethernet", 1 * Gbit, 50 * us, source="IEEE 802.3ab: 1 Gb/s"),
+    "10gbe": LinkSpec("10 Gigabit Ethernet", 10 * Gbit, 20 * us, source="IEEE 802.3ae: 10 Gb/s"),
+    "25gbe": LinkSpec("25 Gigabit Ethernet", 25 * Gbit, 10 * us, source="IEEE 802.3by: 25 Gb/s"),
+    "100gbe": LinkSpec("100 Gigabit Ethernet", 100 * Gbit, 5 * us, source="IEEE 802.3ba: 100 Gb/s"),
+    "infiniband-ndr": LinkSpec("InfiniBand NDR 4x", 400 * Gbit, 2 * us, source="InfiniBand Trade Association roadmap: NDR 400 Gb/s per 4x port"),
+    "wifi5": LinkSpec(
+        "Wi-Fi 5 (802.11ac, 2x2, 80 MHz)", 866.7 * Mbit, 2 * ms, duplex=False,
+        source="IEEE 802.11ac-2013: MCS 9, 2 spatial streams, 80 MHz, short GI = 866.7 Mb/s PHY rate",
+    ),
+    "wifi6": LinkSpec(
+        "Wi-Fi 6 (802.11ax, 2x2, 80 MHz)", 1201 * Mbit, 2 * ms, duplex=False,
+        source="IEEE 802.11ax-2021: MCS 11, 2 spatial streams, 80 MHz, 0.8 us GI = 1201 Mb/s PHY rate",
+    ),
+}
+
+
+def device(name: str) -> DeviceSpec:
+    """A catalogue device by key (``DEVICES``)."""
+    if name not in DEVICES:
+        raise unknown_name("device", name, DEVICES)
+    return DEVICES[name]
+
+
+def link(name: str) -> LinkSpec:
+    """A catalogue link by key (``LINKS``)."""
+    if name not in LINKS:
+        raise unknown_name("link", name, LINKS)
+    return LINKS[name]
+
+
+def resolve_device(value) -> DeviceSpec:
+    """A DeviceSpec from a catalogue key, ``{"catalogue": key, "slowdown": f}``, or a full spec dict."""
+    if isinstance(value, DeviceSpec):
+        return value
+    if isinstance(value, str):
+        return device(value)
+    if isinstance(value, dict) and "catalogue" in value:
+        extra = sorted(set(value) - {"catalogue", "slowdown"})
+        if extra:
+            raise ValueError(f"device {value!r}: unknown keys {extra}; with 'catalogue' only 'slowdown' is allowed")
+        return device(value["catalogue"]).scaled(float(value.get("slowdown", 1)))
+    return DeviceSpec.from_dict(value)
+
+
+def resolve_link(value) -> LinkSpec:
+    """A LinkSpec from a catalogue key or a full spec dict."""
+    if isinstance(value, LinkSpec):
+        return value
+    if isinstance(value, str):
+        return link(value)
+    return LinkSpec.from_dict(value)

@@ -1,0 +1,151 @@
+"""Checking a ``Job`` before any rank starts, and resolving it for the ranks.
+
+``prepare(job)`` answers every problem it can find in the launcher, in seconds, rather
+than in every rank after the process group forms: the model's arguments and checkpoint
+(loaded once on the meta device, then for real), the data against the model's input and
+classifier, the cluster against the rank count, the plan against the model and cluster,
+and the run directory against what it already holds. The Job it returns has the model
+name, its keyword arguments and the checkpoint fixed, ``plan`` a ``Plan`` and ``cluster``
+a ``Cluster``; preparing it again changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from d2ft import rundir
+from d2ft.cluster import Cluster
+from d2ft.device import DeviceSpec, LinkSpec
+from d2ft.loaders import load_cluster, load_plan
+from d2ft.ops import Op
+from d2ft.placement import plan_placement
+from d2ft.plan import Plan
+from d2ft.serial import atomic_write_text, read_json
+from d2ft.units import GB, GFLOPS, GiB
+
+from .job import VOLATILE, Job
+from .spec import model_spec_from_timm
+from .weights import SHIPPED_CHECKPOINT, build_model, load_weights, read_metadata
+
+LOCAL_CPU = DeviceSpec(
+    "this machine, one CPU thread per rank (assumed figures; `d2ft calibrate` measures them)",
+    peak_flops=20 * GFLOPS, peak_flops_fp32=20 * GFLOPS, mem_bandwidth=10 * GB, memory_bytes=4 * GiB,
+    efficiency=1.0, task_overhead_s=20e-6,
+)
+LOOPBACK = LinkSpec("loopback TCP (assumed)", bandwidth=1 * GB, latency_s=50e-6)
+
+
+def local_cluster(nproc: int) -> Cluster:
+    """``nproc`` ranks on this machine, rank 0 the coordinator (assumed figures)."""
+    return Cluster.star([(f"rank{i}", LOCAL_CPU) for i in range(nproc)], LOOPBACK, name=f"local-{nproc}")
+
+
+def resolve_model(model: str | None, kwargs: dict, checkpoint: str | None) -> tuple[str, dict, str | None]:
+    """(timm name, keyword arguments, checkpoint path or None): a model name and arguments over the
+    checkpoint's own metadata; with neither a name nor a checkpoint, the shipped backbone."""
+    if checkpoint is None and model is None:
+        checkpoint = str(SHIPPED_CHECKPOINT)
+    if checkpoint in ("none", ""):
+        checkpoint = None
+    if checkpoint and model is None:
+        meta = read_metadata(checkpoint)
+        if "model" not in meta:
+            raise ValueError(f"checkpoint {checkpoint!r} does not name its model; give --model and --model-kwargs")
+        model = meta["model"]
+        kwargs = {**json.loads(meta.get("model_kwargs", "{}")), **kwargs}
+    return model or "vit_tiny_patch16_224", dict(kwargs), checkpoint
+
+
+def _meta_model(job: Job):
+    """The job's timm model on the meta device: shapes only, no memory, no weights read."""
+    with torch.device("meta"):
+        return build_model(job.replace(checkpoint="none"))
+
+
+def spec_of(job: Job):
+    """The ``ModelSpec`` of the job's model (no weights read)."""
+    return model_spec_from_timm(_meta_model(job), name=job.model)
+
+
+def prepare(job: Job) -> Job:
+    """``job`` checked and resolved (module docstring); ValueError or FileNotFoundError on any problem."""
+    from .data import load_dataset
+
+    if job.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is visible here; use --device cpu")
+    name, kwargs, checkpoint = resolve_model(job.model, job.model_kwargs, job.checkpoint)
+    data = None if job.data == "synthetic" else load_dataset(job.data)
+    if data is not None and "num_classes" not in kwargs:
+        kwargs["num_classes"] = data.classes
+    job = job.replace(model=name, model_kwargs=kwargs, checkpoint=checkpoint or "none")
+    meta_model = _meta_model(job)
+    spec = model_spec_from_timm(meta_model, name=name)
+    if data is not None:
+        _check_data(data, meta_model)
+    if checkpoint:
+        load_weights(build_model(job.replace(checkpoint="none")), checkpoint)  # fails here, not in every rank
+    cluster = job.cluster
+    if not isinstance(cluster, Cluster):
+        cluster = load_cluster(cluster) if cluster else local_cluster(job.nproc)
+    if cluster.num_devices != job.nproc:
+        raise ValueError(f"cluster {cluster.name!r} has {cluster.num_devices} devices but --nproc is {job.nproc}")
+    plan = job.plan
+    if isinstance(plan, str):
+        plan = load_plan(plan)
+    if plan is None:
+        planning = cluster.with_slowdown(list(job.slowdown)) if job.slowdown and not job.speed_oblivious else cluster
+        placement = plan_placement(spec, planning, micro_batches=job.micro_batches,
+                                   micro_batch_size=job.micro_batch_size, keep=job.keep)
+        plan = Plan.uniform(spec, planning, Op.FULL, job.micro_batches, job.micro_batch_size, placement=placement)
+    plan.validate(spec, cluster)
+    return job.replace(plan=plan, cluster=cluster, micro_batches=plan.micro_batches,
+                       micro_batch_size=plan.micro_batch_size)
+
+
+def _check_data(data, model) -> None:
+    """The dataset's images and classes fit the model (before any rank starts)."""
+    x = data.train.images
+    chans, size = model.patch_embed.proj.in_channels, tuple(model.patch_embed.img_size)
+    if x.shape[1] != chans or tuple(x.shape[2:]) != size:
+        raise ValueError(f"dataset {data.name!r} has {x.shape[1]} x {x.shape[2]} x {x.shape[3]} images but the model "
+                         f"takes {chans} x {size[0]} x {size[1]}; set img_size / in_chans in --model-kwargs or pick "
+                         "a checkpoint built for these images")
+    if data.classes > model.num_classes:
+        raise ValueError(f"dataset {data.name!r} has {data.classes} classes but the model's classifier has "
+                         f"{model.num_classes}; pass --model-kwargs '{{\"num_classes\": {data.classes}}}'")
+
+
+def claim_run_dir(job: Job) -> None:
+    """Refuses a run directory that holds another run (or this one, without ``resume``)."""
+    run_dir = Path(job.out_dir)
+    existing = run_dir / rundir.JOB_FILE
+    if not existing.exists():
+        if job.resume:
+            raise ValueError(f"--resume: {run_dir} holds no run to resume (no job.json); leave out --resume to start one")
+        return
+    old = read_json(existing, "job file")
+    new = job.to_dict()
+    diff = sorted(k for k in set(old) | set(new) if k not in VOLATILE and old.get(k) != new.get(k))
+    if diff:
+        raise ValueError(f"{run_dir} already holds a different run (it differs in {', '.join(diff)}); "
+                         "choose another --out, or repeat that run's own options to resume it")
+    if not job.resume:
+        pointer = run_dir / rundir.CHECKPOINT_FILE
+        done = read_json(pointer, "checkpoint pointer") if pointer.exists() else None
+        where = f" (checkpointed at step {done['step']} of {job.steps})" if done else ""
+        raise ValueError(f"{run_dir} already holds this run{where}; pass --resume to continue it, or choose another --out")
+
+
+def write_job(job: Job) -> Path:
+    """Claims the prepared job's run directory and writes RUN_DIR/job.json; returns its path."""
+    if not job.prepared:
+        raise ValueError("write_job takes a prepared job (runtime.prepare.prepare)")
+    claim_run_dir(job)
+    return atomic_write_text(Path(job.out_dir) / rundir.JOB_FILE, job.to_json())
+
+
+__all__ = ["LOCAL_CPU", "LOOPBACK", "claim_run_dir", "local_cluster", "prepare", "resolve_model", "spec_of",
+           "write_job"]
