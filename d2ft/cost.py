@@ -28,6 +28,8 @@ context, allocator cache, communication buffers), and micro-batches in flight at
 from __future__ import annotations
 
 from dataclasses import dataclass
+from .cluster import Cluster
+from .errors import expect
 from .model import ModelSpec, Work
 from .ops import Op
 from .plan import Plan
@@ -96,6 +98,8 @@ class CostModel:
     """Costs of plans for one model on one cluster (see the module docstring)."""
 
     def __init__(self, model: ModelSpec, cluster) -> None:
+        expect(model, ModelSpec, "model", "build one with ModelSpec.from_timm(name) or ModelSpec.vit(...)")
+        expect(cluster, Cluster, "cluster", "load one with d2ft.catalogue.cluster_preset(name) or Cluster.from_json")
         self.model = model
         self.cluster = cluster
         self.halves: tuple[str, ...] = ("attn", "mlp") if model.split_mlp else ("attn",)
@@ -165,6 +169,7 @@ class CostModel:
     def stream(self, plan: Plan) -> list[Task | Message]:
         """Every task and message of one step of ``plan`` in execution order (``d2ft.schedule``),
         each compute entry priced."""
+        expect(plan, Plan, "plan", "read one with Plan.from_dict or Plan.from_json")
         plan.validate(self.model, self.cluster)
         return [self.price(x) if isinstance(x, Compute) else x for x in step_stream(plan, self.model, self._coord)]
 

@@ -31,3 +31,17 @@ def raise_problems(what: str, problems: list[str]) -> None:
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise ValueError(f"invalid {what} ({len(problems)} problem{'s' * (len(problems) > 1)}):\n{lines}")
+
+
+def expect(value, kind: type, what: str, hint: str = "") -> None:
+    """TypeError saying what ``what`` should have been, when ``value`` is not a ``kind``.
+
+    >>> expect("vit_base_patch16_224", int, "model", "build one with ModelSpec.from_timm(name)")
+    Traceback (most recent call last):
+    ...
+    TypeError: model must be a int (build one with ModelSpec.from_timm(name)), got str 'vit_base_patch16_224'
+    """
+    if not isinstance(value, kind):
+        shown = f" {value!r}" if isinstance(value, (str, int, float)) else ""
+        raise TypeError(f"{what} must be a {kind.__name__}{f' ({hint})' if hint else ''}, "
+                        f"got {type(value).__name__}{shown[:80]}")

@@ -28,7 +28,7 @@ import math
 from .cost import CostModel, optimizer_bytes_per_param
 from .errors import raise_problems
 from .ops import Op
-from .plan import Plan, even_placement
+from .plan import Plan, check_plan_size, even_placement
 from .units import fmt_bytes
 
 MODES = ("width", "depth")
@@ -135,6 +135,7 @@ def plan_placement(model, cluster, mode: str = "width", solver: str = "mip", mic
     ``keep`` is the compute keep ratio the op planner will use (1 balances all-FULL).
     """
     raise_problems("placement", [f"unknown mode {mode!r}; valid: {', '.join(MODES)}"] if mode not in MODES else [])
+    check_plan_size(micro_batches, model.depth, model.heads)
     if mode == "depth":
         return _depth_layout(model, cluster, micro_batches, micro_batch_size, keep)
     counts = plan_counts(model, cluster, micro_batches, micro_batch_size, solver, keep)

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .cost import CostModel
-from .errors import unknown_name
+from .errors import expect, unknown_name
+from .model import ModelSpec
 from .knapsack import Budget, Problem, build_problem
 from .ops import Op
-from .plan import Plan, even_placement
+from .plan import Plan, check_plan_size, even_placement
 from .scores import Scores, random_scores, synthetic
 from .solvers import DeviceSolution, dp_two_stage, greedy, mip_exact, timed
 
@@ -116,8 +117,10 @@ def plan_step(
     ``scores`` default to ``synthetic(seed=seed)``; ``placement`` defaults to the
     speed-aware placement planner's; ``budget`` overrides ``keep``/``comm_keep``.
     """
+    expect(model, ModelSpec, "model", "build one with ModelSpec.from_timm(name) or ModelSpec.vit(...)")
     check_strategy(strategy)
     check_solver(solver)
+    check_plan_size(micro_batches, model.depth, model.heads)
     if backend not in MIP_BACKENDS:
         raise unknown_name("MIP backend", backend, MIP_BACKENDS)
     budget = budget or Budget(keep=keep, comm_keep=comm_keep)

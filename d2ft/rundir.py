@@ -11,13 +11,24 @@ place that knows its file names and formats:
     timeline-stepN.json  one recorded step as a ``d2ft.trace.Trace``
     model.safetensors the fine-tuned model as one timm state dict
     summary.json      the headline figures (``summarise``)
+    .d2ft.lock        held (flock) by the run while it runs: pid, host and start time
+
+Safety rules (``RunLock``, ``foreign_files``, ``intact_checkpoint``): one run at a time in a
+run directory; a folder holding files d2ft did not write is never used; only checkpoint sets
+that ``checkpoint.json`` records are ever pruned; a checkpoint set is used only when every
+file has the size and SHA-256 recorded when it was written.
 
 Units: seconds (``_s``), bytes (``_bytes``); savings are fractions of the all-FULL cost.
 """
 
 from __future__ import annotations
 
+import datetime
+import fcntl
+import hashlib
 import json
+import os
+import socket
 from pathlib import Path
 from statistics import median
 
@@ -31,6 +42,9 @@ CHECKPOINTS_DIR = "checkpoints"
 EXPORT_FILE = "model.safetensors"
 SUMMARY_FILE = "summary.json"
 TIMELINE_PREFIX = "timeline-step"
+LOCK_FILE = ".d2ft.lock"
+REPORT_FILES = ("report.html", "report.md", "figures")
+"""What ``d2ft report`` writes beside a run."""
 
 
 # ---- JSON lines ------------------------------------------------------------------------------------
@@ -103,6 +117,130 @@ def timeline_path(run_dir: str | Path, step: int) -> Path:
     return Path(run_dir) / f"{TIMELINE_PREFIX}{step}.json"
 
 
+# ---- safety: one run at a time, never a foreign folder, only verified checkpoints ------------------------
+class RunLock:
+    """An exclusive lock on a run directory for the life of a run (``with RunLock(run_dir): ...``).
+
+    An advisory ``flock`` on RUN_DIR/.d2ft.lock: the kernel releases it when the holder exits in
+    any way (kill -9 included), so a lock is never left stale. A second holder is refused at once
+    with the first one's pid, host and start time.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self.fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode("utf-8", "replace").strip()
+            os.close(fd)
+            try:
+                info = json.loads(holder)
+                who = f"pid {info['pid']} on {info['host']}, started {info['started']}"
+            except (ValueError, KeyError, TypeError):
+                who = "another process"
+            raise ValueError(f"{self.path.parent} is in use by another d2ft run ({who}); wait for it to end, "
+                             "or choose another --out") from None
+        stamp = {"pid": os.getpid(), "host": socket.gethostname(),
+                 "started": datetime.datetime.now().isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(stamp).encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)  # no stale holder is ever named
+            os.close(self.fd)  # releases the lock
+            self.fd = None
+
+
+def ours(name: str) -> bool:
+    """Whether a top-level entry of a run directory is one d2ft writes there."""
+    return (name in (JOB_FILE, METRICS_FILE, PLANS_FILE, CHECKPOINT_FILE, CHECKPOINTS_DIR, EXPORT_FILE,
+                     SUMMARY_FILE, LOCK_FILE) + REPORT_FILES
+            or (name.startswith(TIMELINE_PREFIX) and name.endswith(".json"))
+            or (name.startswith("rank") and name.endswith(".pt"))
+            or (name.startswith(".") and name.endswith(".tmp")))
+
+
+def foreign_files(run_dir: str | Path) -> list[str]:
+    """The entries of ``run_dir`` that d2ft did not write, sorted ([] for a missing or empty folder).
+
+    Without a job.json every entry is foreign: d2ft puts nothing in a run directory before it."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    names = sorted(p.name for p in run_dir.iterdir())
+    if (run_dir / JOB_FILE).is_file():
+        return [n for n in names if not ours(n)]
+    return [n for n in names if n != LOCK_FILE]
+
+
+def sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_record(path: str | Path) -> dict:
+    """What a checkpoint records of each file it writes: size (B) and SHA-256."""
+    return {"size": os.path.getsize(path), "sha256": sha256(path)}
+
+
+def read_checkpoints(run_dir: str | Path) -> list[dict]:
+    """The checkpoint sets ``checkpoint.json`` records, oldest first: {"step", "path", "files"} each.
+
+    [] without a checkpoint.json; ValueError naming the file when it is not one d2ft wrote."""
+    pointer = Path(run_dir) / CHECKPOINT_FILE
+    if not pointer.exists():
+        return []
+    data = read_json(pointer, "checkpoint pointer")
+    sets = data.get("sets") if isinstance(data, dict) else None
+    if not isinstance(sets, list) or not all(isinstance(s, dict) and {"step", "path", "files"} <= set(s) for s in sets):
+        raise ValueError(f"checkpoint pointer {str(pointer)!r} is not one d2ft wrote (no list of checkpoint sets); "
+                         "remove the run directory to start fresh")
+    return sets
+
+
+def intact_checkpoint(run_dir: str | Path) -> tuple[dict | None, list[str]]:
+    """(the newest checkpoint set whose every file matches its record, or None; a problem per bad set).
+
+    Every rank and the launcher call it on the same files and so pick the same set."""
+    run_dir, problems = Path(run_dir), []
+    for ckpt in reversed(read_checkpoints(run_dir)):
+        bad = []
+        for name, rec in ckpt["files"].items():
+            path = run_dir / ckpt["path"] / name
+            if not path.is_file():
+                bad.append(f"{path} is missing")
+            elif os.path.getsize(path) != rec["size"] or sha256(path) != rec["sha256"]:
+                bad.append(f"{path} is corrupt (size or SHA-256 differs from when it was written)")
+        if not bad:
+            return ckpt, problems
+        problems.append(f"checkpoint at step {ckpt['step']}: {'; '.join(bad)}")
+    return None, problems
+
+
+def record_checkpoint(run_dir: str | Path, step: int, path: str, files: dict, keep: int) -> list[str]:
+    """Adds a complete checkpoint set to checkpoint.json (atomically) and returns the paths of the
+    recorded sets beyond the newest ``keep``, which the caller may delete: only sets this run wrote."""
+    sets = [s for s in read_checkpoints(run_dir) if s["path"] != path]
+    sets.append({"step": step, "path": path, "files": files})
+    keep = max(keep, 1)
+    drop, sets = sets[:-keep], sets[-keep:]
+    atomic_write_text(Path(run_dir) / CHECKPOINT_FILE,
+                      json.dumps({"step": step, "path": path, "sets": sets}, indent=2) + "\n")
+    return [s["path"] for s in drop]
+
+
 # ---- figures ---------------------------------------------------------------------------------------
 def planned_savings(records: list[dict]) -> dict:
     """The cost model's savings over a run's steps against all-FULL, and whether every step's measured
@@ -156,6 +294,7 @@ def summarise(run_dir: str | Path) -> dict:
     return out
 
 
-__all__ = ["CHECKPOINTS_DIR", "CHECKPOINT_FILE", "EXPORT_FILE", "JOB_FILE", "JsonlAppender", "METRICS_FILE",
-           "PLANS_FILE", "SUMMARY_FILE", "find_runs", "is_run_dir", "measured_savings", "planned_savings",
-           "read_job", "read_jsonl", "summarise", "timeline_path", "timelines", "truncate_jsonl"]
+__all__ = ["CHECKPOINTS_DIR", "CHECKPOINT_FILE", "EXPORT_FILE", "JOB_FILE", "JsonlAppender", "LOCK_FILE", "METRICS_FILE",
+           "PLANS_FILE", "RunLock", "SUMMARY_FILE", "file_record", "find_runs", "foreign_files", "intact_checkpoint",
+           "is_run_dir", "measured_savings", "ours", "planned_savings", "read_checkpoints", "read_job", "read_jsonl",
+           "record_checkpoint", "sha256", "summarise", "timeline_path", "timelines", "truncate_jsonl"]

@@ -10,6 +10,7 @@ Files are read back with ``torch.load(weights_only=True)``: tensors and plain co
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -18,34 +19,42 @@ import torch
 import torch.distributed as dist
 
 from d2ft import rundir
-from d2ft.serial import read_json, write_json
+
+log = logging.getLogger(__name__)
 
 
-def save_checkpoint(run_dir: Path, rank: int, next_step: int, part, opt, extra: dict, is_coord: bool,
+def save_checkpoint(run_dir: Path, rank: int, coord: int, next_step: int, part, opt, extra: dict,
                     keep: int = 1) -> None:
-    """Every rank writes its file atomically; then the coordinator points ``checkpoint.json`` at the set
-    and removes all but the newest ``keep`` sets."""
-    folder = run_dir / rundir.CHECKPOINTS_DIR / f"step-{next_step:07d}"
+    """Every rank writes its file atomically and reports its size and SHA-256; then the coordinator
+    records the complete set in ``checkpoint.json`` and removes the recorded sets beyond the newest
+    ``keep`` (never a folder the pointer does not record)."""
+    rel = f"{rundir.CHECKPOINTS_DIR}/step-{next_step:07d}"
+    folder = run_dir / rel
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"rank{rank}.pt"
     tmp = out.with_name(f".{out.name}.tmp")
     torch.save({"step": next_step, "part": part.state_dict(), "opt": opt.state_dict(), **extra}, tmp)
     os.replace(tmp, out)
-    dist.barrier()  # every rank's file is in place before the pointer moves
+    is_coord = rank == coord
+    records = [None] * dist.get_world_size() if is_coord else None
+    dist.gather_object((out.name, rundir.file_record(out)), records, dst=coord)
     if is_coord:
-        write_json(run_dir / rundir.CHECKPOINT_FILE, {"step": next_step, "path": str(folder.relative_to(run_dir))})
-        sets = sorted(p for p in (run_dir / rundir.CHECKPOINTS_DIR).iterdir() if p.is_dir() and p.name.startswith("step-"))
-        for old in sets[:-max(keep, 1)]:
-            shutil.rmtree(old, ignore_errors=True)
+        for old in rundir.record_checkpoint(run_dir, next_step, rel, dict(records), keep):
+            shutil.rmtree(run_dir / old, ignore_errors=True)
+    dist.barrier()  # the pointer has moved before any rank goes on
 
 
 def load_checkpoint(run_dir: Path, rank: int, device) -> dict | None:
-    """This rank's file of the last complete checkpoint set, or None when the run has none."""
-    pointer = run_dir / rundir.CHECKPOINT_FILE
-    if not pointer.exists():
+    """This rank's file of the newest intact checkpoint set (``d2ft.rundir.intact_checkpoint``), or None
+    when the run has none. Every rank picks the same set: they verify the same files."""
+    ckpt, problems = rundir.intact_checkpoint(run_dir)
+    for problem in problems:
+        log.warning("skipping a damaged checkpoint: %s", problem)
+    if ckpt is None:
+        if problems:
+            raise ValueError(f"no intact checkpoint in {run_dir} to resume from: {'; '.join(problems)}")
         return None
-    where = read_json(pointer, "checkpoint pointer")
-    return torch.load(run_dir / where["path"] / f"rank{rank}.pt", map_location=device, weights_only=True)
+    return torch.load(run_dir / ckpt["path"] / f"rank{rank}.pt", map_location=device, weights_only=True)
 
 
 __all__ = ["load_checkpoint", "save_checkpoint"]

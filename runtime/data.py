@@ -75,8 +75,29 @@ def read_idx_labels(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(arr.astype(np.int64))
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what a CIFAR batch holds: dicts, lists, bytes, str, numbers and numpy arrays.
+
+    Any other global (a function, a class of some other module) is refused before it is looked
+    up, so a crafted file cannot run code: pickle calls only what ``find_class`` returns.
+    """
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+               ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("_codecs", "encode")}  # bytes, as Python 3 writes them at protocol 2
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it asks for {module}.{name}, which a CIFAR batch never holds")
+        return super().find_class(module, name)
+
+
 def read_cifar(files: list[str | Path]) -> tuple[torch.Tensor, torch.Tensor]:
-    """CIFAR-10/100 python-pickle batches, concatenated: uint8 (N, 3, 32, 32) and int64 labels."""
+    """CIFAR-10/100 python-pickle batches, concatenated: uint8 (N, 3, 32, 32) and int64 labels.
+
+    Read with a restricted unpickler (``_CifarUnpickler``): a file that holds anything but
+    plain containers and numpy arrays is refused, never run."""
     images, labels = [], []
     for file in files:
         path = Path(file)
@@ -84,8 +105,8 @@ def read_cifar(files: list[str | Path]) -> tuple[torch.Tensor, torch.Tensor]:
             raise FileNotFoundError(f"CIFAR batch {str(path)!r} does not exist")
         try:
             with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="bytes")
-        except (pickle.UnpicklingError, EOFError, OSError, ValueError) as e:
+                batch = _CifarUnpickler(f, encoding="bytes").load()
+        except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, AttributeError, IndexError) as e:
             raise ValueError(f"{path}: not a CIFAR python batch ({e})") from None
         key = next((k for k in (b"labels", b"fine_labels") if isinstance(batch, dict) and k in batch), None)
         if key is None or b"data" not in batch:
@@ -140,6 +161,8 @@ class ImageData:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
         if len(self.labels) != len(self.images):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+        if len(self.labels) and int(self.labels.min()) < 0:
+            raise ValueError(f"labels must be >= 0, got {int(self.labels.min())}")
 
     def split(self, fraction: float, seed: int) -> tuple["ImageData", "ImageData"]:
         """(first, rest): a seeded random ``fraction`` of the samples, and the others."""
@@ -285,6 +308,8 @@ def load_dataset(ref: str) -> Dataset:
         return Dataset(ref, train, test, int(train.labels.max()) + 1, flip=True, source=arg)
     if kind == "folder" and arg:
         folder, _, size = arg.partition("@")
+        if size and not (size.isdigit() and 0 < int(size) <= 4096):
+            raise ValueError(f"--data {ref!r}: the size after @ must be a whole number of pixels in 1..4096, got {size!r}")
         images, labels, classes = read_image_folder(folder, int(size) if size else 32)
         test, train = ImageData(images, labels).split(0.2, SPLIT_SEED)
         return Dataset(ref, train, test, len(classes), flip=True, source=folder)

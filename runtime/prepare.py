@@ -11,7 +11,9 @@ a ``Cluster``; preparing it again changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -29,6 +31,8 @@ from d2ft.units import GB, GFLOPS, GiB
 from .job import VOLATILE, Job
 from .spec import model_spec_from_timm
 from .weights import SHIPPED_CHECKPOINT, build_model, load_weights, read_metadata
+
+log = logging.getLogger(__name__)
 
 LOCAL_CPU = DeviceSpec(
     "this machine, one CPU thread per rank (assumed figures; `d2ft calibrate` measures them)",
@@ -60,9 +64,17 @@ def resolve_model(model: str | None, kwargs: dict, checkpoint: str | None) -> tu
 
 
 def _meta_model(job: Job):
-    """The job's timm model on the meta device: shapes only, no memory, no weights read."""
-    with torch.device("meta"):
-        return build_model(job.replace(checkpoint="none"))
+    """The job's timm model on the meta device: shapes only, no memory, no weights read.
+
+    ValueError naming the model and its arguments when timm cannot build it."""
+    try:
+        with torch.device("meta"):
+            return build_model(job.replace(checkpoint="none"))
+    except (TypeError, ValueError, RuntimeError, AssertionError, KeyError, AttributeError) as e:
+        if "Unknown model" in str(e) or isinstance(e, RuntimeError) and "model" in str(e).lower():
+            raise ValueError(f"--model {job.model!r}: timm has no such model ({one_line(e)})") from None
+        raise ValueError(f"--model-kwargs {json.dumps(job.model_kwargs)}: timm cannot build {job.model} with "
+                         f"them ({type(e).__name__}: {one_line(e)})") from None
 
 
 def spec_of(job: Job):
@@ -83,6 +95,10 @@ def prepare(job: Job) -> Job:
     job = job.replace(model=name, model_kwargs=kwargs, checkpoint=checkpoint or "none")
     meta_model = _meta_model(job)
     spec = model_spec_from_timm(meta_model, name=name)
+    subnets = spec.depth * spec.heads
+    if job.nproc > subnets + 1:
+        raise ValueError(f"--nproc {job.nproc}: {name} has {subnets} subnets ({spec.depth} blocks x {spec.heads} "
+                         f"heads), so more than {subnets + 1} ranks would leave ranks with nothing to run")
     if data is not None:
         _check_data(data, meta_model)
     if checkpoint:
@@ -105,8 +121,19 @@ def prepare(job: Job) -> Job:
                        micro_batch_size=plan.micro_batch_size)
 
 
+def one_line(e) -> str:
+    return " ".join(str(e).split())[:200]
+
+
 def _check_data(data, model) -> None:
-    """The dataset's images and classes fit the model (before any rank starts)."""
+    """The dataset's images, labels and classes fit the model (before any rank starts)."""
+    train, test = set(data.train.labels.unique().tolist()), set(data.test.labels.unique().tolist())
+    if min(train | test, default=0) < 0:
+        raise ValueError(f"dataset {data.name!r} has negative labels ({min(train | test)}); labels must be 0..C-1")
+    if not test <= train:
+        unseen = sorted(test - train)
+        raise ValueError(f"dataset {data.name!r}: its test split has labels the training split never shows "
+                         f"({', '.join(map(str, unseen[:5]))}); top-1 on them would be 0. Check the split or the labels")
     x = data.train.images
     chans, size = model.patch_embed.proj.in_channels, tuple(model.patch_embed.img_size)
     if x.shape[1] != chans or tuple(x.shape[2:]) != size:
@@ -119,8 +146,14 @@ def _check_data(data, model) -> None:
 
 
 def claim_run_dir(job: Job) -> None:
-    """Refuses a run directory that holds another run (or this one, without ``resume``)."""
+    """Refuses a run directory that holds files d2ft did not write, another run, this run without
+    ``resume``, or (with ``resume``) nothing intact to resume from. Call it holding the run's lock."""
     run_dir = Path(job.out_dir)
+    foreign = rundir.foreign_files(run_dir)
+    if foreign:
+        shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
+        raise ValueError(f"{run_dir} holds files d2ft did not write ({shown}); d2ft never overwrites or deletes "
+                         "them: choose another --out")
     existing = run_dir / rundir.JOB_FILE
     if not existing.exists():
         if job.resume:
@@ -128,24 +161,37 @@ def claim_run_dir(job: Job) -> None:
         return
     old = read_json(existing, "job file")
     new = job.to_dict()
+    if not isinstance(old, dict):
+        raise ValueError(f"job file {str(existing)!r} is not a d2ft job; choose another --out")
     diff = sorted(k for k in set(old) | set(new) if k not in VOLATILE and old.get(k) != new.get(k))
     if diff:
         raise ValueError(f"{run_dir} already holds a different run (it differs in {', '.join(diff)}); "
                          "choose another --out, or repeat that run's own options to resume it")
+    ckpt, problems = rundir.intact_checkpoint(run_dir)
     if not job.resume:
-        pointer = run_dir / rundir.CHECKPOINT_FILE
-        done = read_json(pointer, "checkpoint pointer") if pointer.exists() else None
-        where = f" (checkpointed at step {done['step']} of {job.steps})" if done else ""
+        where = f" (checkpointed at step {ckpt['step']} of {job.steps})" if ckpt else ""
         raise ValueError(f"{run_dir} already holds this run{where}; pass --resume to continue it, or choose another --out")
+    if ckpt is None and problems:
+        raise ValueError(f"--resume: no intact checkpoint in {run_dir}: {'; '.join(problems)}")
+    done = len(rundir.read_jsonl(run_dir / rundir.METRICS_FILE))
+    if ckpt is None and done:
+        raise ValueError(f"--resume: {run_dir} has the metrics of {done} steps but no checkpoint to resume from; "
+                         f"to start fresh, remove {run_dir} or choose another --out")
+    for problem in problems:
+        log.warning("resuming from an earlier checkpoint: %s", problem)
 
 
-def write_job(job: Job) -> Path:
-    """Claims the prepared job's run directory and writes RUN_DIR/job.json; returns its path."""
+@contextlib.contextmanager
+def claimed(job: Job):
+    """Holds the prepared job's run directory for the block: its lock taken, the folder checked
+    (``claim_run_dir``) and RUN_DIR/job.json written; yields the job file's path."""
     if not job.prepared:
-        raise ValueError("write_job takes a prepared job (runtime.prepare.prepare)")
-    claim_run_dir(job)
-    return atomic_write_text(Path(job.out_dir) / rundir.JOB_FILE, job.to_json())
+        raise ValueError("claimed() takes a prepared job (runtime.prepare.prepare)")
+    if rundir.foreign_files(job.out_dir):
+        claim_run_dir(job)  # refuses it before the lock file is put into someone else's folder
+    with rundir.RunLock(job.out_dir):
+        claim_run_dir(job)
+        yield atomic_write_text(Path(job.out_dir) / rundir.JOB_FILE, job.to_json())
 
 
-__all__ = ["LOCAL_CPU", "LOOPBACK", "claim_run_dir", "local_cluster", "prepare", "resolve_model", "spec_of",
-           "write_job"]
+__all__ = ["LOCAL_CPU", "LOOPBACK", "claim_run_dir", "claimed", "local_cluster", "prepare", "resolve_model", "spec_of"]

@@ -11,7 +11,6 @@ test accuracy, versions and the checkpoint's SHA-256.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from d2ft.rundir import sha256
 from d2ft.serial import default_file_mode, write_json
 
 from .data import ImageData, find_files, read_idx_images, read_idx_labels
@@ -27,14 +27,6 @@ from .optim import lr_at
 
 MODEL = "vit_tiny_patch16_224"
 MODEL_KWARGS = dict(img_size=28, patch_size=4, in_chans=1, embed_dim=96, depth=6, num_heads=4, num_classes=10)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def evaluate(model, data: ImageData, mean, std, batch: int = 500) -> float:

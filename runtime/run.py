@@ -11,6 +11,7 @@ must then be one shared folder).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import socket
@@ -25,8 +26,30 @@ from d2ft import rundir
 from d2ft.serial import write_json
 
 from .job import Job
-from .prepare import prepare, write_job
+from .prepare import claimed, prepare, spec_of
 from .train import train
+
+
+RANK_BASE_BYTES = 0.8e9
+"""Resident memory of one local rank before its model's own state, B: 0.79-0.83 GB were measured for
+ranks of the shipped backbone (0.7 M parameters) on the reference machine (2026-12-01), mostly torch
+and timm themselves."""
+RANK_BYTES_PER_PARAM = 16
+"""Upper bound per model parameter and rank, B: every rank builds the whole fp32 model (4 B) before
+keeping its part, plus gradients and two AdamW moments of what it trains."""
+
+
+def check_capacity(nproc: int, params: int) -> None:
+    """ValueError when ``nproc`` local ranks of a model with ``params`` parameters would not fit in
+    this machine's memory (90% of it)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    per_rank = RANK_BASE_BYTES + RANK_BYTES_PER_PARAM * params
+    most = int(0.9 * total // per_rank)
+    if nproc > most:
+        raise ValueError(f"--nproc {nproc}: this machine has {cores} cores and {total / 2**30:.0f} GiB; each rank "
+                         f"needs about {per_rank / 1e9:.1f} GB, so at most {most} local ranks fit "
+                         "(across machines, launch with torchrun)")
 
 
 def free_port() -> int:
@@ -60,13 +83,17 @@ def run_rank(rank: int, world: int, init_method: str, job: Job) -> None:
 
 
 def launch(job: Job) -> None:
-    """Runs the prepared ``job`` on ``job.nproc`` local processes; raises RuntimeError naming a failing rank."""
+    """Runs the prepared ``job`` on ``job.nproc`` local processes; raises RuntimeError naming a failing rank.
+
+    Every rank is gone when it returns or raises (Ctrl-C included), and no file is left outside
+    the run directory (torch's per-rank error files are removed)."""
     if not job.prepared:
         raise ValueError("launch takes a prepared job (runtime.prepare.prepare)")
     nproc, port = job.nproc, job.port or free_port()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         if s.connect_ex(("127.0.0.1", port)) == 0:
-            raise RuntimeError(f"port {port} on 127.0.0.1 is in use; choose another with --port or leave it out")
+            raise ValueError(f"--port {port}: port {port} on 127.0.0.1 is in use; choose another with --port "
+                             "or leave it out")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ctx = mp.start_processes(run_rank, args=(nproc, f"tcp://127.0.0.1:{port}", job), nprocs=nproc, join=False,
                              start_method="spawn")
@@ -83,6 +110,9 @@ def launch(job: Job) -> None:
     except mp.ProcessExitedException as e:
         _stop(ctx)
         raise RuntimeError(f"rank {e.error_index} died (exit code {e.exit_code}); the other ranks were stopped") from None
+    finally:
+        for path in ctx.error_files:
+            Path(path).unlink(missing_ok=True)
 
 
 def _stop(ctx) -> None:
@@ -100,30 +130,55 @@ def run(job: Job) -> dict:
     ``job.nproc`` local ranks and returns its summary (``d2ft.rundir.summarise``, also written to
     RUN_DIR/summary.json)."""
     job = prepare(job)
-    write_job(job)
-    launch(job)
+    check_capacity(job.nproc, spec_of(job).params)
+    with claimed(job):
+        launch(job)
     summary = rundir.summarise(job.out_dir)
     write_json(Path(job.out_dir) / rundir.SUMMARY_FILE, summary)
     return summary
 
 
 def main(argv=None) -> int:
-    """torchrun entry: ``torchrun --nproc-per-node N -m runtime.run RUN_DIR/job.json``."""
-    args = sys.argv[1:] if argv is None else argv
+    """torchrun entry: ``torchrun --nproc-per-node N -m runtime.run [--resume] RUN_DIR/job.json``.
+
+    The coordinator's rank holds the run directory's lock. ``--resume`` continues the run from its
+    last intact checkpoint; so does a job that torchrun restarted by itself (``--max-restarts``;
+    TORCHELASTIC_RESTART_COUNT > 0)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    resume = "--resume" in args
+    args = [a for a in args if a != "--resume"]
     if len(args) != 1:
-        print("usage: python -m runtime.run RUN_DIR/job.json (under torchrun)", file=sys.stderr)
-        return 2
-    job = Job.load(args[0])
+        return _usage("usage: python -m runtime.run [--resume] RUN_DIR/job.json (under torchrun)")
+    try:
+        job = Job.load(args[0])
+    except (ValueError, OSError) as e:
+        return _usage(f"runtime.run: {e}")
     if not job.prepared:
-        print(f"{args[0]} is not a prepared job (no plan); write one with `d2ft run --dry-run`", file=sys.stderr)
-        return 2
+        return _usage(f"{args[0]} is not a prepared job (no plan); write one with `d2ft run --dry-run`")
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if world != job.nproc:
+        return _usage(f"{args[0]} was prepared for {job.nproc} ranks but torchrun started {world}; "
+                      f"use --nproc-per-node (x --nnodes) = {job.nproc}, or prepare it again with --nproc {world}")
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
     run_dir = Path(job.out_dir)
-    if rundir.is_run_dir(run_dir) and not job.resume:
-        print(f"{run_dir} already holds this run's metrics; set \"resume\": true in {args[0]} to continue it "
-              "from its last checkpoint, or make a new job with `d2ft run --dry-run --out NEW_DIR`", file=sys.stderr)
-        return 2
-    run_rank(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), "env://", job)  # exits the process
+    resume = resume or job.resume or restarted
+    if rundir.is_run_dir(run_dir) and not resume:
+        return _usage(f"{run_dir} already holds this run's metrics; add --resume (python -m runtime.run --resume "
+                      f"{args[0]}) to continue it from its last checkpoint, or make a new job with "
+                      "`d2ft run --dry-run --out NEW_DIR`")
+    job = job.replace(resume=resume)
+    lock = rundir.RunLock(run_dir) if rank == job.coordinator else contextlib.nullcontext()
+    try:
+        with lock:
+            run_rank(rank, world, "env://", job)  # exits the process when the rank is done
+    except ValueError as e:
+        return _usage(f"runtime.run: {e}")
     return 0
+
+
+def _usage(message: str) -> int:
+    print(message, file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -280,7 +280,7 @@ class RankLoop:
         if step + 1 == job.steps or (job.checkpoint_every and (step + 1) % job.checkpoint_every == 0):
             extra = {"replanner": self.replanner.state_dict(), "plan": self.current.to_dict(),
                      "plan_index": self.plan_index} if self.is_coord else {}
-            save_checkpoint(self.run_dir, self.rank, step + 1, self.part, self.opt, extra, self.is_coord,
+            save_checkpoint(self.run_dir, self.rank, self.coord, step + 1, self.part, self.opt, extra,
                             job.keep_checkpoints)
 
     def _progress_bar(self, start: int):

@@ -42,8 +42,8 @@ def build_model(job):
 
 def read_metadata(path: str | Path) -> dict:
     """The metadata of a safetensors file (model, model_kwargs, ...) without reading its tensors; {} for a
-    torch checkpoint, which has none."""
-    return read_weights(path, tensors=False)[1]
+    torch checkpoint, which has none (it is read, so that a file that is no checkpoint says so here)."""
+    return read_weights(path, tensors=Path(path).suffix != ".safetensors")[1]
 
 
 def read_weights(path: str | Path, tensors: bool = True) -> tuple[dict, dict]:
@@ -63,8 +63,9 @@ def read_weights(path: str | Path, tensors: bool = True) -> tuple[dict, dict]:
             return {}, {}
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # safetensors and torch raise many kinds on a corrupt file
-        raise ValueError(f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}: {str(e)[:200]}); "
-                         "is it a complete safetensors or torch file?") from None
+        reason = " ".join(f"{type(e).__name__}: {e}".split())[:160]
+        raise ValueError(f"{str(path)!r} is not a checkpoint (cannot be read: {reason}); give a complete "
+                         "safetensors or torch weights file") from None
     for key in ("state_dict", "model", "state_dict_ema"):  # common wrappers
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 from d2ft.cost import CostModel
+from d2ft.errors import expect
+from d2ft.plan import Plan
 from d2ft.trace import DeviceStats, Event, Trace
 
 from .graph import schedule, step_graph
@@ -31,6 +33,8 @@ def simulate(plan, model, cluster, path: str = "graph", order: str = "sequential
     """
     if path not in PATHS:
         raise ValueError(f"unknown path {path!r}; valid: {', '.join(PATHS)}")
+    CostModel(model, cluster)  # TypeError naming the argument when model or cluster is of the wrong type
+    expect(plan, Plan, "plan", "read one with Plan.from_dict or Plan.from_json")
     _check_cluster(cluster)
     plan.validate(model, cluster)
     if path == "analytical":

@@ -55,6 +55,20 @@ def resized(cluster: Cluster, devices: int) -> Cluster:
     return Cluster.star(devs, hops[1][2], coordinator=coord, coordinator_link=hops[0][2], name=f"{cluster.name}x{devices}")
 
 
+def _check_axes(keeps, comm_keeps, micro_batch_sizes, micro_batches, link_bandwidths, device_counts) -> None:
+    problems = [f"keep ratio {k!r} is not in (0, 1]" for k in keeps if not (isinstance(k, (int, float)) and 0 < k <= 1)]
+    problems += [f"comm keep ratio {k!r} is not in (0, 1]" for k in comm_keeps
+                 if k is not None and not (isinstance(k, (int, float)) and 0 < k <= 1)]
+    for name, values in (("micro-batch size", micro_batch_sizes), ("micro-batches", micro_batches),
+                         ("device count", device_counts)):
+        problems += [f"{name} {v!r} is not a positive integer" for v in values
+                     if v is not None and not (isinstance(v, int) and v >= 1)]
+    problems += [f"link bandwidth {b!r} is not a positive number of B/s" for b in link_bandwidths
+                 if b is not None and not (isinstance(b, (int, float)) and b > 0)]
+    if problems:
+        raise ValueError("sweep: " + "; ".join(problems))
+
+
 def sweep(
     models: Sequence[str | ModelSpec],
     clusters: Sequence[str | Cluster],
@@ -70,7 +84,12 @@ def sweep(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[dict]:
-    """One record (``RECORD_FIELDS``) per point of the grid; ``progress(done, total)`` after each."""
+    """One record (``RECORD_FIELDS``) per point of the grid; ``progress(done, total)`` after each.
+
+    A value no point could use (a keep ratio outside (0, 1], a non-positive count or bandwidth)
+    raises ValueError naming it before anything is planned; a point whose budget no plan meets is
+    a record with its ``error``."""
+    _check_axes(keeps, comm_keeps, micro_batch_sizes, micro_batches, link_bandwidths, device_counts)
     models = [load_model(m) if isinstance(m, str) else m for m in models]
     clusters = [load_cluster(c) if isinstance(c, str) else c for c in clusters]
     grid = list(itertools.product(models, clusters, device_counts, link_bandwidths, strategies, keeps, comm_keeps,

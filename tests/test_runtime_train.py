@@ -61,7 +61,9 @@ def test_resume_continues_exactly(idx_dir, tmp_path, capsys):
 
     model_before = load_file(run / "model.safetensors")
     # Interrupted after the step-2 checkpoint: the pointer is there, the later metrics lines too.
-    (run / "checkpoint.json").write_text(json.dumps({"step": 2, "path": "checkpoints/step-0000002"}))
+    pointer = json.loads((run / "checkpoint.json").read_text())
+    sets = [s for s in pointer["sets"] if s["step"] <= 2]
+    (run / "checkpoint.json").write_text(json.dumps({"step": 2, "path": sets[-1]["path"], "sets": sets}))
     assert _run(idx_dir, run, "--checkpoint-every", "2", "--keep-checkpoints", "3", "--strategy", "hybrid",
                 "--resume") == 0
     again = _metrics(run)

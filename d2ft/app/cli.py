@@ -2,42 +2,94 @@
 
 Every command prints a readable table by default and one JSON object with --json.
 Units: seconds (s), bytes (B), FLOP; a "keep ratio" is a fraction in (0, 1].
-Exit codes: 0 done, 2 a usage error or a problem with the input (one line on stderr).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Sequence
 
 from . import demo, report, runs, whatif
 
-ERRORS = (ValueError, KeyError, OSError, IndexError, RuntimeError)
-"""What a command may raise for a problem with its input or a failed run: answered in one line."""
+EPILOG = """\
+exit status: 0 done; 1 a run failed (a rank failed or died: the message names it);
+2 a usage error or a problem with the input (one line on stderr says what and how to fix
+it); 130 interrupted (Ctrl-C; `d2ft run` says how to resume)."""
+
+INPUT_ERRORS = (ValueError, KeyError, OSError, IndexError, TypeError)
+"""What a command raises for a problem with its input: exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line that points at ``--help`` (exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Every command's parser (``d2ft --help``); building it imports no torch."""
-    parser = argparse.ArgumentParser(prog="d2ft", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = Parser(prog="d2ft", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for module in (whatif, runs, demo, report):
         module.add_parsers(sub)
     return parser
 
 
+def one_line(message: str) -> str:
+    """A possibly multi-line message (a list of problems) as one line."""
+    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+class _OneLineWarnings(logging.Handler):
+    """Library warnings on stderr as ``d2ft COMMAND: warning: ...``, one line each."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__(logging.WARNING)
+        self.command = command
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"d2ft {self.command}: warning: {one_line(record.getMessage())}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``d2ft`` console script. Errors print one line and exit 2."""
+    """Entry point of the ``d2ft`` console script (exit status: ``EPILOG``)."""
     args = build_parser().parse_args(argv)
+    handler = _OneLineWarnings(args.command)
+    logging.getLogger().addHandler(handler)
     try:
         return args.func(args)
-    except ERRORS as e:
+    except INPUT_ERRORS as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"d2ft {args.command}: error: {message}", file=sys.stderr)
+        print(f"d2ft {args.command}: error: {one_line(message)}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        print(f"d2ft {args.command}: failed: {one_line(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"d2ft {args.command}: {interrupted(args)}", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+def interrupted(args: argparse.Namespace) -> str:
+    """What to say on Ctrl-C: for a run, where it stopped and how to resume it."""
+    if args.command != "run" or getattr(args, "dry_run", False):
+        return "interrupted"
+    from .. import rundir
+
+    ckpt, _ = rundir.intact_checkpoint(args.out) if (rundir.Path(args.out) / rundir.JOB_FILE).is_file() else (None, [])
+    done = len(rundir.read_jsonl(rundir.Path(args.out) / rundir.METRICS_FILE))
+    if ckpt is None:
+        return f"interrupted at step {done}, before any checkpoint; start it again with the same command"
+    return (f"interrupted at step {done} (checkpointed at step {ckpt['step']}); resume with: "
+            f"d2ft run --resume --out {args.out} and the same options")
 
 
 if __name__ == "__main__":

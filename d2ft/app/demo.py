@@ -173,7 +173,7 @@ def measure_fidelity(run_dir: str | Path, profile: str | Path, nproc: int, plans
     summed over ranks, bytes are those sent by every rank. ``assumed``, a second cluster, adds
     its prediction as ``assumed_step_time_s``.
     """
-    from runtime.prepare import prepare, write_job
+    from runtime.prepare import claimed, prepare
     from runtime.run import launch
 
     run_dir, profile = Path(run_dir), Path(profile)
@@ -198,8 +198,8 @@ def measure_fidelity(run_dir: str | Path, profile: str | Path, nproc: int, plans
                                    micro_batch_size=micro_batch_size, steps=each * len(plans), checkpoint_every=0,
                                    evaluate=False, progress=label is not None, label=label or "",
                                    out_dir=str(run_dir)))
-        write_job(job)
-        launch(job)
+        with claimed(job):
+            launch(job)
         lines = rundir.read_jsonl(run_dir / rundir.METRICS_FILE)
     return _fidelity_rows(lines, schedule, plans, each, spec, calibrated, nproc, micro_batch_size, assumed)
 

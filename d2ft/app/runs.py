@@ -11,6 +11,7 @@ from pathlib import Path
 
 from runtime.datasets import DATASETS
 
+from ..rundir import JOB_FILE
 from ..serial import atomic_write_text, write_json
 from ..units import fmt_bytes, fmt_time
 from . import flags
@@ -101,15 +102,31 @@ def command_line(job) -> str:
     return " ".join(parts)
 
 
+def _resumed(job):
+    """``--resume --out RUN_DIR`` with no other run option: the job RUN_DIR/job.json holds (its volatile
+    fields, such as the progress bar and timeout, from the flags). With other options given, ``job``
+    itself, which must then match the saved one."""
+    from runtime.job import VOLATILE, Job
+
+    saved = Path(job.out_dir) / JOB_FILE
+    if not job.resume or not saved.is_file():
+        return job
+    default = Job()
+    if any(getattr(job, f) != getattr(default, f) for f in Job.__dataclass_fields__ if f not in VOLATILE):
+        return job
+    return Job.load(saved).replace(**{f: getattr(job, f) for f in VOLATILE})
+
+
 def cmd_run(args) -> int:
     """``d2ft run``: the flags as a Job, prepared (every check before any rank starts), then run."""
-    from runtime.prepare import prepare, write_job
+    from runtime.prepare import claimed, prepare
     from runtime.run import run
 
-    job = job_from_args(args)
+    job = _resumed(job_from_args(args))
     if args.dry_run:
         job = prepare(job)
-        path = write_job(job)
+        with claimed(job) as path:
+            pass
         print(f"job written to {path}; run it with: torchrun --nproc-per-node {job.nproc} -m runtime.run {path}")
         return 0
     summary = run(job)

@@ -296,8 +296,9 @@ def _add_plan(sub) -> None:
     p.add_argument("--placement", choices=("width", "depth"), default="width",
                    help="subnets spread over devices per block (width) or whole blocks per device (depth)")
     flags.add_seed(p)
-    p.add_argument("--time-limit", type=float, default=5.0, help="mip time limit, s (default: 5)")
-    p.add_argument("--gap", type=float, default=0.01, help="mip relative gap to stop at (default: 0.01)")
+    p.add_argument("--time-limit", type=flags.positive_float, default=5.0, help="mip time limit, s (default: 5)")
+    p.add_argument("--gap", type=flags.checked(float, lambda v: 0 <= v < 1, "a relative gap in [0, 1)"), default=0.01,
+                   help="mip relative gap to stop at, a fraction (default: 0.01)")
     p.add_argument("--backend", choices=MIP_BACKENDS, default=DEFAULT_BACKEND, help="mip backend (default: %(default)s)")
     p.add_argument("--out", help="write the plan here (.json, or any other extension for the text grid)")
     p.add_argument("--json", action="store_true", help="print one JSON object (times in s, sizes in B)")
