@@ -165,8 +165,8 @@ def test_the_command_line_answers_in_one_clear_line(files, capsys, argv, status,
 
 
 def test_bad_inputs_leave_no_trace(files):
-    """After the whole table: the crafted pickle ran nothing, the foreign file is untouched, no run
-    directory was made, and torch left no error files behind."""
+    """After the whole table: the crafted pickle ran nothing, the foreign file is untouched, and no run
+    directory was made."""
     assert not (files / "pwned").exists()
     assert (files / "foreign" / "notes.txt").read_text() == "keep me"
     assert sorted(p.name for p in (files / "foreign").iterdir()) == ["notes.txt"]

@@ -84,6 +84,10 @@ def test_a_dying_rank_stops_the_job(tmp_path):
     job = Job(model="vit_tiny_patch16_224", model_kwargs=json.loads(TINY), checkpoint="none", plan=plan,
               strategy=None, nproc=2, steps=10_000, seed=0, slowdown=[1.0, 1.0], timeout_s=60, data="synthetic",
               progress=False, out_dir=str(tmp_path))
+    import glob
+    import tempfile
+
+    error_files = set(glob.glob(os.path.join(tempfile.gettempdir(), "pytorch-errorfile-*")))
     errors = []
     thread = threading.Thread(target=lambda: _capture(errors, job))
     thread.start()
@@ -97,6 +101,8 @@ def test_a_dying_rank_stops_the_job(tmp_path):
     assert not thread.is_alive(), "launch() hung after a rank died"
     assert errors and ("died" in errors[0] or "failed" in errors[0])
     assert not [p for p in multiprocessing.active_children() if p.is_alive()]
+    # nothing is left outside the run directory (torch's per-rank error files are removed)
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "pytorch-errorfile-*"))) <= error_files
 
 
 def _capture(errors, job):
