@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
 import socket
 import sys
@@ -95,6 +96,9 @@ def launch(job: Job) -> None:
             raise ValueError(f"--port {port}: port {port} on 127.0.0.1 is in use; choose another with --port "
                              "or leave it out")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # On a failure torch logs "Terminating process N via signal SIGTERM" for each peer it stops; the
+    # one-line error below says it all.
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
     ctx = mp.start_processes(run_rank, args=(nproc, f"tcp://127.0.0.1:{port}", job), nprocs=nproc, join=False,
                              start_method="spawn")
     try:

@@ -97,7 +97,7 @@ def test_a_dying_rank_stops_the_job(tmp_path):
     time.sleep(5)  # let both ranks get into their loop
     victim = multiprocessing.active_children()[-1]
     os.kill(victim.pid, signal.SIGKILL)
-    thread.join(timeout=90)
+    thread.join(timeout=30)  # every rank gone within 30 s of the kill
     assert not thread.is_alive(), "launch() hung after a rank died"
     assert errors and ("died" in errors[0] or "failed" in errors[0])
     assert not [p for p in multiprocessing.active_children() if p.is_alive()]

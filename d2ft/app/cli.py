@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from . import demo, report, runs, whatif
@@ -84,8 +85,9 @@ def interrupted(args: argparse.Namespace) -> str:
         return "interrupted"
     from .. import rundir
 
-    ckpt, _ = rundir.intact_checkpoint(args.out) if (rundir.Path(args.out) / rundir.JOB_FILE).is_file() else (None, [])
-    done = len(rundir.read_jsonl(rundir.Path(args.out) / rundir.METRICS_FILE))
+    out = Path(args.out)
+    ckpt, _ = rundir.intact_checkpoint(out) if (out / rundir.JOB_FILE).is_file() else (None, [])
+    done = len(rundir.read_jsonl(out / rundir.METRICS_FILE))
     if ckpt is None:
         return f"interrupted at step {done}, before any checkpoint; start it again with the same command"
     return (f"interrupted at step {done} (checkpointed at step {ckpt['step']}); resume with: "
