@@ -4,6 +4,7 @@ The runtime writes a run directory, analysis and the app read it; this module is
 place that knows its file names and formats:
 
     job.json          the job (``runtime.job.Job``), what --resume checks against
+    job.toml          the same job as a config file (``d2ft run --dry-run``)
     metrics.jsonl     one JSON object per step (``step``, ``loss``, ``step_time_s`` and more)
     plans.jsonl       one JSON object per plan change (``step``, ``plan``, ``reason``, ...)
     checkpoint.json   the last complete checkpoint: {"step": N, "path": "checkpoints/step-N"}
@@ -35,6 +36,8 @@ from statistics import median
 from .serial import atomic_write_text, read_json
 
 JOB_FILE = "job.json"
+JOB_CONFIG = "job.toml"
+"""The same job as a config file (``d2ft run --dry-run`` writes it, ``--config`` reads it)."""
 METRICS_FILE = "metrics.jsonl"
 PLANS_FILE = "plans.jsonl"
 CHECKPOINT_FILE = "checkpoint.json"
@@ -161,7 +164,7 @@ class RunLock:
 
 def ours(name: str) -> bool:
     """Whether a top-level entry of a run directory is one d2ft writes there."""
-    return (name in (JOB_FILE, METRICS_FILE, PLANS_FILE, CHECKPOINT_FILE, CHECKPOINTS_DIR, EXPORT_FILE,
+    return (name in (JOB_FILE, JOB_CONFIG, METRICS_FILE, PLANS_FILE, CHECKPOINT_FILE, CHECKPOINTS_DIR, EXPORT_FILE,
                      SUMMARY_FILE, LOCK_FILE) + REPORT_FILES
             or (name.startswith(TIMELINE_PREFIX) and name.endswith(".json"))
             or (name.startswith("rank") and name.endswith(".pt"))

@@ -67,3 +67,41 @@ def test_the_run_command_maps_its_flags_onto_the_job_defaults():
     assert (job.nproc, job.strategy, job.keep, job.steps, job.lr, job.augment) == (2, "shortcut", 0.5, 7, 2e-3, False)
     assert job.lora == LoraSpec(targets=("q", "k")) and job.slowdown == (1.0, 3.0) and job.timeout_s == 30
     assert job_from_args(parse(command_line(job).split()[1:])) == job
+
+
+def test_a_config_file_with_flags_over_it(tmp_path, capsys):
+    """`d2ft run --config job.toml`: the file's fields, with the flags given on the command line over them;
+    `--dry-run` writes such a file."""
+    pytest.importorskip("torch")
+    from d2ft.app.cli import main
+
+    (tmp_path / "mine.toml").write_text('strategy = "shortcut"\nkeep = 0.5\nsteps = 9\ndata = "synthetic"\n'
+                                        'model = "vit_tiny_patch16_224"\ncheckpoint = "none"\nnproc = 2\n'
+                                        '[model_kwargs]\nimg_size = 16\npatch_size = 8\nembed_dim = 48\ndepth = 2\n'
+                                        'num_heads = 4\nnum_classes = 4\n')
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["run", "--config", str(tmp_path / "mine.toml"), "--steps", "5", "--out", str(a), "--dry-run"]) == 0
+    first = Job.load(a / "job.json")
+    assert (first.strategy, first.keep, first.steps, first.nproc) == ("shortcut", 0.5, 5, 2)  # --steps wins
+    assert main(["run", "--config", str(a / "job.toml"), "--keep=0.4", "--out", str(b), "--dry-run"]) == 0
+    second = Job.load(b / "job.json")
+    assert second == first.replace(keep=0.4, out_dir=str(b))
+    (tmp_path / "typo.toml").write_text("stepz = 3\n")
+    assert main(["run", "--config", str(tmp_path / "typo.toml"), "--dry-run", "--out", str(tmp_path / "c")]) == 2
+    assert "typo.toml': unknown keys stepz" in capsys.readouterr().err
+
+
+def test_the_readme_lists_every_job_field_with_its_default():
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+) \|", text, flags=re.M))
+    for f in dataclasses.fields(Job):
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        shown = "none" if default is None else (f'"{default}"' if isinstance(default, str) else repr(default))
+        assert rows.get(f.name, "").strip() == shown, f.name
+    example = re.search(r"```toml\n(.*?)```", text, flags=re.S).group(1)
+    assert Job.from_toml(example) == Job(strategy="hybrid", keep=0.6, steps=300, lr=2e-3, eval_every=100,
+                                         out_dir="runs/hybrid")

@@ -58,6 +58,7 @@ class _OneLineWarnings(logging.Handler):
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``d2ft`` console script (exit status: ``EPILOG``)."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     handler = _OneLineWarnings(args.command)
     logging.getLogger().addHandler(handler)
     try:

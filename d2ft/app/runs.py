@@ -75,7 +75,29 @@ def job_from_args(args):
             fields["slowdown"] = tuple(float(x) for x in args.slowdown.split(","))
         except ValueError:
             raise ValueError(f"--slowdown {args.slowdown!r}: expected comma-separated numbers >= 1, e.g. 1,1,2,4") from None
-    return Job(model_kwargs=_model_kwargs(args), progress=not (args.quiet or args.json), **fields)
+    flagged = Job(model_kwargs=_model_kwargs(args), progress=not (args.quiet or args.json), **fields)
+    return _over_config(flagged, args) if getattr(args, "config", None) else flagged
+
+
+def _over_config(flagged, args):
+    """The job of ``--config FILE`` with the fields of the flags given on the command line over it."""
+    from runtime.job import Job
+
+    given = _given(args)
+    fields = [field for flag, field in FLAGS.items() if flag in given]
+    fields += [f for f, flags in (("lora", ("lora", "lora_rank", "lora_alpha", "lora_targets")),
+                                  ("slowdown", ("slowdown",)), ("model_kwargs", ("model_kwargs",)),
+                                  ("progress", ("quiet", "json"))) if given & set(flags)]
+    if "plan" in given:
+        fields.append("strategy")
+    return Job.load(args.config).replace(**{f: getattr(flagged, f) for f in fields})
+
+
+def _given(args) -> set[str]:
+    """The dests of the ``run`` flags that stand on the command line (``--flag`` or ``--flag=value``)."""
+    words = getattr(args, "argv", None) or []
+    return {a.dest for a in args.run_parser._actions
+            if any(w == opt or w.startswith(opt + "=") for w in words for opt in a.option_strings)}
 
 
 def command_line(job) -> str:
@@ -126,8 +148,9 @@ def cmd_run(args) -> int:
     if args.dry_run:
         job = prepare(job)
         with claimed(job) as path:
-            pass
-        print(f"job written to {path}; run it with: torchrun --nproc-per-node {job.nproc} -m runtime.run {path}")
+            config = atomic_write_text(path.with_suffix(".toml"), job.to_toml())
+        print(f"job written to {path} (and as a config file, {config}); run it with: torchrun --nproc-per-node "
+              f"{job.nproc} -m runtime.run {path}")
         return 0
     summary = run(job)
     print(json.dumps(summary) if args.json else format_summary(summary))
@@ -268,7 +291,11 @@ def _add_run(sub) -> None:
     g.add_argument("--label", default="d2ft run", help="progress bar label")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     flags.add_json(g, "one JSON summary (times in s, sizes in B)")
-    g.add_argument("--dry-run", action="store_true", help="write RUN_DIR/job.json and stop (to launch it with torchrun)")
+    g.add_argument("--dry-run", action="store_true", help="write RUN_DIR/job.json (and job.toml, a config file) and "
+                                                           "stop (to launch it with torchrun)")
+    g.add_argument("--config", help="a job file (.toml or .json; `--dry-run` writes one, the README lists its fields): "
+                                    "its fields, with the flags given on the command line over them")
+    p.set_defaults(run_parser=p)
 
 
 def _add_pretrain(sub) -> None:
