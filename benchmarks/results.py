@@ -58,17 +58,24 @@ SECTIONS = ("accuracy", "lora", "convergence", "hetero", "fidelity", "bench", "s
 
 def _run(job) -> dict:
     """One run of ``job`` (its summary dict); a run directory that is complete is reused, not rerun, and an
-    unfinished one is resumed."""
+    unfinished one (these runs keep no checkpoints) starts again."""
     from runtime.run import run
+
+    import contextlib
+    import io
+    import shutil
+
+    from d2ft import rundir
 
     out = Path(job.out_dir)
     if (out / "summary.json").exists():
         return json.loads((out / "summary.json").read_text())
-    import contextlib
-    import io
-
+    if out.exists():  # an unfinished run of ours (these runs keep no checkpoint): start it again
+        if rundir.foreign_files(out) or not (out / rundir.JOB_FILE).is_file():
+            raise ValueError(f"{out} is not an unfinished d2ft run; move it away to rerun this record")
+        shutil.rmtree(out)
     with contextlib.redirect_stdout(io.StringIO()):
-        return run(job.replace(resume=out.exists(), progress=False))
+        return run(job.replace(progress=False))
 
 
 def _record(section: str, **fields) -> dict:
