@@ -91,8 +91,7 @@ def interrupted(args: argparse.Namespace) -> str:
     done = len(rundir.read_jsonl(out / rundir.METRICS_FILE))
     if ckpt is None:
         return f"interrupted at step {done}, before any checkpoint; start it again with the same command"
-    return (f"interrupted at step {done} (checkpointed at step {ckpt['step']}); resume with: "
-            f"d2ft run --resume --out {args.out} and the same options")
+    return f"interrupted at step {done} (checkpointed at step {ckpt['step']}); resume with: d2ft run --resume --out {out}"
 
 
 if __name__ == "__main__":
