@@ -45,13 +45,13 @@ def test_idx_errors_name_the_file_and_the_problem(tmp_path):
 
 def test_cifar_batches(tmp_path):
     rng = np.random.default_rng(0)
+    written = {}
     for name, key, n in (("data_batch_1", b"labels", 3), ("train", b"fine_labels", 2)):
-        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), key: list(range(n))}
-        pickle.dump(batch, open(tmp_path / name, "wb"))
+        written[name] = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), key: list(range(n))}
+        (tmp_path / name).write_bytes(pickle.dumps(written[name]))
     x, y = read_cifar([tmp_path / "data_batch_1", tmp_path / "train"])
     assert x.shape == (5, 3, 32, 32) and y.tolist() == [0, 1, 2, 0, 1]
-    raw = pickle.load(open(tmp_path / "data_batch_1", "rb"))
-    assert int(x[0, 1, 0, 0]) == int(raw[b"data"][0, 1024])  # green plane follows red
+    assert int(x[0, 1, 0, 0]) == int(written["data_batch_1"][b"data"][0, 1024])  # green plane follows red
     (tmp_path / "bad").write_bytes(b"not a pickle")
     with pytest.raises(ValueError, match="not a CIFAR python batch"):
         read_cifar([tmp_path / "bad"])
