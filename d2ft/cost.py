@@ -108,10 +108,6 @@ class CostModel:
         self._coord = cluster.coordinator_index
 
     # ---- pricing ------------------------------------------------------------------
-    def device_spec(self, k: int):
-        """The DeviceSpec of device ``k``."""
-        return self._specs[k]
-
     def half_work(self, half: str) -> Work:
         """One subnet's per-sample work in block half ``half`` ("attn" or "mlp")."""
         return self._half[half]

@@ -35,7 +35,6 @@ def checked(parse, ok, expected: str):
 
 fraction = checked(float, lambda v: 0 < v <= 1, "a number in (0, 1] (the share of the all-FULL cost kept)")
 positive_int = checked(int, lambda v: v >= 1, "a positive integer")
-nonnegative_int = checked(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = checked(float, lambda v: v > 0 and v != float("inf"), "a positive number")
 
 _OPS = {name: "/".join(op.char for op in ops) for name, ops in STRATEGIES.items()}

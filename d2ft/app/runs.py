@@ -11,7 +11,7 @@ from pathlib import Path
 
 from runtime.datasets import DATASETS
 
-from ..rundir import JOB_FILE
+from ..rundir import JOB_CONFIG, JOB_FILE
 from ..serial import atomic_write_text, write_json
 from ..units import fmt_bytes, fmt_time
 from . import flags
@@ -148,7 +148,7 @@ def cmd_run(args) -> int:
     if args.dry_run:
         job = prepare(job)
         with claimed(job) as path:
-            config = atomic_write_text(path.with_suffix(".toml"), job.to_toml())
+            config = atomic_write_text(path.parent / JOB_CONFIG, job.to_toml())
         print(f"job written to {path} (and as a config file, {config}); run it with: torchrun --nproc-per-node "
               f"{job.nproc} -m runtime.run {path}")
         return 0
