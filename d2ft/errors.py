@@ -45,3 +45,13 @@ def expect(value, kind: type, what: str, hint: str = "") -> None:
         shown = f" {value!r}" if isinstance(value, (str, int, float)) else ""
         raise TypeError(f"{what} must be a {kind.__name__}{f' ({hint})' if hint else ''}, "
                         f"got {type(value).__name__}{shown[:80]}")
+
+
+def one_line(message, limit: int | None = None) -> str:
+    """A message (or exception) with its line breaks and runs of white space folded, cut to ``limit`` chars.
+
+    >>> one_line("invalid job (2 problems):\\n  - a\\n  - b")
+    'invalid job (2 problems): - a - b'
+    """
+    text = " ".join(str(message).split())
+    return text if limit is None else text[:limit]

@@ -12,6 +12,7 @@ a ``Cluster``; preparing it again changes nothing.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import logging
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 from d2ft import rundir
 from d2ft.cluster import Cluster
 from d2ft.device import DeviceSpec, LinkSpec
+from d2ft.errors import one_line
 from d2ft.loaders import load_cluster, load_plan
 from d2ft.ops import Op
 from d2ft.placement import plan_placement
@@ -67,14 +69,18 @@ def _meta_model(job: Job):
     """The job's timm model on the meta device: shapes only, no memory, no weights read.
 
     ValueError naming the model and its arguments when timm cannot build it."""
+    import timm
+
+    if not timm.is_model(job.model):
+        close = difflib.get_close_matches(job.model, timm.list_models(), n=3)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise ValueError(f"--model {job.model!r}: timm has no such model{hint}; timm.list_models() lists them")
     try:
         with torch.device("meta"):
             return build_model(job.replace(checkpoint="none"))
     except (TypeError, ValueError, RuntimeError, AssertionError, KeyError, AttributeError) as e:
-        if "Unknown model" in str(e) or isinstance(e, RuntimeError) and "model" in str(e).lower():
-            raise ValueError(f"--model {job.model!r}: timm has no such model ({one_line(e)})") from None
         raise ValueError(f"--model-kwargs {json.dumps(job.model_kwargs)}: timm cannot build {job.model} with "
-                         f"them ({type(e).__name__}: {one_line(e)})") from None
+                         f"them ({type(e).__name__}: {one_line(e, 200)})") from None
 
 
 def spec_of(job: Job):
@@ -119,10 +125,6 @@ def prepare(job: Job) -> Job:
     plan.validate(spec, cluster)
     return job.replace(plan=plan, cluster=cluster, micro_batches=plan.micro_batches,
                        micro_batch_size=plan.micro_batch_size)
-
-
-def one_line(e) -> str:
-    return " ".join(str(e).split())[:200]
 
 
 def _check_data(data, model) -> None:

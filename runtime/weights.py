@@ -19,6 +19,7 @@ import torch.distributed as dist
 from safetensors.torch import save_file
 
 from d2ft import rundir
+from d2ft.errors import one_line
 from d2ft.plan import Plan
 from d2ft.serial import default_file_mode
 
@@ -63,7 +64,7 @@ def read_weights(path: str | Path, tensors: bool = True) -> tuple[dict, dict]:
             return {}, {}
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # safetensors and torch raise many kinds on a corrupt file
-        reason = " ".join(f"{type(e).__name__}: {e}".split())[:160]
+        reason = one_line(f"{type(e).__name__}: {e}", 160)
         raise ValueError(f"{str(path)!r} is not a checkpoint (cannot be read: {reason}); give a complete "
                          "safetensors or torch weights file") from None
     for key in ("state_dict", "model", "state_dict_ema"):  # common wrappers

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from ..errors import one_line
 from . import demo, report, runs, whatif
 
 EPILOG = """\
@@ -37,11 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (whatif, runs, demo, report):
         module.add_parsers(sub)
     return parser
-
-
-def one_line(message: str) -> str:
-    """A possibly multi-line message (a list of problems) as one line."""
-    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
 
 
 class _OneLineWarnings(logging.Handler):
