@@ -44,17 +44,21 @@ def save_checkpoint(run_dir: Path, rank: int, coord: int, next_step: int, part, 
     dist.barrier()  # the pointer has moved before any rank goes on
 
 
-def load_checkpoint(run_dir: Path, rank: int, device) -> dict | None:
-    """This rank's file of the newest intact checkpoint set (``d2ft.rundir.intact_checkpoint``), or None
-    when the run has none. Every rank picks the same set: they verify the same files."""
+def choose_checkpoint(run_dir: Path) -> dict | None:
+    """The newest intact checkpoint set (``d2ft.rundir.intact_checkpoint``), a warning per damaged one
+    skipped; None when the run has none; ValueError naming the files when none is intact. The
+    coordinator chooses and tells the other ranks, so the files are verified once."""
     ckpt, problems = rundir.intact_checkpoint(run_dir)
     for problem in problems:
         log.warning("skipping a damaged checkpoint: %s", problem)
-    if ckpt is None:
-        if problems:
-            raise ValueError(f"no intact checkpoint in {run_dir} to resume from: {'; '.join(problems)}")
-        return None
+    if ckpt is None and problems:
+        raise ValueError(f"no intact checkpoint in {run_dir} to resume from: {'; '.join(problems)}")
+    return ckpt
+
+
+def load_checkpoint(run_dir: Path, ckpt: dict, rank: int, device) -> dict:
+    """This rank's file of checkpoint set ``ckpt`` (tensors and plain containers only)."""
     return torch.load(run_dir / ckpt["path"] / f"rank{rank}.pt", map_location=device, weights_only=True)
 
 
-__all__ = ["load_checkpoint", "save_checkpoint"]
+__all__ = ["choose_checkpoint", "load_checkpoint", "save_checkpoint"]

@@ -34,6 +34,7 @@ training traffic and the cost model does not predict them.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -48,13 +49,16 @@ from d2ft.ops import Op
 from d2ft.plan import Plan
 from d2ft.replan import Replanner
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import choose_checkpoint, load_checkpoint, save_checkpoint
 from .executor import Coordinator, Counters, Link, Worker
 from .feed import Feed
 from .measure import metrics_line, state_bytes, subnet_scores, write_timeline
 from .optim import lr_of, make_optimizer
 from .spec import model_spec_from_timm
 from .weights import build_model, export
+
+
+log = logging.getLogger(__name__)
 
 
 def apply_lora(part, lora, seed: int) -> None:
@@ -143,12 +147,19 @@ class RankLoop:
 
     def restore(self) -> int:
         """The step to start at: after the last checkpoint when resuming (state restored), else 0."""
-        saved = load_checkpoint(self.run_dir, self.rank, self.device) if self.job.resume else None
-        if saved is None:
+        ckpt = None
+        if self.job.resume:
+            choice = [choose_checkpoint(self.run_dir) if self.is_coord else None]
+            dist.broadcast_object_list(choice, src=self.coord)
+            ckpt = choice[0]
+        if ckpt is None:
             if self.is_coord:
+                if self.job.resume and rundir.is_run_dir(self.run_dir):  # a restart before any checkpoint
+                    log.warning("%s has no checkpoint yet: the run starts again from step 0", self.run_dir)
                 for name in (rundir.METRICS_FILE, rundir.PLANS_FILE):
                     (self.run_dir / name).unlink(missing_ok=True)
             return 0
+        saved = load_checkpoint(self.run_dir, ckpt, self.rank, self.device)
         self.part.load_state_dict(saved["part"])
         self.opt.load_state_dict(saved["opt"])
         start = saved["step"]
