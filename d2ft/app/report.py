@@ -15,11 +15,11 @@ from .. import rundir
 from ..cluster import Cluster
 from ..model import ModelSpec
 from ..plan import Plan
+from ..planner import STRATEGIES
 from ..trace import Trace
 from . import flags
 from .whatif import emit
 
-D2FT_STRATEGIES = ("hybrid", "backward", "shortcut")
 
 
 def run_spec(job: dict) -> ModelSpec:
@@ -70,7 +70,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     sweep = read_sweep(args.sweep) if args.sweep else None
     recorded = [p for p in rundir.find_runs(args.run_dir) if rundir.timelines(p)]
     # One step side by side: of a D2FT run where there is one (its plan is the interesting one), else any.
-    pick = next((p for p in recorded if rundir.read_job(p).get("strategy") in D2FT_STRATEGIES),
+    pick = next((p for p in recorded if rundir.read_job(p).get("strategy") in STRATEGIES),
                 recorded[0] if recorded else None)
     timelines = side_by_side(pick) if pick is not None else {}
     html, md = write_report(args.run_dir, args.out, sweep=sweep, timelines=timelines,

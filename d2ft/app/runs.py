@@ -6,6 +6,7 @@ torch is imported only when one of them runs, so ``d2ft --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -134,7 +135,7 @@ def _resumed(job):
     if not job.resume or not saved.is_file():
         return job
     default = Job()
-    if any(getattr(job, f) != getattr(default, f) for f in Job.__dataclass_fields__ if f not in VOLATILE):
+    if any(getattr(job, f.name) != getattr(default, f.name) for f in dataclasses.fields(Job) if f.name not in VOLATILE):
         return job
     return Job.load(saved).replace(**{f: getattr(job, f) for f in VOLATILE})
 
