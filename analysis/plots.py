@@ -246,6 +246,25 @@ def scale_study(records: pd.DataFrame):
     return fig
 
 
+def coverage_heatmaps(grids: Mapping[str, Sequence[Sequence[float]]]):
+    """One heatmap per run: the share of its training micro-batches in which each subnet (block, head)
+    ran FULL, on one 0-1 colour scale (a starved subnet is dark)."""
+    fig, axes = plt.subplots(1, len(grids), figsize=(2.2 + 2.0 * len(grids), 3.2), squeeze=False)
+    image = None
+    for ax, (label, grid) in zip(axes[0], grids.items()):
+        arr = np.asarray(grid, dtype=float)
+        image = ax.imshow(arr, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        for (l, h), v in np.ndenumerate(arr):
+            ax.text(h, l, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("head")
+        ax.set_xticks(range(arr.shape[1]))
+        ax.set_yticks(range(arr.shape[0]))
+    axes[0][0].set_ylabel("block")
+    fig.colorbar(image, ax=axes[0].tolist(), label="share of micro-batches FULL")
+    return fig
+
+
 def _colours():
     while True:
         yield from OKABE_ITO

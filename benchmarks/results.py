@@ -390,6 +390,10 @@ def write_markdown(records: Path = RESULTS, out: Path = ROOT / "benchmarks" / "R
         lines += [f"![top-1 against measured compute saving](figures/{section}-accuracy-compute.png)", "",
                   "Points: mean top-1 over seeds, bars: +- one standard deviation; a strategy's keep ratios are "
                   "joined in order of saving; open squares: comm keep 0.5.", ""]
+    if not frame.empty and "learning" in set(frame["section"]):
+        learn_lines, learn_goals = _learning().markdown(frame.to_dict("records"), figures)
+        lines += learn_lines
+        goals += learn_goals
     if not frame.empty and "convergence" in set(frame["section"]):
         lines += _convergence_markdown(frame[frame["section"] == "convergence"], figures)
     if not frame.empty and "hetero" in set(frame["section"]):
@@ -426,6 +430,18 @@ def write_markdown(records: Path = RESULTS, out: Path = ROOT / "benchmarks" / "R
 
     atomic_write_text(out, "\n".join(lines))
     return out
+
+
+def _learning():
+    """benchmarks/learning.py (the learning-quality study and its section), loaded by path."""
+    import importlib.util
+
+    if "d2ft_learning" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("d2ft_learning", Path(_HERE) / "learning.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["d2ft_learning"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["d2ft_learning"]
 
 
 def _accuracy_table(acc):

@@ -7,10 +7,13 @@ of the run's initial plan.
 
 Scores (method.md, "Contribution scores"): s_fwd is the magnitude sum |w| normalised per
 block; s_bwd is an exponential moving average of the Fisher sum (dL/dw)^2 over the steps
-in which the subnet ran FULL, a subnet never yet run FULL taking its block's mean. The
-Fisher grid is then scaled so that its mean equals s_fwd's mean (1 / H): the two terms of
-A_F = s_fwd + s_bwd are on one scale while blocks keep their differences. Until any
-Fisher value is known, s_bwd = s_fwd.
+in which the subnet ran FULL, each normalised by its participation (FULL in k of M
+micro-batches: times (M/k)^2), a subnet never yet run FULL taking its block's mean and a
+block with none measured the global mean. The Fisher grid is then scaled so that its mean
+equals s_fwd's mean (1 / H): the two terms of A_F = s_fwd + s_bwd are on one scale while
+blocks keep their differences. Until any Fisher value is known, s_bwd = s_fwd with a
+tie-break that spreads FULL round-robin over every block and micro-batch
+(``d2ft.scores.spread_scores``).
 
 Not modelled: any cost of re-planning itself in the step (it runs on the coordinator
 between steps and is reported as ``replan_s``).
@@ -24,7 +27,7 @@ from typing import Sequence
 from .ops import Op
 from .plan import Plan
 from .planner import STRATEGIES, plan_step
-from .scores import Scores, ema_update, fill_block_mean, normalise_per_block
+from .scores import Scores, ema_update, fill_block_mean, normalise_per_block, participation_scaled, spread_scores
 
 
 class Replanner:
@@ -63,15 +66,21 @@ class Replanner:
                 raise ValueError(f"scheduled plan {i} differs from the run's plan in placement or batch shape; "
                                  "a run keeps one placement and one batch shape")
 
-    def observe(self, records: list[tuple[int, int, float, float | None]]) -> None:
-        """Takes every rank's (layer, head, magnitude, fisher-or-None) of the step just run."""
+    def observe(self, records: list[tuple[int, int, float, float | None]], plan: Plan) -> None:
+        """Takes every rank's (layer, head, magnitude, fisher-or-None) of the step just run with ``plan``.
+
+        Each Fisher sum is normalised by the subnet's participation in ``plan`` (FULL in k of M
+        micro-batches: times (M/k)^2, ``d2ft.scores.participation_scaled``) before it enters the
+        moving average."""
         L, H = self.spec.depth, self.spec.heads
         mag = [[0.0] * H for _ in range(L)]
         new: list[list[float | None]] = [[None] * H for _ in range(L)]
         for l, h, m, f in records:
             mag[l][h], new[l][h] = m, f
+        counts = [[sum(plan.ops[m][l][h] is Op.FULL for m in range(plan.micro_batches)) for h in range(H)]
+                  for l in range(L)]
         self.magnitude = mag
-        self.fisher = ema_update(self.fisher, new, self.decay)
+        self.fisher = ema_update(self.fisher, participation_scaled(new, counts, plan.micro_batches), self.decay)
 
     def scores(self) -> Scores:
         """The scores the next plan is solved from (module docstring)."""
@@ -80,7 +89,7 @@ class Replanner:
             [[1.0 / H] * H for _ in range(self.spec.depth)]
         known = [v for row in (self.fisher or []) for v in row if v is not None]
         if not known or sum(known) <= 0:
-            return Scores(fwd, fwd)
+            return spread_scores(fwd, self.initial.micro_batches)
         grid = fill_block_mean(self.fisher)
         mean = sum(map(sum, grid)) / (len(grid) * H)
         bwd = [[v / mean / H for v in row] for row in grid] if mean > 0 else fwd

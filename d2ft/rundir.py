@@ -281,6 +281,7 @@ def summarise(run_dir: str | Path) -> dict:
         "run_dir": str(run_dir), "model": job["model"], "data": job.get("data"), "strategy": job.get("strategy"),
         "keep": job.get("keep"), "comm_keep": job.get("comm_keep"), "lora": job.get("lora"), "seed": job["seed"],
         "nproc": len(job["plan"]["devices"]), "steps": len(lines), "emulated_slowdown": job.get("slowdown"),
+        "emulated_ranks": bool(job.get("emulate_ranks")),
         "final_loss": lines[-1]["loss"] if lines else None, "loss": [r["loss"] for r in lines],
         "top1": evals[-1][1] if evals else None, "evals": evals,
         "median_step_time_s": median(r["step_time_s"] for r in lines) if lines else None,

@@ -5,7 +5,10 @@ Source: method.md, "Contribution scores". The defaults:
   parameters, normalised per block;
 - backward contribution s_bwd(l, h): Fisher information sum (dL/dw)^2 over the
   subnet's parameters, as an exponential moving average over the micro-batches in which
-  it ran FULL; a subnet never yet run FULL gets its block's mean;
+  it ran FULL, normalised by participation (``participation_scaled``); a subnet never yet
+  run FULL gets its block's mean, and a block with none measured the global mean
+  (``fill_block_mean``); the first plan, before any value is measured, uses
+  ``spread_scores``;
 - ``random``: a seeded baseline.
 The value of a choice is A_F = s_fwd + s_bwd, A_O = s_fwd, A_S = 0.
 
@@ -143,17 +146,65 @@ def ema_update(previous: Sequence[Sequence[float | None]] | None, new: Sequence[
 
 
 def fill_block_mean(grid: Sequence[Sequence[float | None]]) -> Grid:
-    """Replaces None (never run FULL) by the mean of its block's known values (0 if none known).
+    """Replaces None (never run FULL) by the mean of its block's known values, or, in a block with none
+    known, by the mean of every known value (method.md: never zero, which would starve the block).
 
     >>> fill_block_mean([[1.0, None, 3.0], [None, None, None]])
-    [[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]
+    [[1.0, 2.0, 3.0], [2.0, 2.0, 2.0]]
     """
+    known_all = [v for row in grid for v in row if v is not None]
+    overall = sum(known_all) / len(known_all) if known_all else 0.0
     out = []
     for row in grid:
         known = [v for v in row if v is not None]
-        mean = sum(known) / len(known) if known else 0.0
+        mean = sum(known) / len(known) if known else overall
         out.append([mean if v is None else v for v in row])
     return out
+
+
+def participation_scaled(fisher_grid: Sequence[Sequence[float | None]], full_counts: Sequence[Sequence[int]],
+                         micro_batches: int) -> list[list[float | None]]:
+    """Fisher sums of a step's accumulated gradients, each as if its subnet had run FULL on all ``micro_batches``.
+
+    The loss is the mean over the step's M micro-batches, so a subnet FULL in k of them has an
+    accumulated gradient of about k/M times the full-step gradient and a Fisher sum (k/M)^2 times
+    as large; multiplying by (M/k)^2 removes that penalty (method.md, "Contribution scores").
+
+    >>> participation_scaled([[1.0, 4.0, None]], [[1, 2, 0]], 2)
+    [[4.0, 4.0, None]]
+    """
+    out = []
+    for row, counts in zip(fisher_grid, full_counts):
+        out.append([None if v is None or k == 0 else v * (micro_batches / k) ** 2 for v, k in zip(row, counts)])
+    return out
+
+
+def spread_scores(forward: Sequence[Sequence[float]], micro_batches: int, decay: float = 0.1) -> Scores:
+    """Scores for the first plan, made before any Fisher value is measured: a prior that puts one FULL
+    head in every block and micro-batch before anything else.
+
+    s_bwd of head h of block l in micro-batch m is s_fwd times W * ``decay`` ** ((h - l - m) mod H),
+    with W the number of items (M L H). One head per block and micro-batch (rotating over blocks
+    and micro-batches) is then worth more than every forward contribution together, and ten times
+    the next head: a knapsack spends its budget on FULL round-robin, one head of every block
+    before a second head of any, and runs or skips the rest with what is left, even where
+    activating a block costs a device extra (its overhead and messages, which would otherwise
+    concentrate FULL in as few blocks as possible). So no block starts the run untrained, and
+    after the first step every block has measured scores (method.md, "Warm-up").
+
+    >>> s = spread_scores([[0.5, 0.5], [0.5, 0.5]], 2)
+    >>> [[round(v, 6) for v in row] for row in s.backward[1]]
+    [[0.4, 4.0], [4.0, 0.4]]
+    """
+    W = micro_batches * sum(len(row) for row in forward)
+    backward = []
+    for m in range(micro_batches):
+        grid = []
+        for l, row in enumerate(forward):
+            H = len(row)
+            grid.append([v * W * decay ** ((h - l - m) % H) for h, v in enumerate(row)])
+        backward.append(grid)
+    return Scores([[list(row) for row in forward]] * micro_batches, backward)
 
 
 def random_scores(depth: int, heads: int, seed: int, micro_batches: int | None = None) -> Scores:

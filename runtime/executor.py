@@ -18,6 +18,10 @@ The coordinator sends a block half's input, computes its own subnets while the w
 compute theirs, then receives their replies (and in backward: sends the output gradient,
 runs its own subnets' backward, receives the input gradients), as the simulator schedules
 it. Not done (as in the cost model): overlap of compute and communication within a rank.
+
+Emulated ranks (``Coordinator(emulate=True)``) run all of this in one process without a
+message: the same placement, ops and sums, for accuracy studies free of communication and
+of the contention of ranks sharing cores.
 """
 
 from __future__ import annotations
@@ -181,14 +185,31 @@ class CoordinatorBlock(nn.Module):
 
 
 class Coordinator(nn.Module):
-    """The coordinator's part of the model: timm's stem and head, CoordinatorBlocks, its own shards."""
+    """The coordinator's part of the model: timm's stem and head, CoordinatorBlocks, its own shards.
 
-    def __init__(self, model: nn.Module, plan, device: int) -> None:
+    With ``emulate``, one process plays every device of the plan (``d2ft run --emulate-ranks K``):
+    it also holds every other device's shards (``peers``), each device's kept apart so that its
+    subnets run as one batched product as on their own rank, and computes each device's reply
+    where a real run would receive it, adding them in the same order. No message is sent: the
+    losses and updates are those of K real ranks, the timings are not.
+
+    With ``rescale_skips``, a block half whose plan runs n of its H heads in a micro-batch
+    (n > 0) is scaled by H / n, so its output keeps the scale it has at evaluation, where all
+    heads run (as inverted dropout does: Srivastava et al., JMLR 2014, section 10).
+    """
+
+    def __init__(self, model: nn.Module, plan, device: int, emulate: bool = False, rescale_skips: bool = False) -> None:
         super().__init__()
         self.shards = make_shards(model, plan, device)
+        others = range(len(plan.devices)) if emulate else ()
+        self.peers = nn.ModuleDict({str(k): make_shards(model, plan, k) for k in others if k != device})
         model.blocks = nn.ModuleList(CoordinatorBlock(b) for b in model.blocks)  # drops the sliced weights
         self.model = model
-        self.plan, self.device = plan, device
+        self.plan, self.device, self.rescale_skips = plan, device, rescale_skips
+
+    def held(self) -> list[tuple[str, BlockShard]]:
+        """(block, shard) of every shard this process holds: its own, and with ``emulate`` every peer's."""
+        return list(self.shards.items()) + [item for peer in self.peers.values() for item in peer.items()]
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, link: Link) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward and backward of every micro-batch of ``self.plan``; returns (mean loss, logits of the batch)."""
@@ -224,18 +245,39 @@ class Coordinator(nn.Module):
         active = [k for k in participants(plan, l, m, "fwd") if k != c]
         full = [k for k in participants(plan, l, m, "bwd") if k != c]
         tag = (half, l, m)
-        token = _Scatter.apply(y, link, active, full, tag) if active else None
-        f, o = heads_of(plan, c, l, m)
-        shard = self.shards[str(l)] if (f or o) else None
-        total = getattr(shard, half)(y, f) if f else None  # the coordinator's own subnets, while the workers compute
-        if o:
-            with torch.no_grad():  # a constant in backward; the sum itself must stay in the graph
-                frozen = getattr(shard, half)(y, o)
-            total = frozen if total is None else total + frozen
+        sent = active and not self.peers
+        token = _Scatter.apply(y, link, active, full, tag) if sent else None
+        total = _run(self.shards, plan, c, l, m, half, y)  # the coordinator's own subnets, while the workers compute
         if active:
-            remote = _Gather.apply(token, y.shape, link, active, full, tag)
+            if sent:
+                remote = _Gather.apply(token, y.shape, link, active, full, tag)
+            else:  # emulated ranks: each peer's reply computed here, summed in the order they would arrive
+                remote = torch.zeros_like(y)
+                for k in active:
+                    remote = remote + _run(self.peers[str(k)], plan, k, l, m, half, y)
             total = remote if total is None else remote + total
-        return total if total is not None else torch.zeros_like(y)
+        if total is None:
+            return torch.zeros_like(y)
+        if self.rescale_skips:
+            running = sum(len(f) + len(o) for f, o in (heads_of(plan, k, l, m) for k in range(len(plan.devices))))
+            if 0 < running < plan.heads:
+                total = total * (plan.heads / running)
+        return total
+
+
+def _run(shards: nn.ModuleDict, plan, k: int, l: int, m: int, half: str, y: torch.Tensor) -> torch.Tensor | None:
+    """Device ``k``'s subnets of block half (``l``, ``half``) in micro-batch ``m``: the FULL ones with
+    autograd, plus the FORWARD_ONLY ones as a constant; None if it runs none there."""
+    f, o = heads_of(plan, k, l, m)
+    if not (f or o):
+        return None
+    shard = shards[str(l)]
+    total = getattr(shard, half)(y, f) if f else None
+    if o:
+        with torch.no_grad():  # a constant in backward; the sum itself must stay in the graph
+            frozen = getattr(shard, half)(y, o)
+        total = frozen if total is None else total + frozen
+    return total
 
 
 class Worker(nn.Module):
@@ -245,6 +287,10 @@ class Worker(nn.Module):
         super().__init__()
         self.shards = make_shards(model, plan, device)
         self.plan, self.device, self.coord = plan, device, coordinator
+
+    def held(self) -> list[tuple[str, BlockShard]]:
+        """(block, shard) of every shard this rank holds."""
+        return list(self.shards.items())
 
     def step(self, shape: tuple[int, int, int], link: Link) -> None:
         """Serve every micro-batch of ``self.plan``: forward replies, then input gradients of the FULL subnets."""

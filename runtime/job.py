@@ -76,9 +76,16 @@ class Job:
     """Dataset reference (``runtime.datasets.DATASETS``), or "synthetic" (timing only)."""
     augment: bool = True
     """Random 2-pixel shifts (and flips where labels allow) of training images."""
+    keep_classifier: bool = False
+    """Keep the checkpoint's classifier when it has the task's size; by default a new task starts
+    from a fresh, seeded classifier (a checkpoint's class order means nothing to another task)."""
     # ---- plan ----
     nproc: int = 4
     """Ranks (devices of the plan); rank k plays plan device k."""
+    emulate_ranks: int = 0
+    """With ``nproc`` 1: the plan is that of this many devices, all played by the one process
+    (same placement, knapsacks, ops and sums as that many ranks; no messages, no per-rank
+    timings); 0: off."""
     cluster: Cluster | str | None = None
     """The planner's and cost model's view of the ranks: a Cluster, a cluster JSON file or preset, or
     None for assumed local CPU ranks (``d2ft calibrate`` measures real ones)."""
@@ -131,6 +138,9 @@ class Job:
     """Seed of the init, data order, augmentation and plans."""
     score_decay: float = 0.9
     """Decay of the exponential moving average of the Fisher scores, in [0, 1)."""
+    skip_rescale: bool = False
+    """Scale a block half that runs n of its H heads by H / n, so that training sees the output
+    scale evaluation (all heads) sees; False: skipped heads just contribute zero."""
     # ---- evaluation and checkpoints ----
     evaluate: bool = True
     """Whether test top-1 is measured at all."""
@@ -203,6 +213,13 @@ class Job:
             p.append(f"port must be in 1-65535, got {self.port!r}")
         if not isinstance(self.model_kwargs, dict):
             p.append(f"model_kwargs must be a dict of timm keyword arguments, got {type(self.model_kwargs).__name__}")
+        if not _is_int(self.emulate_ranks) or self.emulate_ranks < 0:
+            p.append(f"emulate_ranks must be an integer >= 0, got {self.emulate_ranks!r}")
+        elif self.emulate_ranks and (self.nproc != 1 or self.emulate_ranks < 2):
+            p.append(f"emulate_ranks {self.emulate_ranks} needs nproc 1 and at least 2 emulated ranks (got nproc "
+                     f"{self.nproc}); one process plays every device")
+        elif self.emulate_ranks and self.slowdown is not None:
+            p.append("slowdown emulates slow ranks, but emulated ranks have no time of their own; drop one of them")
         if self.slowdown is not None:
             if len(self.slowdown) != self.nproc:
                 p.append(f"slowdown gives {len(self.slowdown)} factors for {self.nproc} ranks")
@@ -225,6 +242,11 @@ class Job:
     def prepared(self) -> bool:
         """Whether ``runtime.prepare.prepare`` has resolved this job (plan and cluster are objects)."""
         return isinstance(self.plan, Plan)
+
+    @property
+    def plan_devices(self) -> int:
+        """Devices of the plan: ``emulate_ranks`` when emulating, else ``nproc``."""
+        return self.emulate_ranks or self.nproc
 
     @property
     def batch_size(self) -> int:

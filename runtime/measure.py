@@ -28,16 +28,16 @@ def subnet_scores(part) -> list[tuple[int, int, float, float | None]]:
     """(layer, head, sum |w|, sum (dL/dw)^2 or None) for every subnet this rank holds.
 
     Magnitude is over the weights the subnet computes with (LoRA merged); Fisher is over
-    the parameters a FULL op trains (the adapters in LoRA mode), None when none of them
-    has a gradient this step.
+    the parameters a FULL op trains (in LoRA mode the B adapters only: ``Subnet.scored``),
+    None when none of them has a gradient this step.
     """
     out = []
     with torch.no_grad():
-        for l, shard in part.shards.items():
+        for l, shard in part.held():
             for h in shard.heads:
                 sub = shard.subnet(h)
                 mag = sum(float(w.abs().sum()) for w in sub.weights().values())
-                grads = [p.grad for p in sub.trainable() if p.grad is not None]
+                grads = [p.grad for p in sub.scored() if p.grad is not None]
                 fisher = sum(float(g.pow(2).sum()) for g in grads) if grads else None
                 out.append((int(l), h, mag, fisher))
     return out

@@ -102,18 +102,23 @@ def prepare(job: Job) -> Job:
     meta_model = _meta_model(job)
     spec = model_spec_from_timm(meta_model, name=name)
     subnets = spec.depth * spec.heads
-    if job.nproc > subnets + 1:
-        raise ValueError(f"--nproc {job.nproc}: {name} has {subnets} subnets ({spec.depth} blocks x {spec.heads} "
+    if job.plan_devices > subnets + 1:
+        what = f"--emulate-ranks {job.emulate_ranks}" if job.emulate_ranks else f"--nproc {job.nproc}"
+        raise ValueError(f"{what}: {name} has {subnets} subnets ({spec.depth} blocks x {spec.heads} "
                          f"heads), so more than {subnets + 1} ranks would leave ranks with nothing to run")
     if data is not None:
         _check_data(data, meta_model)
     if checkpoint:
-        load_weights(build_model(job.replace(checkpoint="none")), checkpoint)  # fails here, not in every rank
+        load_weights(build_model(job.replace(checkpoint="none")), checkpoint, job.keep_classifier)  # fails here
     cluster = job.cluster
     if not isinstance(cluster, Cluster):
-        cluster = load_cluster(cluster) if cluster else local_cluster(job.nproc)
-    if cluster.num_devices != job.nproc:
-        raise ValueError(f"cluster {cluster.name!r} has {cluster.num_devices} devices but --nproc is {job.nproc}")
+        cluster = load_cluster(cluster) if cluster else local_cluster(job.plan_devices)
+    if cluster.num_devices != job.plan_devices:
+        what = f"--emulate-ranks is {job.emulate_ranks}" if job.emulate_ranks else f"--nproc is {job.nproc}"
+        raise ValueError(f"cluster {cluster.name!r} has {cluster.num_devices} devices but {what}")
+    if job.emulate_ranks and cluster.coordinator_index != 0:
+        raise ValueError(f"--emulate-ranks: cluster {cluster.name!r} has its coordinator at device "
+                         f"{cluster.coordinator_index}; the emulating process plays the coordinator, device 0")
     plan = job.plan
     if isinstance(plan, str):
         plan = load_plan(plan)

@@ -41,9 +41,24 @@ def evaluate(model, data: ImageData, mean, std, batch: int = 500) -> float:
     return correct / len(data.images)
 
 
+def keep_classes(data: ImageData, classes: tuple[int, ...]) -> ImageData:
+    """The samples whose label is in ``classes``, relabelled by position (``classes[i]`` becomes ``i``)."""
+    lookup = torch.full((int(data.labels.max()) + 1,), -1, dtype=torch.int64)
+    for i, c in enumerate(classes):
+        if c < len(lookup):
+            lookup[c] = i
+    mask = lookup[data.labels] >= 0
+    if not mask.any():
+        raise ValueError(f"no sample has a label in {list(classes)}; labels run 0..{len(lookup) - 1}")
+    return ImageData(data.images[mask], lookup[data.labels[mask]])
+
+
 def pretrain(data_dir: str | Path, out: str | Path, epochs: int = 2, batch_size: int = 128, lr: float = 2e-3,
-             seed: int = 0, threads: int = 2, limit: int | None = None) -> dict:
-    """Trains, evaluates and writes ``out`` (.safetensors) and ``out``.manifest.json; returns the manifest."""
+             seed: int = 0, threads: int = 2, limit: int | None = None, classes: tuple[int, ...] | None = None) -> dict:
+    """Trains, evaluates and writes ``out`` (.safetensors) and ``out``.manifest.json; returns the manifest.
+
+    ``classes`` keeps only those labels (train and test), relabelled ``0..len(classes)-1``, and sizes the
+    classifier to them: a backbone pre-trained on some classes leaves the others as an unseen task."""
     import timm
     from safetensors.torch import save_file
     from tqdm import tqdm
@@ -52,11 +67,14 @@ def pretrain(data_dir: str | Path, out: str | Path, epochs: int = 2, batch_size:
     files = find_files(Path(data_dir))
     train = ImageData(read_idx_images(files[0]), read_idx_labels(files[1]))
     test = ImageData(read_idx_images(files[2]), read_idx_labels(files[3]))
+    if classes:
+        train, test = keep_classes(train, classes), keep_classes(test, classes)
     if limit:
         train, test = ImageData(train.images[:limit], train.labels[:limit]), ImageData(test.images[:limit], test.labels[:limit])
     mean, std = train.stats()
     torch.manual_seed(seed)
-    model = timm.create_model(MODEL, pretrained=False, **MODEL_KWARGS)
+    model_kwargs = dict(MODEL_KWARGS, num_classes=len(classes) if classes else MODEL_KWARGS["num_classes"])
+    model = timm.create_model(MODEL, pretrained=False, **model_kwargs)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps_per_epoch = len(train.images) // batch_size
     total = epochs * steps_per_epoch
@@ -78,12 +96,12 @@ def pretrain(data_dir: str | Path, out: str | Path, epochs: int = 2, batch_size:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
-              metadata={"model": MODEL, "model_kwargs": json.dumps(MODEL_KWARGS)})
+              metadata={"model": MODEL, "model_kwargs": json.dumps(model_kwargs)})
     os.chmod(tmp, default_file_mode())
     os.replace(tmp, out)
     manifest = {
         "command": " ".join(["d2ft", "pretrain"] + sys.argv[2:]) if sys.argv[1:2] == ["pretrain"] else "pretrain()",
-        "model": MODEL, "model_kwargs": MODEL_KWARGS, "params": sum(p.numel() for p in model.parameters()),
+        "model": MODEL, "model_kwargs": model_kwargs, "classes": list(classes) if classes else None, "params": sum(p.numel() for p in model.parameters()),
         "data": {p.name: sha256(p) for p in files}, "train_images": len(train.images), "test_images": len(test.images),
         "normalisation": {"mean": mean.tolist(), "std": std.tolist()},
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "test_top1": accuracy,

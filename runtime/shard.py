@@ -107,6 +107,16 @@ class Subnet(nn.Module):
             [p for p in self.base().values() if p.requires_grad]
 
 
+    def scored(self) -> list[nn.Parameter]:
+        """The parameters whose gradient scores the subnet (method.md, "Contribution scores", "LoRA").
+
+        In LoRA mode the B adapters only: B starts at zero, so A's gradient (alpha / r) B^T dL/dW
+        is zero until B has trained and grows with it, which would rank every untrained adapter
+        below every trained one for the whole run. B's gradient (alpha / r) dL/dW A^T is as
+        large before the first update as after it. Otherwise the trained slices."""
+        return list(self.lora_b.values()) if self.lora_a else self.trainable()
+
+
 class BlockShard(nn.Module):
     """The subnets of one block that live on one device (``heads``, sorted)."""
 
@@ -180,12 +190,16 @@ def assemble_block_weights(block: nn.Module, heads: dict[int, dict[str, torch.Te
 
 
 def heads_from_state(state: dict[str, torch.Tensor], layer: int) -> dict[int, dict[str, torch.Tensor]]:
-    """Per-head base slices of block ``layer`` in a rank's saved state dict (keys ``shards.L.subnets.H.*``)."""
-    prefix = f"shards.{layer}.subnets."
+    """Per-head base slices of block ``layer`` in a rank's saved state dict (keys ``shards.L.subnets.H.*``,
+    or ``peers.K.L.subnets.H.*`` for the devices an emulating coordinator plays)."""
+    prefix = f"{layer}.subnets."
     out: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in state.items():
-        if key.startswith(prefix):
-            head, name = key[len(prefix):].split(".", 1)
+        owner, _, rest = key.partition(".")
+        if owner == "peers":
+            rest = rest.partition(".")[2]
+        if owner in ("shards", "peers") and rest.startswith(prefix):
+            head, name = rest[len(prefix):].split(".", 1)
             if "." not in name:  # skip the adapters (lora_a.q, ...)
                 out.setdefault(int(head), {})[name] = value
     return out

@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 
 def apply_lora(part, lora, seed: int) -> None:
     """LoRA mode: adapters on every subnet this rank holds (seeded per subnet), all else frozen but the classifier."""
-    for l, shard in part.shards.items():
+    for l, shard in part.held():
         for h in shard.heads:
             g = torch.Generator().manual_seed(seed * 1_000_003 + int(l) * 1_009 + h)
             shard.subnet(h).add_lora(lora.rank, lora.alpha, list(lora.targets), generator=g)
@@ -82,8 +82,9 @@ class RankLoop:
 
     def __init__(self, rank: int, world: int, job) -> None:
         plan = job.plan
-        if len(plan.devices) != world:
-            raise ValueError(f"the plan has {len(plan.devices)} devices but {world} ranks were started")
+        if len(plan.devices) != job.plan_devices or world != job.nproc:
+            raise ValueError(f"the plan has {len(plan.devices)} devices but {world} ranks were started"
+                             + (f" to emulate {job.emulate_ranks}" if job.emulate_ranks else ""))
         self.rank, self.world, self.job = rank, world, job
         self.run_dir = Path(job.out_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -93,7 +94,8 @@ class RankLoop:
         self.spec = model_spec_from_timm(model, name=job.model)
         self.feed = Feed(job, model) if self.is_coord else None
         self.shape = (model.patch_embed.num_patches + model.num_prefix_tokens, model.embed_dim)
-        self.part = Coordinator(model, plan, rank) if self.is_coord else Worker(model, plan, rank, self.coord)
+        self.part = Coordinator(model, plan, rank, emulate=bool(job.emulate_ranks), rescale_skips=job.skip_rescale) \
+            if self.is_coord else Worker(model, plan, rank, self.coord)
         del model  # a worker keeps only its shards
         if job.lora:
             apply_lora(self.part, job.lora, job.seed)
@@ -264,7 +266,7 @@ class RankLoop:
         return float((logits.argmax(1).cpu() == labels).float().mean())
 
     def _log_step(self, step: int, loss: float, gathered: list[dict], info: dict | None, top1: float | None) -> None:
-        self.replanner.observe([s for g in gathered for s in g["scores"]])
+        self.replanner.observe([s for g in gathered for s in g["scores"]], self.current)
         line = metrics_line(step, loss, self.lr, self.current, gathered, self.cost, self.full_cost, info, top1,
                             self.plan_index)
         self.metrics.write(line)

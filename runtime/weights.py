@@ -3,7 +3,8 @@
 ``build_model`` makes the timm model of a job from its seed (identical on every rank) and
 loads its checkpoint; ``read_weights`` reads a safetensors file or a torch state dict
 (``torch.load`` with ``weights_only=True``: tensors only, never code); ``load_weights``
-checks the architecture and leaves a classifier of another size at its init (a new task);
+checks the architecture and leaves the classifier at its seeded init (a new task: a
+checkpoint's class order means nothing to another task) unless asked to keep it;
 ``export`` gathers every rank's slices into one timm state dict (LoRA merged) in
 ``RUN_DIR/model.safetensors``.
 """
@@ -37,7 +38,7 @@ def build_model(job):
     torch.manual_seed(job.seed)
     model = timm.create_model(job.model, pretrained=False, **job.model_kwargs)
     if job.checkpoint not in (None, "none", ""):
-        load_weights(model, job.checkpoint)
+        load_weights(model, job.checkpoint, job.keep_classifier)
     return model
 
 
@@ -75,8 +76,9 @@ def read_weights(path: str | Path, tensors: bool = True) -> tuple[dict, dict]:
     return state, {}
 
 
-def load_weights(model, path: str | Path) -> list[str]:
-    """Loads ``path`` into ``model``; a classifier of another size is left at its init (returned keys).
+def load_weights(model, path: str | Path, keep_classifier: bool = False) -> list[str]:
+    """Loads ``path`` into ``model``, but its classifier stays at the model's seeded init (a new task)
+    unless ``keep_classifier`` and it has the model's size; returns the classifier keys left at init.
 
     Raises ValueError naming the mismatches when the checkpoint is of another architecture.
     """
@@ -101,6 +103,8 @@ def load_weights(model, path: str | Path) -> list[str]:
         raise ValueError(f"checkpoint {str(path)!r} is not a {type(model).__name__} of this shape: {'; '.join(parts)}. "
                          "Give the model name and --model-kwargs it was trained with (its manifest or metadata "
                          "says), or leave --model out to take them from the checkpoint")
+    if not keep_classifier:
+        head = [k for k in own if k.startswith("head")]
     for k in head:
         state[k] = own[k]  # a new task's classifier: keep the seeded init
     model.load_state_dict(state)
@@ -111,7 +115,7 @@ def export(run_dir: Path, job, part, plan: Plan, rank: int, coord: int, is_coord
     """The fine-tuned model as one timm state dict in ``RUN_DIR/model.safetensors`` (LoRA merged)."""
     mine = {"state": {k: v.detach().cpu() for k, v in part.state_dict().items()},
             "merged": {int(l): {h: {n: t.cpu() for n, t in w.items()} for h, w in s.merged().items()}
-                       for l, s in part.shards.items()}}
+                       for l, s in part.held()}}
     gathered = [None] * dist.get_world_size() if is_coord else None
     dist.gather_object(mine, gathered, dst=coord)
     if not is_coord:

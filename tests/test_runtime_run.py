@@ -172,3 +172,28 @@ def test_a_checkpoint_for_another_task_loads_with_a_fresh_classifier(tmp_path):
         assert sorted(load_weights(target, path)) == ["head.bias", "head.weight"]
         assert torch.equal(target.blocks[1].attn.qkv.weight, source.blocks[1].attn.qkv.weight)
         assert torch.equal(target.head.weight, head_before)
+
+
+def test_a_new_task_gets_a_fresh_classifier_even_of_the_same_size(tmp_path):
+    """A checkpoint whose classifier has the task's size (Fashion-MNIST's 10 classes, then MNIST's 10)
+    still starts the task from the seeded init: its class order means nothing there. --keep-classifier
+    keeps it."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    from runtime.job import Job
+    from runtime.weights import build_model
+
+    kw = json.loads(TINY)
+    torch.manual_seed(1)
+    source = timm.create_model("vit_tiny_patch16_224", pretrained=False, **kw)
+    path = tmp_path / "src.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    torch.manual_seed(0)
+    seeded = timm.create_model("vit_tiny_patch16_224", pretrained=False, **kw)
+    job = Job(model="vit_tiny_patch16_224", model_kwargs=kw, checkpoint=str(path), seed=0)
+    fresh, kept = build_model(job), build_model(job.replace(keep_classifier=True))
+    assert torch.equal(fresh.head.weight, seeded.head.weight) and not torch.equal(fresh.head.weight, source.head.weight)
+    assert torch.equal(kept.head.weight, source.head.weight)
+    assert torch.equal(fresh.blocks[0].mlp.fc1.weight, source.blocks[0].mlp.fc1.weight)

@@ -65,3 +65,44 @@ def test_forward_only_and_skip_heads():
     with torch.no_grad():
         ref = block.attn(y) - frozen
     torch.testing.assert_close(shard.attn(y, [0, 1, 3]) + block.attn.proj.bias, ref)
+
+
+def _lora_scores(b_scale: float):
+    """Fisher scores of a 1-device LoRA step (no messages: no process group needed) after setting every
+    adapter's B to ``b_scale`` times a seeded normal draw (0: untrained)."""
+    from d2ft import Op, Plan
+    from runtime.executor import Coordinator, Counters, Link
+    from runtime.job import LoraSpec
+    from runtime.measure import subnet_scores
+    from runtime.train import apply_lora
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=48, depth=2,
+                              num_heads=4, num_classes=5, pretrained=False)
+    plan = Plan(["d0"], [[0] * 4] * 2, [[[Op.FULL] * 4] * 2], micro_batch_size=4)
+    part = Coordinator(model, plan, 0)
+    apply_lora(part, LoraSpec(rank=2, alpha=4.0, targets=("q", "v")), seed=0)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for _, shard in part.held():
+            for h in shard.heads:
+                for b in shard.subnet(h).lora_b.values():
+                    b.copy_(b_scale * torch.randn(b.shape, generator=g))
+    x, y = torch.randn(4, 3, 32, 32, generator=g), torch.arange(4) % 5
+    part.step(x, y, Link(Counters()))
+    return part, {(l, h): f for l, h, _, f in subnet_scores(part)}
+
+
+def test_lora_scores_are_as_large_before_an_adapter_trains_as_after():
+    """An untrained adapter (B = 0) has no gradient on A, so a score that counted A's gradient ranked
+    every untrained adapter below every trained one. The score is B's gradient: nonzero at B = 0 and
+    about as large once B has trained."""
+    _, untrained = _lora_scores(0.0)
+    part, trained = _lora_scores(0.3)
+    assert all(v > 0 for v in untrained.values())
+    for key in untrained:
+        assert 0.25 < trained[key] / untrained[key] < 4, key
+    for l, shard in part.held():  # and it is exactly the sum of B's squared gradients
+        for h in shard.heads:
+            b_grads = [p.grad for p in shard.subnet(h).lora_b.values()]
+            assert trained[(int(l), h)] == pytest.approx(sum(float(g.pow(2).sum()) for g in b_grads))

@@ -197,3 +197,44 @@ def test_bad_input_is_refused_and_nothing_is_overwritten(idx_dir, tmp_path, caps
     code = main(["run", "--nproc", "2", "--checkpoint", str(tmp_path / "torn.safetensors"), "--out", str(tmp_path / "r4")])
     assert code == 2 and "cannot be read" in capsys.readouterr().err
     assert not (tmp_path / "r3").exists() and not (tmp_path / "r4").exists()
+
+
+def _plans(run_dir):
+    return [json.loads(line) for line in (run_dir / "plans.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("ranks, extra", [
+    ("3", ("--strategy", "hybrid", "--keep", "0.5", "--skip-rescale")),
+    ("2", ("--strategy", "hybrid", "--keep", "0.6", "--lora", "--lora-rank", "2")),
+])
+def test_emulated_ranks_equal_real_ranks(idx_dir, tmp_path, ranks, extra):
+    """--nproc 1 --emulate-ranks K runs K real ranks' placement, plans, losses and updates, without a message."""
+    from safetensors.torch import load_file
+
+    real, emulated = tmp_path / "real", tmp_path / "emulated"
+    assert _run(idx_dir, real, *extra, nproc=ranks, steps="4") == 0
+    assert _run(idx_dir, emulated, *extra, "--emulate-ranks", ranks, nproc="1", steps="4") == 0
+    assert [p["plan"] for p in _plans(emulated)] == [p["plan"] for p in _plans(real)]
+    assert any(p["summary"].get("S", 0) + p["summary"].get("O", 0) for p in _plans(real))  # the budget bound
+    a, b = _metrics(real), _metrics(emulated)
+    assert [r["loss"] for r in b] == pytest.approx([r["loss"] for r in a], abs=1e-5)
+    assert b[-1]["top1"] == a[-1]["top1"]
+    assert sum(r["measured_sent_bytes"] for r in b) == 0 < sum(r["measured_sent_bytes"] for r in a)
+    ours, theirs = load_file(emulated / "model.safetensors"), load_file(real / "model.safetensors")
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        torch.testing.assert_close(ours[k], theirs[k], rtol=0, atol=1e-5)
+
+
+def test_lora_adapters_do_not_lock_in(idx_dir, tmp_path):
+    """LoRA at keep 0.8, no warm-up: every subnet's adapters train within the first steps. B starts at
+    zero, so scoring on A's gradient too ranked every untrained adapter last for the whole run."""
+    run = tmp_path / "run"
+    assert _run(idx_dir, run, "--lora", "--lora-rank", "2", "--strategy", "backward", "--keep", "0.8",
+                "--emulate-ranks", "2", nproc="1", steps="8") == 0
+    trained = set()
+    for p in _plans(run):
+        for grid in p["plan"]["ops"]:
+            for l, row in enumerate(grid.split("/")):
+                trained |= {(l, h) for h, op in enumerate(row) if op == "F"}
+    assert trained == {(l, h) for l in range(2) for h in range(4)}

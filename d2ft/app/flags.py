@@ -35,6 +35,19 @@ def checked(parse, ok, expected: str):
 
 fraction = checked(float, lambda v: 0 < v <= 1, "a number in (0, 1] (the share of the all-FULL cost kept)")
 positive_int = checked(int, lambda v: v >= 1, "a positive integer")
+
+
+def _classes(text: str) -> tuple[int, ...] | None:
+    """``"0-4"`` or ``"0,2,4"`` as a tuple of distinct labels in 0..999."""
+    if "-" in text:
+        lo, _, hi = text.partition("-")
+        values = tuple(range(int(lo), int(hi) + 1)) if int(lo) <= int(hi) else ()
+    else:
+        values = tuple(int(v) for v in text.split(","))
+    return values if values and len(set(values)) == len(values) and all(0 <= v < 1000 for v in values) else None
+
+
+class_range = checked(_classes, lambda v: True, "class labels as A-B or A,B,.. (e.g. 0-4)")
 positive_float = checked(float, lambda v: v > 0 and v != float("inf"), "a positive number")
 
 _OPS = {name: "/".join(op.char for op in ops) for name, ops in STRATEGIES.items()}

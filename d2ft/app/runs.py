@@ -49,7 +49,8 @@ def _model_kwargs(args) -> dict:
 
 
 FLAGS = {  # d2ft run flag -> Job field, where the value carries over as it is
-    "model": "model", "checkpoint": "checkpoint", "data": "data", "augment": "augment", "nproc": "nproc",
+    "model": "model", "checkpoint": "checkpoint", "data": "data", "augment": "augment",
+    "keep_classifier": "keep_classifier", "nproc": "nproc", "emulate_ranks": "emulate_ranks", "skip_rescale": "skip_rescale",
     "cluster": "cluster", "plan": "plan", "strategy": "strategy", "solver": "solver", "keep": "keep",
     "comm_keep": "comm_keep", "replan_every": "replan_every", "full_warmup": "full_warmup",
     "micro_batches": "micro_batches", "micro_batch_size": "micro_batch_size", "speed_oblivious": "speed_oblivious",
@@ -160,7 +161,8 @@ def cmd_run(args) -> int:
 
 def format_summary(s: dict) -> str:
     """A run's summary (``d2ft.rundir.summarise``) as the few lines ``d2ft run`` prints."""
-    rows = [f"{s['model']} on {s['nproc']} ranks, {s['strategy'] or 'plan file'}"
+    ranks = f"{s['nproc']} emulated ranks (one process, no messages)" if s.get("emulated_ranks") else f"{s['nproc']} ranks"
+    rows = [f"{s['model']} on {ranks}, {s['strategy'] or 'plan file'}"
             + (f" keep {s['keep']:g}" if s.get("keep") and s['strategy'] != 'full' else "") + (", LoRA" if s.get("lora") else "")
             + f", data {s['data']}: {s['steps']} steps"]
     if s["final_loss"] is not None:
@@ -168,9 +170,10 @@ def format_summary(s: dict) -> str:
     rows.append(f"  median step {fmt_time(s['median_step_time_s'])}, measured compute {fmt_time(s['median_measured_compute_s'])} "
                 f"per step (all ranks), {fmt_bytes(s['total_measured_sent_bytes'])} sent in all")
     if "predicted_compute_saving" in s:
+        check = "" if s.get("emulated_ranks") else \
+            f"; measured bytes {'equal' if s['bytes_exact'] else 'DIFFER FROM'} the cost model's"
         rows.append(f"  planned savings against all-FULL: compute {s['predicted_compute_saving']:.1%}, "
-                    f"communication {s['predicted_comm_saving']:.1%}; measured bytes "
-                    f"{'equal' if s['bytes_exact'] else 'DIFFER FROM'} the cost model's")
+                    f"communication {s['predicted_comm_saving']:.1%}{check}")
     if s.get("replans"):
         n = s["replans"]
         rows.append(f"  {n} plan{'s' if n != 1 else ''} made, median {fmt_time(s['median_replan_s'])} each")
@@ -222,7 +225,7 @@ def cmd_pretrain(args) -> int:
     from runtime.pretrain import pretrain
 
     manifest = pretrain(args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                        seed=args.seed, threads=args.threads, limit=args.limit)
+                        seed=args.seed, threads=args.threads, limit=args.limit, classes=args.classes)
     if args.json:
         print(json.dumps(manifest))
     else:
@@ -251,8 +254,16 @@ def _add_run(sub) -> None:
                    help="dataset: " + "; ".join(f"{k}: {v}" for k, v in DATASETS.items()).replace("%", "%%") + " (default: %(default)s)")
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="random 2-pixel shifts (and flips where labels allow) of training images (default: on)")
+    g.add_argument("--keep-classifier", action="store_true",
+                   help="keep the checkpoint's classifier (same task); by default a new task gets a fresh one")
     g = p.add_argument_group("plan")
     g.add_argument("--nproc", type=int, default=4, help="ranks to spawn on this machine (default: 4)")
+    g.add_argument("--emulate-ranks", type=int, default=0, metavar="K",
+                   help="with --nproc 1: plan for K devices and play all of them in one process (same placement, "
+                        "ops and sums as K ranks, no messages; for accuracy studies) (default: off)")
+    g.add_argument("--skip-rescale", action=argparse.BooleanOptionalAction, default=False,
+                   help="scale a block half running n of its H heads by H/n, so training sees the output scale "
+                        "evaluation sees (default: off)")
     g.add_argument("--cluster", help="cluster JSON (e.g. from `d2ft calibrate`); default: assumed local CPU ranks")
     g.add_argument("--plan", help="plan file to run unchanged every step (its placement and ops)")
     flags.add_budget(g)
@@ -306,12 +317,15 @@ def _add_pretrain(sub) -> None:
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist",
                    help="folder with the four Fashion-MNIST IDX files, gzipped or not (default: %(default)s)")
     p.add_argument("--out", default="data/pretrained/vit-fmnist.safetensors", help="checkpoint to write")
-    p.add_argument("--epochs", type=int, default=2, help="passes over the 60,000 training images (default: 2)")
+    p.add_argument("--epochs", type=int, default=2, help="passes over the training images (60,000, or those of --classes) (default: 2)")
     p.add_argument("--batch-size", type=int, default=128, help="images per step (default: 128)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the init, order and augmentation (default: 0)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     p.add_argument("--limit", type=int, help="use only the first N training and test images (for a quick check)")
+    p.add_argument("--classes", type=flags.class_range, metavar="A-B|A,B,..",
+                   help="pre-train on these labels only (e.g. 0-4), relabelled from 0, leaving the others as a "
+                        "downstream task (default: all ten)")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
 

@@ -1,0 +1,371 @@
+"""The learning-quality study: D2FT against full fine-tuning at convergence, by a fair protocol.
+
+Backbones x tasks (``COMBOS``): the in-domain backbone pre-trained on Fashion-MNIST classes 0-4
+(``data/pretrained/vit-fmnist0-4.safetensors``) on its unseen classes 5-9 (``fashion-mnist-5to9``)
+and on MNIST digits (cross-domain), and the older backbone pre-trained on all of Fashion-MNIST
+(``vit-fmnist.safetensors``) on the digits. (That backbone on classes 5-9 is not studied: it was
+pre-trained on those very classes.)
+
+Protocol, per combination:
+
+1. ``epochs``: full fine-tuning on the task's validation view (``val:TASK``: a seeded 20% of its
+   training images held out) at a constant learning rate for ``MAX_EPOCHS`` epochs, validation
+   top-1 after each; the study's epochs E are the first at which the 3-epoch trailing mean of
+   validation top-1 comes within ``PLATEAU`` of its best. Nothing is chosen on a test split.
+2. ``rescale`` (first combination only): hybrid at keep 0.6 with and without SKIP rescaling
+   (``--skip-rescale``) on the validation view for E epochs, seeds 0 and 1; every arm then runs
+   with the one of higher mean validation top-1 (a tie keeps the method's default, off).
+3. ``arm``: every arm of ``ARMS`` for E epochs on the task's own train/test split, seeds 0, 1, 2,
+   paired (a seed fixes the init, the classifier, the data order and the augmentation), test top-1
+   after every epoch (reported, never used to choose). The equal-compute full arm runs all-FULL
+   for (1 - s) E epochs, s the hybrid arm's planned compute saving in the same seed.
+
+Every run: 4 emulated ranks in one process (``--nproc 1 --emulate-ranks 4``: the placement,
+knapsacks and ops of 4 ranks, no messages) planned on the assumed local cluster, so plans do
+not depend on a calibration; micro-batches 2 x 16; AdamW, peak lr 2e-3 (LoRA and probe 5e-3),
+cosine decay after a 5% warm-up, weight decay 0.05; no full warm-up steps.
+
+Usage (from the repository root; finished runs in runs/results/ are reused)::
+
+    .venv/bin/python benchmarks/learning.py                    # everything (hours on 2 cores)
+    .venv/bin/python benchmarks/learning.py --combos A --seeds 0
+    .venv/bin/python benchmarks/results.py --markdown-only     # tables and figures into RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != str(_HERE)]  # benchmarks/runtime.py is no package
+sys.path.insert(0, str(_HERE.parent))
+
+
+def _results():
+    """benchmarks/results.py (shared run, record and command helpers), loaded by path."""
+    if "d2ft_results" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("d2ft_results", _HERE / "results.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["d2ft_results"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["d2ft_results"]
+
+
+BACKBONES = {"fmnist0-4": "data/pretrained/vit-fmnist0-4.safetensors", "fmnist": "data/pretrained/vit-fmnist.safetensors"}
+TASKS = {"fmnist5-9": "fashion-mnist-5to9", "digits": "mnist-digits"}
+COMBOS = {"A": ("fmnist0-4", "fmnist5-9"), "B": ("fmnist0-4", "digits"), "C": ("fmnist", "digits")}
+ARMS = {  # name -> Job fields over the common ones
+    "full": dict(strategy="full", keep=1.0),
+    "hybrid": dict(strategy="hybrid", keep=0.6),
+    "hybrid-comm": dict(strategy="hybrid", keep=1.0, comm_keep=0.5),
+    "full-equal": dict(strategy="full", keep=1.0),
+    "random": dict(strategy="random", keep=0.6),
+    "layerdrop": dict(strategy="layerdrop", keep=0.6),
+    "lora-full": dict(strategy="full", keep=1.0, lora=True),
+    "lora-hybrid": dict(strategy="hybrid", keep=0.6, lora=True),
+    "probe": dict(strategy=None, keep=1.0, lora=True),
+}
+"""``probe``: every subnet FORWARD_ONLY with LoRA's freezing, so only the classifier trains: the frozen probe."""
+MAX_EPOCHS, PLATEAU, SEEDS, BATCH = 30, 0.005, (0, 1, 2), (2, 16)
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
+"""Student's t quantile at 0.975 by degrees of freedom (two-sided 95% interval)."""
+
+
+def _steps_per_epoch(data: str) -> int:
+    from runtime.data import load_dataset
+
+    return len(load_dataset(data).train.images) // (BATCH[0] * BATCH[1])
+
+
+def _job(combo: str, arm: str, seed: int, epochs: float, data: str, name: str, **over):
+    from runtime.job import Job, LoraSpec
+
+    backbone, _ = COMBOS[combo]
+    fields = dict(ARMS[arm])
+    lora = fields.pop("lora", False)
+    per_epoch = _steps_per_epoch(data)
+    fields.update(over)
+    return Job(nproc=1, emulate_ranks=4, checkpoint=BACKBONES[backbone], data=data, steps=max(1, round(epochs * per_epoch)),
+               micro_batches=BATCH[0], micro_batch_size=BATCH[1], lr=5e-3 if lora else 2e-3,
+               lora=LoraSpec() if lora else None, eval_every=per_epoch, checkpoint_every=0, seed=seed,
+               out_dir=str(_results().RUNS / "learning" / name), **fields)
+
+
+def _probe(job):
+    """The frozen probe: the job's placement with every subnet FORWARD_ONLY, run as a fixed plan."""
+    from d2ft.ops import Op
+    from runtime.prepare import prepare
+
+    plan = prepare(job.replace(strategy="full", plan=None)).plan
+    frozen = plan.with_ops([[[Op.FORWARD_ONLY] * plan.heads for _ in range(plan.depth)]] * plan.micro_batches)
+    return job.replace(plan=frozen, strategy=None)
+
+
+def coverage(run_dir: Path, steps: int) -> list[list[float]]:
+    """Per subnet [block][head], the share of the run's micro-batches in which it ran FULL (plans.jsonl)."""
+    from d2ft import rundir
+
+    plans = rundir.read_jsonl(run_dir / rundir.PLANS_FILE)
+    grid = None
+    for i, p in enumerate(plans):
+        span = (plans[i + 1]["step"] if i + 1 < len(plans) else steps) - p["step"]
+        ops = [mb.split("/") for mb in p["plan"]["ops"]]
+        if grid is None:
+            grid = [[0.0] * len(ops[0][0]) for _ in ops[0]]
+        for mb in ops:
+            for l, row in enumerate(mb):
+                for h, op in enumerate(row):
+                    grid[l][h] += span * (op == "F") / (len(ops) * steps)
+    return grid or []
+
+
+def curve(run_dir: Path) -> list[list[float]]:
+    """[epochs of all-FULL compute spent, top-1] at every evaluation (cost model's compute, s)."""
+    from d2ft import rundir
+
+    lines = rundir.read_jsonl(run_dir / rundir.METRICS_FILE)
+    per_step_full = lines[0].get("full_compute_s") or 1.0
+    spent, out = 0.0, []
+    for r in lines:
+        spent += r.get("predicted_compute_s") or per_step_full
+        if r.get("top1") is not None:
+            out.append([spent / per_step_full, r["top1"]])
+    return out
+
+
+def _measure(stage: str, combo: str, arm: str, seed: int, job, **extra) -> dict:
+    """Runs ``job`` (or reads it back) and records it."""
+    R = _results()
+    t0 = time.perf_counter()
+    print(f"[learning] {stage} {combo} {arm} seed {seed}: {job.steps} steps -> {job.out_dir}", file=sys.stderr, flush=True)
+    summary = R._run(job)
+    backbone, task = COMBOS[combo]
+    per_epoch = _steps_per_epoch(job.data)
+    c = curve(Path(job.out_dir))
+    return R._record("learning", name=Path(job.out_dir).name, stage=stage, combo=combo, backbone=backbone, task=task,
+                     data=job.data, arm=arm, seed=seed, steps=job.steps, epochs=job.steps / per_epoch,
+                     top1=summary["top1"], curve=[[x / per_epoch, y] for x, y in c],
+                     predicted_compute_saving=summary.get("predicted_compute_saving"),
+                     predicted_comm_saving=summary.get("predicted_comm_saving"),
+                     coverage=coverage(Path(job.out_dir), job.steps), skip_rescale=job.skip_rescale,
+                     seconds=time.perf_counter() - t0, command=R._command(job), **extra)
+
+
+def _records():
+    import json
+
+    path = _results().RESULTS
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+    latest = {}
+    for r in rows:
+        if r.get("section") == "learning":
+            latest[r["name"]] = r
+    return list(latest.values())
+
+
+def study_epochs(combo: str) -> int:
+    """E for ``combo``: measured once (stage ``epochs``), then read from the records."""
+    done = [r for r in _records() if r["stage"] == "epochs" and r["combo"] == combo]
+    if not done:
+        _, task = COMBOS[combo]
+        data = f"val:{TASKS[task]}"
+        job = _job(combo, "full", 0, MAX_EPOCHS, data, f"{combo}-epochs-full-s0", lr_schedule="constant")
+        done = [_measure("epochs", combo, "full", 0, job)]
+    return plateau([y for _, y in done[-1]["curve"]])
+
+
+def plateau(top1: list[float], window: int = 3, within: float = PLATEAU) -> int:
+    """The first epoch (1-based) at which the trailing ``window``-epoch mean of ``top1`` (one value per epoch)
+    comes within ``within`` of its best.
+
+    >>> plateau([0.5, 0.7, 0.8, 0.85, 0.86, 0.86, 0.87, 0.86])
+    7
+    """
+    smooth = [statistics.fmean(top1[max(0, i - window + 1):i + 1]) for i in range(len(top1))]
+    best = max(smooth)
+    return next(i + 1 for i, v in enumerate(smooth) if v >= best - within)
+
+
+def rescale_choice(combo: str = "A", seeds=(0, 1)) -> bool:
+    """Whether SKIP rescaling is used: measured on ``combo``'s validation view (stage ``rescale``)."""
+    epochs = study_epochs(combo)
+    _, task = COMBOS[combo]
+    means = {}
+    for rescale in (False, True):
+        tops = []
+        for seed in seeds:
+            name = f"{combo}-rescale{int(rescale)}-hybrid-s{seed}-e{epochs}"
+            rec = next((r for r in _records() if r["name"] == name), None)
+            if rec is None:
+                job = _job(combo, "hybrid", seed, epochs, f"val:{TASKS[task]}", name, skip_rescale=rescale)
+                rec = _measure("rescale", combo, "hybrid", seed, job)
+            tops.append(rec["top1"])
+        means[rescale] = statistics.fmean(tops)
+    return means[True] > means[False]
+
+
+def arms(combo: str, seeds=SEEDS, only=None) -> None:
+    """Every arm of ``ARMS`` (or ``only``) for every seed, seed by seed (paired results come early)."""
+    epochs, rescale = study_epochs(combo), rescale_choice()
+    _, task = COMBOS[combo]
+    have = {r["name"]: r for r in _records()}
+    for seed in seeds:
+        for arm in only or ARMS:
+            e = epochs
+            if arm == "full-equal":  # all-FULL for the hybrid arm's compute
+                hybrid = have.get(f"{combo}-hybrid-s{seed}-e{epochs}-r{int(rescale)}")
+                if hybrid is None:
+                    continue
+                e = epochs * (1 - hybrid["predicted_compute_saving"])
+            name = f"{combo}-{arm}-s{seed}-e{epochs}-r{int(rescale)}"
+            if name in have:
+                continue
+            job = _job(combo, arm, seed, e, TASKS[task], name, skip_rescale=rescale)
+            if arm == "probe":
+                job = _probe(job)
+            have[name] = _measure("arm", combo, arm, seed, job, study_epochs=epochs)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                epilog="Runs go to runs/results/learning/; records to benchmarks/results/results.jsonl.")
+    p.add_argument("--combos", default=",".join(COMBOS), help=f"of {', '.join(f'{k} ({b} -> {t})' for k, (b, t) in COMBOS.items())}")
+    p.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds of the arms (default: 0,1,2)")
+    p.add_argument("--arms", help=f"only these arms, of {', '.join(ARMS)}")
+    p.add_argument("--stages", default="epochs,rescale,arm", help="of epochs, rescale, arm (each runs what it needs)")
+    args = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.chdir(_HERE.parent)
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    stages = set(args.stages.split(","))
+    for combo in args.combos.split(","):
+        if combo not in COMBOS:
+            p.error(f"unknown combination {combo!r}; choose from {', '.join(COMBOS)}")
+        if "epochs" in stages:
+            print(f"[learning] {combo}: {study_epochs(combo)} epochs", file=sys.stderr, flush=True)
+        if "rescale" in stages:
+            print(f"[learning] SKIP rescaling: {'on' if rescale_choice() else 'off'}", file=sys.stderr, flush=True)
+        if "arm" in stages:
+            arms(combo, seeds, args.arms.split(",") if args.arms else None)
+    return 0
+
+
+# ---- the results page -------------------------------------------------------------------------
+def paired(diffs: list[float]) -> tuple[float, float]:
+    """(mean, half-width of its 95% t interval) of paired differences; half-width nan for one pair.
+
+    >>> [round(x, 3) for x in paired([0.01, 0.02, 0.03])]
+    [0.02, 0.025]
+    """
+    m = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return m, math.nan
+    return m, T_975.get(len(diffs) - 1, 1.96) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+
+
+LABELS = {"full": "full", "hybrid": "D2FT hybrid, keep 0.6", "hybrid-comm": "D2FT hybrid, comm keep 0.5",
+          "full-equal": "full, equal compute (fewer steps)", "random": "random, keep 0.6",
+          "layerdrop": "layerdrop, keep 0.6", "lora-full": "LoRA, full", "lora-hybrid": "D2FT-LoRA hybrid, keep 0.6",
+          "probe": "frozen probe (classifier only)"}
+GOALS = (  # (arm, against, at least (points), what)
+    ("hybrid", "full", -1.0, "hybrid at -40% compute within 1 point of full"),
+    ("hybrid-comm", "full", -2.0, "hybrid at -50% communication within 2 points of full"),
+    ("hybrid", "full-equal", 2.0, "hybrid ahead of equal-compute full by 2 points"),
+    ("hybrid", "random", 2.0, "hybrid ahead of random by 2 points"),
+    ("hybrid", "layerdrop", 2.0, "hybrid ahead of layerdrop by 2 points"),
+    ("lora-hybrid", "lora-full", -3.0, "D2FT-LoRA at -40% compute within 3 points of full LoRA"),
+)
+
+
+def markdown(records: list[dict], figures: Path) -> tuple[list[str], list[tuple[str, str, bool]]]:
+    """The results page's learning section, and its goals (goal, measured, met)."""
+    from analysis import plots
+    from analysis.report import markdown_table
+    import pandas as pd
+
+    recs = [r for r in records if r.get("section") == "learning"]
+    if not recs:
+        return [], []
+    lines = ["## Learning quality at convergence", "",
+             "The fair protocol of `benchmarks/learning.py` (its docstring has every setting): epochs chosen where full "
+             "fine-tuning plateaus on a validation split held out of the training images, every arm for those epochs, "
+             "seeds paired, test top-1 reported only. 4 emulated ranks in one process (same placement, knapsacks, ops and "
+             "sums as 4 ranks; no messages), so savings are the cost model's (planned) figures for those 4 ranks, whose "
+             "bytes the runtime matches exactly on real ranks. \"vs full\" is the mean over seeds of (arm - full of the "
+             "same seed), with its 95% t interval.", ""]
+    goals = []
+    for combo, (backbone, task) in COMBOS.items():
+        mine = [r for r in recs if r["combo"] == combo]
+        epochs_rec = [r for r in mine if r["stage"] == "epochs"]
+        arms_rec = [r for r in mine if r["stage"] == "arm"]
+        if not epochs_rec:
+            continue
+        E = plateau([y for _, y in epochs_rec[-1]["curve"]])
+        val = epochs_rec[-1]["curve"]
+        lines += [f"### {BACKBONES[backbone].split('/')[-1]} on {TASKS[task]}", "",
+                  f"Epochs: {E} (full fine-tuning at a constant lr on `val:{TASKS[task]}`: validation top-1 "
+                  f"{100 * val[0][1]:.1f}% after 1 epoch, {100 * val[E - 1][1]:.1f}% after {E}, best "
+                  f"{100 * max(y for _, y in val):.1f}% within {len(val)}).", ""]
+        resc = [r for r in mine if r["stage"] == "rescale"]
+        if resc:
+            by = {b: [r["top1"] for r in resc if r["skip_rescale"] == b] for b in (False, True)}
+            if by[False] and by[True]:
+                lines += [f"SKIP rescaling, hybrid keep 0.6 on the validation split (seeds {len(by[True])}): "
+                          f"{100 * statistics.fmean(by[True]):.2f}% with, {100 * statistics.fmean(by[False]):.2f}% "
+                          f"without; the arms use {'it' if statistics.fmean(by[True]) > statistics.fmean(by[False]) else 'none'}.", ""]
+        if not arms_rec:
+            continue
+        top = {}
+        for r in arms_rec:
+            top.setdefault(r["arm"], {})[r["seed"]] = r
+        rows = []
+        full_seeds = top.get("full", {})
+        target = statistics.fmean(r["top1"] for r in full_seeds.values()) - 0.01 if full_seeds else None
+        for arm in ARMS:
+            if arm not in top:
+                continue
+            runs = top[arm]
+            base = top.get("lora-full" if arm == "lora-hybrid" else "full", {})
+            diffs = [runs[s]["top1"] - base[s]["top1"] for s in runs if s in base]
+            m, hw = paired(diffs) if diffs and arm not in ("full", "lora-full") else (math.nan, math.nan)
+            tops = [r["top1"] for r in runs.values()]
+            reach = [next((x for x, y in r["curve"] if y >= target), None) for r in runs.values()] if target else []
+            rows.append({"arm": LABELS[arm], "seeds": len(runs), "epochs": f"{statistics.fmean(r['epochs'] for r in runs.values()):.1f}",
+                         "top-1 (%)": f"{100 * statistics.fmean(tops):.2f}",
+                         "sd (points)": f"{100 * statistics.stdev(tops):.2f}" if len(tops) > 1 else "-",
+                         "vs full (points)": "-" if m != m else (f"{100 * m:+.2f}" + (f" [{100 * (m - hw):+.2f}, {100 * (m + hw):+.2f}]" if hw == hw else "")),
+                         "compute saved (%)": f"{100 * statistics.fmean(r['predicted_compute_saving'] or 0 for r in runs.values()):.1f}",
+                         "bytes saved (%)": f"{100 * statistics.fmean(r['predicted_comm_saving'] or 0 for r in runs.values()):.1f}",
+                         "compute-epochs to target": ", ".join("-" if x is None else f"{x:.1f}" for x in reach)})
+        lines += [markdown_table(pd.DataFrame(rows)), "",
+                  "LoRA rows are against full LoRA; target for time-to-accuracy: full's mean top-1 minus 1 point, in "
+                  "epochs of all-FULL compute, per seed (\"-\": not reached).", ""]
+        if "probe" in top and full_seeds:
+            ratio = statistics.fmean(r["top1"] for r in top["probe"].values()) / statistics.fmean(r["top1"] for r in full_seeds.values())
+            lines += [f"Frozen probe / full fine-tuning: {ratio:.3f} (how task-ready the frozen backbone is).", ""]
+        grids = {LABELS[a]: top[a][min(top[a])]["coverage"] for a in ("hybrid", "lora-hybrid", "layerdrop") if a in top}
+        if grids:
+            fig_name = f"learning-coverage-{combo}"
+            plots.save(plots.coverage_heatmaps(grids), figures / fig_name)
+            lines += [f"![share of micro-batches each subnet ran FULL](figures/{fig_name}.png)", "",
+                      "Coverage: the share of the run's micro-batches in which each subnet ran FULL (lowest seed).", ""]
+        for arm, against, least, what in GOALS:
+            if arm in top and against in top:
+                diffs = [top[arm][s]["top1"] - top[against][s]["top1"] for s in top[arm] if s in top[against]]
+                if diffs:
+                    m, hw = paired(diffs)
+                    shown = f"{100 * m:+.2f} points" + (f" [{100 * (m - hw):+.2f}, {100 * (m + hw):+.2f}]" if hw == hw else "")
+                    goals.append((f"{what} ({backbone} -> {task})", f"{shown}, {len(diffs)} seeds",
+                                  bool(100 * m >= least)))
+    return lines, goals
+
+
+if __name__ == "__main__":
+    sys.exit(main())

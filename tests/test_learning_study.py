@@ -1,0 +1,56 @@
+"""The learning study's own arithmetic (benchmarks/learning.py): epochs at the plateau, paired intervals,
+coverage from a run's plans, and its section of the results page from hand-written records."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location("learning_study", Path(__file__).resolve().parents[1] / "benchmarks" / "learning.py")
+learning = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(learning)
+
+
+def test_epochs_are_chosen_at_the_validation_plateau():
+    assert learning.plateau([0.5, 0.7, 0.8, 0.85, 0.86, 0.86, 0.87, 0.86]) == 7
+    assert learning.plateau([0.9]) == 1
+    assert learning.plateau([0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.97, 0.99]) == 8  # still climbing: the last
+
+
+def test_paired_differences_with_a_t_interval():
+    m, hw = learning.paired([0.01, 0.02, 0.03])
+    assert m == pytest.approx(0.02) and hw == pytest.approx(4.303 * 0.01 / math.sqrt(3))
+    assert math.isnan(learning.paired([0.05])[1])
+
+
+def test_coverage_weights_each_plan_by_the_steps_it_ran(tmp_path):
+    plans = [{"step": 0, "plan": {"ops": ["FO/SS", "FF/SS"]}},  # steps 0-2
+             {"step": 3, "plan": {"ops": ["OO/FF", "OO/FF"]}}]  # step 3
+    (tmp_path / "plans.jsonl").write_text("".join(json.dumps(p) + "\n" for p in plans))
+    grid = learning.coverage(tmp_path, steps=4)
+    assert grid == [[pytest.approx(0.75), pytest.approx(0.375)], [pytest.approx(0.25), pytest.approx(0.25)]]
+
+
+def test_the_learning_section_tabulates_paired_differences_and_goals(tmp_path):
+    pytest.importorskip("pandas")
+    pytest.importorskip("matplotlib")
+
+    def rec(stage, arm, seed, top1, **kw):
+        return {"section": "learning", "name": f"{stage}-{arm}-{seed}", "stage": stage, "combo": "A",
+                "backbone": "fmnist0-4", "task": "fmnist5-9", "arm": arm, "seed": seed, "top1": top1,
+                "epochs": 10.0, "curve": [[1.0, top1 - 0.1], [10.0, top1]], "coverage": [[0.5, 1.0], [0.0, 0.25]],
+                "predicted_compute_saving": 0.0 if "full" in arm else 0.4, "predicted_comm_saving": 0.3,
+                "skip_rescale": False, **kw}
+
+    recs = [rec("epochs", "full", 0, 0.9, curve=[[e, 0.8 + 0.01 * min(e, 5)] for e in range(1, 11)])]
+    for seed, (full, hybrid, rnd) in enumerate([(0.90, 0.895, 0.85), (0.92, 0.91, 0.86)]):
+        recs += [rec("arm", "full", seed, full), rec("arm", "hybrid", seed, hybrid), rec("arm", "random", seed, rnd)]
+    lines, goals = learning.markdown(recs, tmp_path)
+    text = "\n".join(lines)
+    assert "Epochs: 6" in text and "-0.75 [" in text  # hybrid - full: -0.5 and -1.0 points
+    assert (tmp_path / "learning-coverage-A.png").exists()
+    by_goal = {g: met for g, _, met in goals}
+    assert by_goal["hybrid at -40% compute within 1 point of full (fmnist0-4 -> fmnist5-9)"] is True
+    assert by_goal["hybrid ahead of random by 2 points (fmnist0-4 -> fmnist5-9)"] is True
