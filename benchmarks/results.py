@@ -106,7 +106,15 @@ def _job(profile: Path, strategy: str, keep: float, steps: int, seed: int, name:
     from runtime.job import Job
 
     return Job(nproc=4, cluster=str(profile), strategy=strategy, keep=keep, steps=steps, lr=lr, eval_every=eval_every,
-               checkpoint_every=0, seed=seed, out_dir=str(RUNS / name), **fields)
+               checkpoint_every=0, seed=seed, out_dir=str(RUNS / name), **_legacy(), **fields)
+
+
+def _legacy() -> dict:
+    """The backbone and task of the short-horizon sections: the ViT pre-trained on all of Fashion-MNIST,
+    fine-tuned on the MNIST digits (what they measured before the in-domain backbone existed)."""
+    from runtime.weights import FULL_FMNIST_CHECKPOINT
+
+    return {"checkpoint": str(FULL_FMNIST_CHECKPOINT), "data": "mnist-digits", "model_kwargs": {"num_classes": 10}}
 
 
 def _command(job) -> str:
@@ -190,10 +198,14 @@ def _plannable(profile: Path):
     """``why(strategy, keep, comm_keep)``: why no plan of the shipped backbone meets that budget on
     ``profile`` at the runs' batch shape, or None when one does."""
     from d2ft.cluster import Cluster
-    from d2ft.app.demo import backbone_spec
     from d2ft.planner import plan_step
+    from runtime.job import Job
+    from runtime.prepare import resolve_model, spec_of
 
-    spec, cluster = backbone_spec(), Cluster.from_json(profile.read_text())
+    legacy = _legacy()
+    name, kwargs, checkpoint = resolve_model(None, legacy["model_kwargs"], legacy["checkpoint"])
+    spec = spec_of(Job(model=name, model_kwargs=kwargs, checkpoint=checkpoint))
+    cluster = Cluster.from_json(profile.read_text())
 
     def why(strategy: str, keep: float, comm_keep: float | None) -> str | None:
         try:
@@ -264,7 +276,8 @@ def hetero(quick: bool) -> None:
     slow = (1.0, 1.0, 2.0, 4.0)
     from runtime.job import Job
 
-    base = Job(nproc=4, slowdown=slow, keep=0.6, steps=steps, lr=2e-3, eval_every=0, checkpoint_every=0, seed=0)
+    base = Job(nproc=4, slowdown=slow, keep=0.6, steps=steps, lr=2e-3, eval_every=0, checkpoint_every=0, seed=0,
+               **_legacy())
     results = {}
     for name, strategy in (("full", "full"), ("balanced", "hybrid")):
         results[name] = _run(base.replace(strategy=strategy, out_dir=str(RUNS / f"hetero-{name}-n{steps}")))

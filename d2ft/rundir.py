@@ -6,6 +6,8 @@ place that knows its file names and formats:
     job.json          the job (``runtime.job.Job``), what --resume checks against
     job.toml          the same job as a config file (``d2ft run --dry-run``)
     metrics.jsonl     one JSON object per step (``step``, ``loss``, ``step_time_s`` and more)
+    metrics.csv       the same steps' scalars as a table (``metrics_rows``), for spreadsheets
+    tensorboard/      the same scalars as TensorBoard event files (when tensorboard is installed)
     plans.jsonl       one JSON object per plan change (``step``, ``plan``, ``reason``, ...)
     checkpoint.json   the last complete checkpoint: {"step": N, "path": "checkpoints/step-N"}
     checkpoints/      the checkpoint sets, one rank*.pt per rank
@@ -39,6 +41,8 @@ JOB_FILE = "job.json"
 JOB_CONFIG = "job.toml"
 """The same job as a config file (``d2ft run --dry-run`` writes it, ``--config`` reads it)."""
 METRICS_FILE = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+TENSORBOARD_DIR = "tensorboard"
 PLANS_FILE = "plans.jsonl"
 CHECKPOINT_FILE = "checkpoint.json"
 CHECKPOINTS_DIR = "checkpoints"
@@ -164,8 +168,8 @@ class RunLock:
 
 def ours(name: str) -> bool:
     """Whether a top-level entry of a run directory is one d2ft writes there."""
-    return (name in (JOB_FILE, JOB_CONFIG, METRICS_FILE, PLANS_FILE, CHECKPOINT_FILE, CHECKPOINTS_DIR, EXPORT_FILE,
-                     SUMMARY_FILE, LOCK_FILE) + REPORT_FILES
+    return (name in (JOB_FILE, JOB_CONFIG, METRICS_FILE, METRICS_CSV, TENSORBOARD_DIR, PLANS_FILE, CHECKPOINT_FILE,
+                     CHECKPOINTS_DIR, EXPORT_FILE, SUMMARY_FILE, LOCK_FILE) + REPORT_FILES
             or (name.startswith(TIMELINE_PREFIX) and name.endswith(".json"))
             or (name.startswith("rank") and name.endswith(".pt"))
             or (name.startswith(".") and name.endswith(".tmp")))
@@ -182,6 +186,30 @@ def foreign_files(run_dir: str | Path) -> list[str]:
     if (run_dir / JOB_FILE).is_file():
         return [n for n in names if not ours(n)]
     return [n for n in names if n != LOCK_FILE]
+
+
+METRICS_COLUMNS = ("step", "loss", "lr", "top1", "step_time_s", "measured_compute_s", "predicted_compute_s",
+                   "full_compute_s", "predicted_compute_saving", "measured_sent_bytes", "predicted_sent_bytes",
+                   "full_sent_bytes", "predicted_comm_saving", "n_full", "n_forward_only", "n_skip", "plan_index",
+                   "replan_s", "solve_time_s")
+"""The per-step scalars of metrics.csv and TensorBoard, in column order (s, B, fractions)."""
+
+
+def metrics_rows(lines: list[dict]) -> list[list]:
+    """metrics.jsonl's lines as table rows of ``METRICS_COLUMNS`` ("" where a step has no value)."""
+    return [["" if line.get(c) is None else line[c] for c in METRICS_COLUMNS] for line in lines]
+
+
+def write_metrics_csv(run_dir: str | Path) -> Path:
+    """RUN_DIR/metrics.csv from RUN_DIR/metrics.jsonl (written whole, atomically)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(METRICS_COLUMNS)
+    writer.writerows(metrics_rows(read_jsonl(Path(run_dir) / METRICS_FILE)))
+    return atomic_write_text(Path(run_dir) / METRICS_CSV, buf.getvalue())
 
 
 def sha256(path: str | Path) -> str:
@@ -298,7 +326,8 @@ def summarise(run_dir: str | Path) -> dict:
     return out
 
 
-__all__ = ["CHECKPOINTS_DIR", "CHECKPOINT_FILE", "EXPORT_FILE", "JOB_FILE", "JsonlAppender", "LOCK_FILE", "METRICS_FILE",
+__all__ = ["CHECKPOINTS_DIR", "CHECKPOINT_FILE", "EXPORT_FILE", "JOB_FILE", "JsonlAppender", "LOCK_FILE", "METRICS_COLUMNS",
+           "METRICS_CSV", "METRICS_FILE", "TENSORBOARD_DIR", "metrics_rows", "write_metrics_csv",
            "PLANS_FILE", "RunLock", "SUMMARY_FILE", "file_record", "find_runs", "foreign_files", "intact_checkpoint",
            "is_run_dir", "measured_savings", "ours", "planned_savings", "read_checkpoints", "read_job", "read_jsonl",
            "record_checkpoint", "sha256", "summarise", "timeline_path", "timelines", "truncate_jsonl"]

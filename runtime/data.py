@@ -286,8 +286,6 @@ def _idx_split(root: Path) -> tuple[ImageData, ImageData]:
             ImageData(read_idx_images(files[2]), read_idx_labels(files[3])))
 
 
-SHIPPED_DATA = Path(__file__).resolve().parents[1] / "data"
-"""The data sets the project ships (each folder with its PROVENANCE.json)."""
 VALIDATION_FRACTION = 0.2
 """The share of a training split that ``val:NAME`` holds out as its validation split."""
 
@@ -300,7 +298,9 @@ def load_dataset(ref: str) -> Dataset:
         val, train = inner.train.split(VALIDATION_FRACTION, SPLIT_SEED + 1)
         return Dataset(ref, train, val, inner.classes, inner.flip, f"{inner.source} (validation split)")
     if kind == "fashion-mnist-5to9" and not arg:
-        root = SHIPPED_DATA / "fashion-mnist-5to9"
+        from .assets import shipped
+
+        root = shipped("fashion-mnist-5to9")
         train, test = _idx_split(root)
         return Dataset(ref, train, test, 5, flip=True, source=str(root))
     if kind == "mnist-digits" and not arg:

@@ -72,7 +72,7 @@ class Job:
     checkpoint: str | None = None
     """Local weights (safetensors or torch) to start from; "none": a seeded random init; None: the
     shipped backbone when ``model`` is None, else a random init."""
-    data: str = "mnist-digits"
+    data: str = "fashion-mnist-5to9"
     """Dataset reference (``runtime.datasets.DATASETS``), or "synthetic" (timing only)."""
     augment: bool = True
     """Random 2-pixel shifts (and flips where labels allow) of training images."""

@@ -10,7 +10,8 @@ Every rank runs ``train(rank, world, job)`` on a prepared ``runtime.job.Job``. P
    a subnet with no FULL micro-batch in the step has no gradient and is not updated;
 3. every rank reports its measured seconds and bytes and its subnets' scores
    (``runtime.measure``); the coordinator appends one line to ``RUN_DIR/metrics.jsonl``
-   with the measured and the cost model's predicted compute and bytes;
+   with the measured and the cost model's predicted compute and bytes (and tracks it:
+   ``metrics.csv``, TensorBoard, ``runtime.tracking``);
 4. every ``eval_every`` steps and at the end, top-1 on the test split with every subnet
    running (forward only); every ``checkpoint_every`` steps and at the end, a checkpoint
    (``runtime.checkpoint``).
@@ -55,6 +56,7 @@ from .feed import Feed
 from .measure import metrics_line, state_bytes, subnet_scores, write_timeline
 from .optim import lr_of, make_optimizer
 from .spec import model_spec_from_timm
+from .tracking import Tracker
 from .weights import build_model, export
 
 
@@ -133,6 +135,7 @@ class RankLoop:
         self.timeline_steps = {s if s >= 0 else job.steps + s for s in job.timeline_steps}
         self.metrics = rundir.JsonlAppender(self.run_dir / rundir.METRICS_FILE) if self.is_coord else None
         self.plans_log = rundir.JsonlAppender(self.run_dir / rundir.PLANS_FILE) if self.is_coord else None
+        self.tracker = Tracker(self.run_dir, start) if self.is_coord else None
         self.bar = self._progress_bar(start)
         self.totals = {"pred": 0.0, "pred_full": 0.0, "bytes": 0.0, "bytes_full": 0.0}
         try:
@@ -141,7 +144,7 @@ class RankLoop:
         finally:
             if self.bar is not None:
                 self.bar.close()
-            for f in (self.metrics, self.plans_log):
+            for f in (self.metrics, self.plans_log, self.tracker):
                 if f is not None:
                     f.close()
         export(self.run_dir, job, self.part, self.current, self.rank, self.coord, self.is_coord)
@@ -270,6 +273,7 @@ class RankLoop:
         line = metrics_line(step, loss, self.lr, self.current, gathered, self.cost, self.full_cost, info, top1,
                             self.plan_index)
         self.metrics.write(line)
+        self.tracker.step(line)
         if step in self.timeline_steps:
             write_timeline(self.run_dir, step, self.current, gathered, line["step_time_s"])
         t = self.totals
@@ -295,6 +299,8 @@ class RankLoop:
                      "plan_index": self.plan_index} if self.is_coord else {}
             save_checkpoint(self.run_dir, self.rank, self.coord, step + 1, self.part, self.opt, extra,
                             job.keep_checkpoints)
+            if self.tracker is not None:
+                self.tracker.flush()
 
     def _progress_bar(self, start: int):
         if not (self.is_coord and self.job.progress):

@@ -24,10 +24,14 @@ from d2ft.errors import one_line
 from d2ft.plan import Plan
 from d2ft.serial import default_file_mode
 
+from .assets import shipped
 from .shard import full_state_dict
 
-SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "data" / "pretrained" / "vit-fmnist.safetensors"
-"""The project's own backbone (``d2ft pretrain``): a small ViT pre-trained on Fashion-MNIST."""
+SHIPPED_CHECKPOINT = shipped("pretrained", "vit-fmnist0-4.safetensors")
+"""The project's own backbone (``d2ft pretrain --classes 0-4``): a small ViT pre-trained on Fashion-MNIST
+classes 0-4, whose downstream task is classes 5-9 (``--data fashion-mnist-5to9``)."""
+FULL_FMNIST_CHECKPOINT = shipped("pretrained", "vit-fmnist.safetensors")
+"""The earlier backbone, pre-trained on all ten Fashion-MNIST classes (the first results' backbone)."""
 
 
 def build_model(job):

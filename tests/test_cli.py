@@ -134,3 +134,14 @@ def test_sweep_writes_csv(capsys, tmp_path):
     rows = list(csv.DictReader(out.open()))
     assert [int(r["devices"]) for r in rows] == [2, 2, 3, 3]
     assert all(float(r["step_time_s"]) > 0 for r in rows)
+
+
+def test_version_and_env(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == "d2ft 0.1.0"
+    assert main(["env", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["distributed"]["gloo"] is True and r["cores_usable"] >= 1 and r["versions"]["torch"]
+    assert r["solvers"]["CBC"] is True and r["shipped"]["backbone"].endswith("vit-fmnist0-4.safetensors")
+    assert main(["env"]) == 0 and "gloo (CPU ranks)  yes" in capsys.readouterr().out

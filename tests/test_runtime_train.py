@@ -75,7 +75,28 @@ def test_resume_continues_exactly(idx_dir, tmp_path, capsys):
     model_after = load_file(run / "model.safetensors")
     assert model_after.keys() == model_before.keys()
     assert all(torch.equal(model_after[k], model_before[k]) for k in model_before)
+    _check_tracking(run, again)
     capsys.readouterr()
+
+
+def _check_tracking(run, metrics):
+    """metrics.csv and the TensorBoard scalars hold each step once, as metrics.jsonl does."""
+    import csv
+
+    with open(run / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [m["step"] for m in metrics]
+    assert [float(r["loss"]) for r in rows] == pytest.approx([m["loss"] for m in metrics], rel=1e-12)
+    assert rows[-1]["top1"] != "" and rows[0]["top1"] == ""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    losses = events.Scalars("train/loss")
+    assert [e.step for e in losses] == [m["step"] for m in metrics]  # the resumed steps once, not twice
+    assert [e.value for e in losses] == pytest.approx([m["loss"] for m in metrics], rel=1e-6)
+    assert [e.step for e in events.Scalars("eval/top1")] == [metrics[-1]["step"]]
 
 
 def test_the_exported_model_is_the_trained_one(idx_dir, tmp_path, capsys):

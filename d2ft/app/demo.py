@@ -5,9 +5,9 @@ backbone (no hub needed):
 
 1. calibrate: measure this machine's ranks (``d2ft calibrate``) into ``profile.json``;
 2. plan: D2FT hybrid at keep 0.6 for the shipped backbone (a ViT pre-trained on
-   Fashion-MNIST) on 4 local ranks, and simulate its step against all-FULL, with the
+   Fashion-MNIST classes 0-4) on 4 local ranks, and simulate its step against all-FULL, with the
    assumed and with the calibrated profile;
-3. run: fine-tune the backbone on the 5,000 real MNIST digits on 4 ranks
+3. run: fine-tune the backbone on its unseen classes 5-9 (5,000 shipped images) on 4 ranks
    (torch.distributed, gloo) with all-FULL, D2FT hybrid and random at keep 0.6, same
    seed and steps, each a ``runtime.job.Job`` whose ``d2ft run`` command the report lists;
 4. fidelity: one more run that executes at least 10 different plans a few steps each,
@@ -43,16 +43,16 @@ FIDELITY_PLANS = [("full", 1.0), ("hybrid", 0.8), ("hybrid", 0.6), ("hybrid", 0.
 
 
 def backbone_job(**fields):
-    """A ``Job`` of the shipped backbone with the digits' 10-class head (as ``d2ft run`` builds it)."""
+    """A ``Job`` of the shipped backbone with its task's 5-class head (as ``d2ft run`` builds it)."""
     from runtime.job import Job
     from runtime.prepare import resolve_model
 
-    name, kwargs, checkpoint = resolve_model(None, {"num_classes": 10}, None)
+    name, kwargs, checkpoint = resolve_model(None, {"num_classes": 5}, None)
     return Job(**{"model": name, "model_kwargs": kwargs, "checkpoint": checkpoint, **fields})
 
 
 def backbone_spec():
-    """The ``ModelSpec`` of the shipped backbone with the digits' 10-class head."""
+    """The ``ModelSpec`` of the shipped backbone with its task's 5-class head."""
     from runtime.prepare import spec_of
 
     return spec_of(backbone_job())
@@ -92,7 +92,7 @@ def run_demo(out: str | Path = "out/demo", quick: bool = False, steps: int | Non
                            seed=seed, eval_every=0 if quick else max(steps // 4, 1),
                            out_dir=str(out / "runs" / strategy), label=f"[3/5] {strategy}")
         commands[strategy] = command_line(job)
-        log(f"[3/5] fine-tuning on MNIST digits, 4 ranks, {strategy} ({i + 1}/{len(STRATEGIES)}) ...")
+        log(f"[3/5] fine-tuning on Fashion-MNIST classes 5-9, 4 ranks, {strategy} ({i + 1}/{len(STRATEGIES)}) ...")
         summary = _run(job)
         for line in format_summary(summary).splitlines()[1:3]:
             print("     " + line)

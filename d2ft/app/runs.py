@@ -29,6 +29,8 @@ micro-batch from the contribution scores the ranks measured (magnitude, Fisher),
   job.json          the job (what --resume checks against)
   metrics.jsonl     one line per step: loss, lr, op counts, step time (s), measured and
                     predicted compute (s) and bytes (B) per rank, re-plan time, top-1
+  metrics.csv       the same scalars as a table; tensorboard/ as TensorBoard events
+                    (when tensorboard is installed: tensorboard --logdir runs/)
   plans.jsonl       every plan used, with the step it started and the solver's time
   checkpoint.json   the last complete checkpoint (checkpoints/step-N/rank*.pt)
   model.safetensors the fine-tuned model as one timm state dict (LoRA merged)
@@ -250,7 +252,7 @@ def _add_run(sub) -> None:
     g.add_argument("--model-kwargs", help='JSON of timm keyword arguments over the checkpoint\'s, e.g. \'{"num_classes": 10}\'')
     g.add_argument("--checkpoint", help="local weights (safetensors or torch) to start from; 'none' for a seeded "
                                         "random init (default: the shipped backbone when --model is not given)")
-    g.add_argument("--data", default="mnist-digits",
+    g.add_argument("--data", default="fashion-mnist-5to9",
                    help="dataset: " + "; ".join(f"{k}: {v}" for k, v in DATASETS.items()).replace("%", "%%") + " (default: %(default)s)")
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="random 2-pixel shifts (and flips where labels allow) of training images (default: on)")
@@ -316,7 +318,7 @@ def _add_pretrain(sub) -> None:
                            "safetensors checkpoint with a manifest.")
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist",
                    help="folder with the four Fashion-MNIST IDX files, gzipped or not (default: %(default)s)")
-    p.add_argument("--out", default="data/pretrained/vit-fmnist.safetensors", help="checkpoint to write")
+    p.add_argument("--out", default="data/pretrained/vit-fmnist0-4.safetensors", help="checkpoint to write")
     p.add_argument("--epochs", type=int, default=2, help="passes over the training images (60,000, or those of --classes) (default: 2)")
     p.add_argument("--batch-size", type=int, default=128, help="images per step (default: 128)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
@@ -337,7 +339,7 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--model", help="fit compute to this timm model's own subnet tasks (default: GEMMs)")
     p.add_argument("--model-kwargs", help="JSON of timm keyword arguments for --model")
     p.add_argument("--checkpoint", help="take the model and its arguments from this checkpoint's metadata "
-                                        "(e.g. data/pretrained/vit-fmnist.safetensors)")
+                                        "(e.g. data/pretrained/vit-fmnist0-4.safetensors)")
     p.add_argument("--micro-batch-size", type=int, default=16, help="images per task with --model (default: 16)")
     p.add_argument("--out", default="profile.json", help="cluster JSON to write (default: profile.json)")
     p.add_argument("--json", action="store_true", help="print one JSON summary (FLOP/s, B/s, s)")
