@@ -12,6 +12,8 @@ place that knows its file names and formats:
     checkpoint.json   the last complete checkpoint: {"step": N, "path": "checkpoints/step-N"}
     checkpoints/      the checkpoint sets, one rank*.pt per rank
     timeline-stepN.json  one recorded step as a ``d2ft.trace.Trace``
+    model.json        the run's model as a ``d2ft.model.ModelSpec`` (``d2ft simulate --run``)
+    cluster.json      the cluster the run planned on, emulated slowdown included
     model.safetensors the fine-tuned model as one timm state dict
     summary.json      the headline figures (``summarise``)
     .d2ft.lock        held (flock) by the run while it runs: pid, host and start time
@@ -49,6 +51,8 @@ CHECKPOINTS_DIR = "checkpoints"
 EXPORT_FILE = "model.safetensors"
 SUMMARY_FILE = "summary.json"
 TIMELINE_PREFIX = "timeline-step"
+MODEL_FILE = "model.json"
+CLUSTER_FILE = "cluster.json"
 LOCK_FILE = ".d2ft.lock"
 REPORT_FILES = ("report.html", "report.md", "figures")
 """What ``d2ft report`` writes beside a run."""
@@ -124,6 +128,19 @@ def timeline_path(run_dir: str | Path, step: int) -> Path:
     return Path(run_dir) / f"{TIMELINE_PREFIX}{step}.json"
 
 
+def plan_at(run_dir: str | Path, step: int | None = None) -> tuple[int, dict]:
+    """(step, plan dict) of the plan the run executed at ``step`` (None: its last step), from plans.jsonl."""
+    lines = read_jsonl(Path(run_dir) / METRICS_FILE)
+    plans = read_jsonl(Path(run_dir) / PLANS_FILE)
+    if not lines or not plans:
+        raise ValueError(f"{run_dir}: no step has run yet (metrics.jsonl and plans.jsonl are empty or missing)")
+    last = lines[-1]["step"]
+    step = last if step is None else step
+    if not 0 <= step <= last:
+        raise ValueError(f"--step {step}: the run in {run_dir} has steps 0 to {last}")
+    return step, [p for p in plans if p["step"] <= step][-1]["plan"]
+
+
 # ---- safety: one run at a time, never a foreign folder, only verified checkpoints ------------------------
 class RunLock:
     """An exclusive lock on a run directory for the life of a run (``with RunLock(run_dir): ...``).
@@ -169,7 +186,7 @@ class RunLock:
 def ours(name: str) -> bool:
     """Whether a top-level entry of a run directory is one d2ft writes there."""
     return (name in (JOB_FILE, JOB_CONFIG, METRICS_FILE, METRICS_CSV, TENSORBOARD_DIR, PLANS_FILE, CHECKPOINT_FILE,
-                     CHECKPOINTS_DIR, EXPORT_FILE, SUMMARY_FILE, LOCK_FILE) + REPORT_FILES
+                     CHECKPOINTS_DIR, EXPORT_FILE, SUMMARY_FILE, LOCK_FILE, MODEL_FILE, CLUSTER_FILE) + REPORT_FILES
             or (name.startswith(TIMELINE_PREFIX) and name.endswith(".json"))
             or (name.startswith("rank") and name.endswith(".pt"))
             or (name.startswith(".") and name.endswith(".tmp")))
@@ -327,7 +344,8 @@ def summarise(run_dir: str | Path) -> dict:
 
 
 __all__ = ["CHECKPOINTS_DIR", "CHECKPOINT_FILE", "EXPORT_FILE", "JOB_FILE", "JsonlAppender", "LOCK_FILE", "METRICS_COLUMNS",
-           "METRICS_CSV", "METRICS_FILE", "TENSORBOARD_DIR", "metrics_rows", "write_metrics_csv",
+           "METRICS_CSV", "METRICS_FILE", "TENSORBOARD_DIR", "metrics_rows", "write_metrics_csv", "MODEL_FILE", "CLUSTER_FILE",
+           "plan_at",
            "PLANS_FILE", "RunLock", "SUMMARY_FILE", "file_record", "find_runs", "foreign_files", "intact_checkpoint",
            "is_run_dir", "measured_savings", "ours", "planned_savings", "read_checkpoints", "read_job", "read_jsonl",
            "record_checkpoint", "sha256", "summarise", "timeline_path", "timelines", "truncate_jsonl"]

@@ -129,13 +129,15 @@ def _stop(ctx) -> None:
             p.kill()
 
 
-def run(job: Job) -> dict:
+def run(job: Job, on_start=None) -> dict:
     """Prepares ``job`` (every check before any rank starts), claims its run directory, runs it on
     ``job.nproc`` local ranks and returns its summary (``d2ft.rundir.summarise``, also written to
-    RUN_DIR/summary.json)."""
+    RUN_DIR/summary.json). ``on_start(prepared_job)``, if given, is called as the ranks start."""
     job = prepare(job)
     check_capacity(job.nproc, spec_of(job).params)
     with claimed(job):
+        if on_start is not None:
+            on_start(job)
         launch(job)
     summary = rundir.summarise(job.out_dir)
     write_json(Path(job.out_dir) / rundir.SUMMARY_FILE, summary)

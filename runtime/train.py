@@ -49,6 +49,7 @@ from d2ft.cost import CostModel
 from d2ft.ops import Op
 from d2ft.plan import Plan
 from d2ft.replan import Replanner
+from d2ft.serial import write_json
 
 from .checkpoint import choose_checkpoint, load_checkpoint, save_checkpoint
 from .executor import Coordinator, Counters, Link, Worker
@@ -133,6 +134,10 @@ class RankLoop:
         dist.broadcast_object_list(n_test, src=self.coord)
         self.n_test = n_test[0]
         self.timeline_steps = {s if s >= 0 else job.steps + s for s in job.timeline_steps}
+        if self.is_coord:  # what `d2ft simulate --run` needs to predict this run's steps
+            write_json(self.run_dir / rundir.MODEL_FILE, self.spec.to_dict())
+            if job.planning_cluster is not None:
+                write_json(self.run_dir / rundir.CLUSTER_FILE, job.planning_cluster.to_dict())
         self.metrics = rundir.JsonlAppender(self.run_dir / rundir.METRICS_FILE) if self.is_coord else None
         self.plans_log = rundir.JsonlAppender(self.run_dir / rundir.PLANS_FILE) if self.is_coord else None
         self.tracker = Tracker(self.run_dir, start) if self.is_coord else None

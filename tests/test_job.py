@@ -105,3 +105,12 @@ def test_the_readme_lists_every_job_field_with_its_default():
     example = re.search(r"```toml\n(.*?)```", text, flags=re.S).group(1)
     assert Job.from_toml(example) == Job(strategy="hybrid", keep=0.6, steps=300, lr=2e-3, eval_every=100,
                                          out_dir="runs/hybrid")
+
+
+def test_the_terminal_says_what_starts_and_names_emulation():
+    from d2ft.app.runs import starting_line
+
+    assert starting_line(Job(nproc=2, slowdown=(1, 3), steps=5, out_dir="r")) == \
+        "d2ft run: starting 2 ranks (gloo), ranks slowed x1 x3 (emulated) for 5 steps into r ..."
+    assert starting_line(Job(nproc=1, emulate_ranks=4, resume=True, out_dir="r")).startswith(
+        "d2ft run: resuming 1 process playing 4 ranks for 100 steps")

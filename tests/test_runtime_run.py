@@ -51,6 +51,16 @@ def test_run_end_to_end_with_emulated_slowdown(tmp_path, capsys):
     assert len(rows) == 1 + 2 * 3 and all(r["abs_error"] == 0 for r in rows)
     assert main(["compare", step2, str(tmp_path / "nope.json")]) == 2
     assert "trace file" in capsys.readouterr().err
+    assert main(["compare", step2, str(tmp_path / "job.json")]) == 2  # a JSON file that is no trace
+    assert f"{tmp_path / 'job.json'} is not a trace file (it has no 'source')" in capsys.readouterr().err
+    # The run wrote its model and cluster: its last step simulates with no hand work, on the same plan.
+    predicted = str(tmp_path / "predicted.json")
+    assert main(["simulate", "--run", str(tmp_path), "--trace", predicted, "--json"]) == 0
+    simulated = json.loads(capsys.readouterr().out)
+    assert simulated["comm_bytes"] == timeline.comm_bytes  # bytes are exact
+    assert main(["compare", predicted, step2, "--json"]) == 0
+    assert main(["simulate", "--run", str(tmp_path), "--step", "9"]) == 2
+    assert "has steps 0 to 2" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -60,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger().addHandler(handler)
     try:
         return args.func(args)
+    except BrokenPipeError:  # output piped into `head` and the like (an OSError: before INPUT_ERRORS)
+        sys.stderr.close()
+        return 0
     except INPUT_ERRORS as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"d2ft {args.command}: error: {one_line(message)}", file=sys.stderr)
@@ -70,9 +73,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"d2ft {args.command}: {interrupted(args)}", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # output piped into `head` and the like
-        sys.stderr.close()
-        return 0
     finally:
         logging.getLogger().removeHandler(handler)
 

@@ -156,9 +156,24 @@ def cmd_run(args) -> int:
         print(f"job written to {path} (and as a config file, {config}); run it with: torchrun --nproc-per-node "
               f"{job.nproc} -m runtime.run {path}")
         return 0
-    summary = run(job)
+    summary = run(job, on_start=None if args.quiet or args.json else _starting)
     print(json.dumps(summary) if args.json else format_summary(summary))
     return 0
+
+
+def starting_line(job) -> str:
+    """What ``d2ft run`` says while its ranks start (torch's import and the rendezvous take seconds)."""
+    ranks = f"1 process playing {job.emulate_ranks} ranks" if job.emulate_ranks else \
+        f"{job.nproc} rank{'s' if job.nproc != 1 else ''} ({'NCCL' if job.device == 'cuda' else 'gloo'})"
+    slow = f", ranks slowed {' '.join(f'x{f:g}' for f in job.slowdown)} (emulated)" if job.slowdown else ""
+    what = "resuming" if job.resume else "starting"
+    return f"d2ft run: {what} {ranks}{slow} for {job.steps} steps into {job.out_dir} ..."
+
+
+def _starting(job) -> None:
+    import sys
+
+    print(starting_line(job), file=sys.stderr, flush=True)
 
 
 def format_summary(s: dict) -> str:
@@ -166,7 +181,9 @@ def format_summary(s: dict) -> str:
     ranks = f"{s['nproc']} emulated ranks (one process, no messages)" if s.get("emulated_ranks") else f"{s['nproc']} ranks"
     rows = [f"{s['model']} on {ranks}, {s['strategy'] or 'plan file'}"
             + (f" keep {s['keep']:g}" if s.get("keep") and s['strategy'] != 'full' else "") + (", LoRA" if s.get("lora") else "")
-            + f", data {s['data']}: {s['steps']} steps"]
+            + f", data {s['data']}: {s['steps']} steps"
+            + (f" (ranks slowed {' '.join(f'x{f:g}' for f in s['emulated_slowdown'])}, emulated)"
+               if s.get("emulated_slowdown") else "")]
     if s["final_loss"] is not None:
         rows.append(f"  final loss {s['final_loss']:.4f}" + (f", test top-1 {s['top1']:.4f}" if s["top1"] is not None else ""))
     rows.append(f"  median step {fmt_time(s['median_step_time_s'])}, measured compute {fmt_time(s['median_measured_compute_s'])} "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from .. import catalogue
 from ..cost import CostModel, StepCost
@@ -46,6 +47,22 @@ def _plan_from_args(args: argparse.Namespace, model, cluster, op: Op, mode: str 
         placement = plan_placement(model, cluster, mode, micro_batches=args.micro_batches,
                                    micro_batch_size=args.micro_batch_size)
     return Plan.uniform(model, cluster, op, args.micro_batches, args.micro_batch_size, placement=placement)
+
+
+def _from_run(args: argparse.Namespace):
+    """(model, cluster, plan) of step ``--step`` (default: the last) of the run in ``--run``."""
+    from .. import rundir
+
+    run = Path(args.run)
+    for name in (rundir.MODEL_FILE, rundir.CLUSTER_FILE):
+        if not (run / name).is_file():
+            raise FileNotFoundError(f"--run {run}: no {name} there (a run writes it when it starts); give a run "
+                                    "directory of `d2ft run`")
+    step, plan = rundir.plan_at(run, args.step)
+    model = load_model(str(run / rundir.MODEL_FILE))
+    if args.heads_only or args.dtype_bytes:
+        raise ValueError("--run simulates the run's own model: leave out --heads-only and --dtype-bytes")
+    return model, load_cluster(str(run / rundir.CLUSTER_FILE)), Plan.from_dict(plan)
 
 
 def emit(args: argparse.Namespace, obj: dict, text: str) -> None:
@@ -155,8 +172,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     """Simulate one step of a plan: timeline (graph path) or sums (analytical path), and its bottleneck."""
     from simulator import simulate
 
-    model, cluster = _model_and_cluster(args)
-    plan = _plan_from_args(args, model, cluster, Op.FULL, mode=args.mode)
+    if args.run:
+        model, cluster, plan = _from_run(args)
+    else:
+        model, cluster = _model_and_cluster(args)
+        plan = _plan_from_args(args, model, cluster, Op.FULL, mode=args.mode)
     trace = simulate(plan, model, cluster, path=args.path, order=args.order, mode=args.mode)
     cost = CostModel(model, cluster).step(plan)
     if args.trace:
@@ -216,7 +236,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     timeline-stepN.json), per device and quantity, with absolute and relative errors."""
     from analysis import compare
 
-    predicted, measured = (Trace.from_dict(read_json(path, "trace file")) for path in (args.predicted, args.measured))
+    predicted, measured = (_trace(path) for path in (args.predicted, args.measured))
     frame = compare(predicted, measured)
     if args.json:
         print(json.dumps({"rows": frame.to_dict(orient="records")}, default=float))
@@ -228,6 +248,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
         err = "-" if r.rel_error != r.rel_error else f"{100 * r.rel_error:+.1f}%"
         print(f"{r.device:<10} {r.quantity:<12} {fmt(r.predicted):>11} {fmt(r.measured):>11} {err:>8}")
     return 0
+
+
+def _trace(path: str) -> Trace:
+    """The Trace in ``path``; ValueError naming the file and what a trace file is, if it holds none."""
+    data = read_json(path, "trace file")
+    try:
+        return Trace.from_dict(data)
+    except (KeyError, TypeError, ValueError) as e:
+        why = f"it has no {e.args[0]!r}" if isinstance(e, KeyError) else str(e)
+        raise ValueError(f"{path} is not a trace file ({why}); give one written by `d2ft simulate --trace` or a "
+                         "run's timeline-stepN.json") from None
 
 
 def cmd_whatif(args: argparse.Namespace) -> int:
@@ -308,6 +339,10 @@ def _add_simulate(sub) -> None:
     p = flags.command(sub, "simulate", cmd_simulate)
     flags.add_model_cluster(p)
     p.add_argument("--plan", help="plan file (.json or text grid); default: all-FULL on the balanced placement")
+    p.add_argument("--run", metavar="RUN_DIR", help="simulate a step of this run: its model, cluster and the plan it "
+                                                     "executed (overrides --model, --cluster and --plan)")
+    p.add_argument("--step", type=int, help="with --run: the step (default: the run's last; compare with its "
+                                            "timeline-stepN.json)")
     flags.add_step_shape(p)
     p.add_argument("--path", choices=("graph", "analytical"), default="graph",
                    help="graph: full timeline; analytical: per-device sums, fast (default: graph)")
