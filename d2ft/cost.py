@@ -40,6 +40,14 @@ from .schedule import Compute, Message, Task, step_stream
 _ADAM_STATE_BYTES = 2 * 4
 
 
+STATE_BYTES_PER_PARAM = {4: (4, 4, 8), 2: (2, 2, 12)}
+"""(parameter, gradient, optimizer) bytes per trained parameter by element size. fp32: the parameter,
+its gradient, AdamW's m and v. 16-bit mixed precision: a 16-bit parameter and gradient plus an fp32
+master copy, m and v: 2 + 2 + 12 = 16 B, the accounting of Rajbhandari et al., "ZeRO", SC 2020,
+section 3.1 (K = 12). Every parameter a device holds is counted as trained (LoRA's frozen base
+weights would need no gradient or optimizer state: not modelled)."""
+
+
 def optimizer_bytes_per_param(dtype_bytes: int) -> int:
     """Memory traffic of one AdamW update per parameter, B: theta r/w, g r + zero, m and v r/w (fp32)."""
     return 2 * dtype_bytes + 2 * dtype_bytes + 2 * _ADAM_STATE_BYTES
@@ -177,8 +185,15 @@ class CostModel:
     def peak_memory(self, plan: Plan) -> list[float]:
         """Per device: parameters, gradients and AdamW state of what it holds, plus its largest
         micro-batch's saved activations (and the inputs it received for backward), B."""
-        M, b, d = self.model, plan.micro_batch_size, self.model.dtype_bytes
-        per_param = 2 * d + _ADAM_STATE_BYTES  # parameter, gradient, m and v
+        return [sum(m.values()) for m in self.memory_breakdown(plan)]
+
+    def memory_breakdown(self, plan: Plan) -> list[dict[str, float]]:
+        """Per device, the parts of its peak memory at the model's dtype, B: ``params``, ``grads``,
+        ``optimizer`` (``STATE_BYTES_PER_PARAM``) and ``activations`` (its largest micro-batch's saved
+        activations and received inputs). Not counted: the framework's own memory (CUDA context,
+        allocator cache, communication buffers) and temporary workspace."""
+        M, b = self.model, plan.micro_batch_size
+        p_bytes, g_bytes, o_bytes = STATE_BYTES_PER_PARAM[min(M.dtype_bytes, 4)]
         held = [0] * self.cluster.num_devices
         held[self._coord] = M.coordinator_work.params
         for row in plan.placement:
@@ -197,7 +212,8 @@ class CostModel:
                         inputs = 0 if k == self._coord else len(self.halves) * M.activation_bytes(b)
                         mb[k] += n_full * b * M.subnet.saved_bytes + inputs
             acts = [max(x, y) for x, y in zip(acts, mb)]
-        return [n * per_param + x for n, x in zip(held, acts)]
+        return [{"params": n * p_bytes, "grads": n * g_bytes, "optimizer": n * o_bytes, "activations": x}
+                for n, x in zip(held, acts)]
 
     def step(self, plan: Plan) -> StepCost:
         """Per-device and total costs of one step of ``plan``, with savings against all-FULL."""
@@ -237,4 +253,4 @@ def _groups_by_device(plan: Plan) -> list[dict[int, list[int]]]:
     return groups
 
 
-__all__ = ["CostModel", "DeviceCost", "Message", "StepCost", "Task", "optimizer_bytes_per_param"]
+__all__ = ["CostModel", "DeviceCost", "Message", "STATE_BYTES_PER_PARAM", "StepCost", "Task", "optimizer_bytes_per_param"]

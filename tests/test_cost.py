@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 from hypothesis import given, strategies as st
 
-from d2ft import CostModel, Op, Plan
+from d2ft import CostModel, ModelSpec, Op, Plan
 from d2ft.cost import optimizer_bytes_per_param
 from tests.conftest import plans, star, tiny_model
 
@@ -137,3 +137,26 @@ def test_plan_for_another_model_is_rejected():
     plan = Plan.uniform(other, CLUSTER, Op.FULL)
     with pytest.raises(ValueError, match="plan it for this model"):
         CostModel(MODEL, CLUSTER).step(plan)
+
+
+def test_memory_estimate_by_dtype(capsys):
+    """d2ft cost gives each device's parameters, gradients, optimizer state and activations for fp32,
+    bf16 and fp16: 16 B of state per parameter either way (fp32: 4 + 4 + 8; 16-bit mixed precision:
+    2 + 2 + 12, ZeRO's accounting), and 16-bit activations half of fp32's."""
+    import json
+
+    from d2ft.app.cli import main
+
+    assert main(["cost", "--model", "vit_base_patch16_224", "--cluster", "lan-4x3090", "--json"]) == 0
+    memory = json.loads(capsys.readouterr().out)["memory_bytes"]
+    assert set(memory) == {"fp32", "bf16", "fp16"} and memory["bf16"] == memory["fp16"]
+    model = ModelSpec.from_timm("vit_base_patch16_224")
+    held = sum(m["params"] for m in memory["fp32"]) / 4
+    assert held == model.params  # every parameter is on exactly one device
+    for fp32, bf16 in zip(memory["fp32"], memory["bf16"]):
+        n = fp32["params"] / 4
+        assert (fp32["grads"], fp32["optimizer"]) == (4 * n, 8 * n)
+        assert (bf16["params"], bf16["grads"], bf16["optimizer"]) == (2 * n, 2 * n, 12 * n)
+        assert bf16["activations"] == fp32["activations"] / 2
+    assert main(["cost", "--model", "vit_base_patch16_224", "--cluster", "lan-4x3090"]) == 0
+    assert "node1      bf16" in capsys.readouterr().out

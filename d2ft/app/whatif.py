@@ -126,8 +126,41 @@ def cmd_cost(args: argparse.Namespace) -> int:
     cost = CostModel(model, cluster).step(plan)
     if args.trace:
         atomic_write_text(args.trace, Trace.from_cost(cost, meta=plan.meta).to_json())
-    emit(args, step_record(cost), step_table(cost))
+    memory = memory_by_dtype(model, cluster, plan)
+    emit(args, {**step_record(cost), "memory_bytes": memory},
+         step_table(cost) + "\n\n" + memory_table(memory, [n for n, _ in cluster.devices], cluster))
     return 0
+
+
+MEMORY_DTYPES = {"fp32": 4, "bf16": 2, "fp16": 2}
+"""Element sizes of the memory estimate (bf16 and fp16: mixed precision with fp32 master weights)."""
+
+
+def memory_by_dtype(model, cluster, plan) -> dict[str, list[dict[str, float]]]:
+    """Per dtype of ``MEMORY_DTYPES``, per device: params, grads, optimizer, activations (B) of one step."""
+    from ..model import ModelSpec
+
+    out = {}
+    for name, d in MEMORY_DTYPES.items():
+        m = model if model.dtype_bytes == d else ModelSpec.from_dict({**model.to_dict(), "dtype_bytes": d})
+        out[name] = CostModel(m, cluster).memory_breakdown(plan)
+    return out
+
+
+def memory_table(memory: dict, devices: list[str], cluster) -> str:
+    """The memory estimate as a table: per device and dtype, each part and the total against capacity."""
+    parts = ("params", "grads", "optimizer", "activations")
+    rows = [f"{'memory':<10} {'dtype':<6} " + " ".join(f"{p:>11}" for p in parts) + f" {'total':>11} {'capacity':>11}  fits"]
+    for k, dev in enumerate(devices):
+        capacity = cluster.device(k).memory_bytes
+        for dtype, per_device in memory.items():
+            m = per_device[k]
+            total = sum(m.values())
+            rows.append(f"{dev:<10} {dtype:<6} " + " ".join(f"{fmt_bytes(m[p]):>11}" for p in parts)
+                        + f" {fmt_bytes(total):>11} {fmt_bytes(capacity):>11}  {'yes' if total <= capacity else 'NO'}")
+    rows.append("bf16/fp16: 16-bit parameters, gradients and activations with fp32 master weights and AdamW moments "
+                "(16 B per trained parameter); not counted: the framework's own memory (CUDA context, allocator cache)")
+    return "\n".join(rows)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
