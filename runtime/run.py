@@ -28,6 +28,7 @@ from d2ft.serial import write_json
 
 from .job import Job
 from .prepare import claimed, prepare, spec_of
+from .provenance import provenance
 from .train import train
 
 
@@ -129,17 +130,18 @@ def _stop(ctx) -> None:
             p.kill()
 
 
-def run(job: Job, on_start=None) -> dict:
+def run(job: Job, on_start=None, command: list[str] | None = None) -> dict:
     """Prepares ``job`` (every check before any rank starts), claims its run directory, runs it on
-    ``job.nproc`` local ranks and returns its summary (``d2ft.rundir.summarise``, also written to
-    RUN_DIR/summary.json). ``on_start(prepared_job)``, if given, is called as the ranks start."""
+    ``job.nproc`` local ranks and returns its summary (``d2ft.rundir.summarise`` and the run's
+    ``runtime.provenance``, also written to RUN_DIR/summary.json). ``on_start(prepared_job)``, if given, is called as the ranks start;
+    ``command`` is the command line recorded (default: this process's ``sys.argv``)."""
     job = prepare(job)
     check_capacity(job.nproc, spec_of(job).params)
     with claimed(job):
         if on_start is not None:
             on_start(job)
         launch(job)
-    summary = rundir.summarise(job.out_dir)
+    summary = {**rundir.summarise(job.out_dir), "provenance": provenance(command)}
     write_json(Path(job.out_dir) / rundir.SUMMARY_FILE, summary)
     return summary
 

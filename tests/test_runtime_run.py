@@ -24,15 +24,18 @@ BASE = ["--model", "vit_tiny_patch16_224", "--model-kwargs", TINY, "--checkpoint
 def test_run_end_to_end_with_emulated_slowdown(tmp_path, capsys):
     from runtime.measure import traces
 
-    code = main(["run", "--nproc", "2", *BASE, "--steps", "3", "--strategy", "full", "--slowdown", "1,3",
+    code = main(["run", "--nproc", "2", *BASE, "--steps", "3", "--strategy", "full", "--slowdown", "1,8",
                  "--out", str(tmp_path), "--json"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["emulated_slowdown"] == [1.0, 3.0] and summary["bytes_exact"]
+    assert summary["emulated_slowdown"] == [1.0, 8.0] and summary["bytes_exact"]
     assert summary["top1"] is None  # synthetic data has no test split
+    prov = summary["provenance"]  # where the figures come from
+    assert prov["command"].startswith("d2ft run --nproc 2") and prov["versions"]["torch"] and prov["host"]
+    assert prov["git"] is None or len(prov["git"]["commit"]) == 40
     steps = traces(tmp_path)
     assert [t.meta["step"] for t in steps] == [0, 1, 2] and all(t.meta["loss"] > 0 for t in steps)
-    for t in steps:  # the slowed rank's compute is stretched 3x (sleeping), so it is the busier one
+    for t in steps:  # the slowed rank's compute is stretched 8x (sleeping), so it is the busier one
         assert t.devices["rank1"].busy_s > t.devices["rank0"].busy_s
     # The last step's measured timeline: its events add up to the step's own counters.
     from d2ft import Trace

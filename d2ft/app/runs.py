@@ -156,7 +156,7 @@ def cmd_run(args) -> int:
         print(f"job written to {path} (and as a config file, {config}); run it with: torchrun --nproc-per-node "
               f"{job.nproc} -m runtime.run {path}")
         return 0
-    summary = run(job, on_start=None if args.quiet or args.json else _starting)
+    summary = run(job, on_start=None if args.quiet or args.json else _starting, command=["d2ft", *args.argv])
     print(json.dumps(summary) if args.json else format_summary(summary))
     return 0
 
