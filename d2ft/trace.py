@@ -109,7 +109,10 @@ class Trace:
         """The timeline in the Chrome trace-event format (open in ui.perfetto.dev or chrome://tracing).
 
         Devices are one process, links (transfers, named "src->dst") another; each resource is
-        a thread; times are in microseconds, as the format requires.
+        a thread; times are in microseconds, as the format requires. Every transfer is also a
+        flow arrow from its slice to the receiving device at its end, and the bytes in flight
+        over all links are a counter track (Trace Event Format, Google, 2016: phases "s"/"f"
+        for flows, "C" for counters).
         """
         tids: dict[str, tuple[int, int]] = {}
         out = []
@@ -129,9 +132,31 @@ class Trace:
                 args["flop"] = e.flop
             out.append({"ph": "X", "name": e.name, "cat": e.kind, "pid": pid, "tid": tid,
                         "ts": e.start_s * 1e6, "dur": e.duration_s * 1e6, "args": args})
+        out += self._flows_and_counters(tids)
         return {"traceEvents": out, "displayTimeUnit": "ms",
                 "otherData": {"source": self.source, "step_time_s": self.step_time_s,
                               **{k: v for k, v in self.meta.items() if isinstance(v, (str, int, float))}}}
+
+    def _flows_and_counters(self, tids: dict[str, tuple[int, int]]) -> list[dict]:
+        """Chrome flow events (transfer slice -> receiving device) and the bytes-in-flight counter."""
+        out, changes = [], []
+        transfers = [e for e in self.events if e.kind == "transfer"]
+        for i, e in enumerate(transfers):
+            changes += [(e.start_s, e.nbytes), (e.end_s, -e.nbytes)]
+            dst = e.resource.split("->", 1)[-1]
+            if dst not in tids:
+                continue
+            pid, tid = tids[e.resource]
+            dpid, dtid = tids[dst]
+            out.append({"ph": "s", "id": i, "name": "message", "cat": "flow", "pid": pid, "tid": tid,
+                        "ts": e.start_s * 1e6})
+            out.append({"ph": "f", "bp": "e", "id": i, "name": "message", "cat": "flow", "pid": dpid, "tid": dtid,
+                        "ts": e.end_s * 1e6})
+        level = 0
+        for t, delta in sorted(changes, key=lambda c: (c[0], c[1])):  # ends before starts at the same instant
+            level += delta
+            out.append({"ph": "C", "name": "bytes in flight", "pid": 2, "ts": t * 1e6, "args": {"bytes": level}})
+        return out
 
     def to_dict(self) -> dict:
         return {

@@ -64,6 +64,14 @@ def test_run_end_to_end_with_emulated_slowdown(tmp_path, capsys):
     assert main(["compare", predicted, step2, "--json"]) == 0
     assert main(["simulate", "--run", str(tmp_path), "--step", "9"]) == 2
     assert "has steps 0 to 2" in capsys.readouterr().err
+    # The measured timeline for Perfetto: its messages as flows, bytes in flight as a counter.
+    chrome = tmp_path / "chrome.json"
+    assert main(["trace", str(tmp_path), "--chrome-trace", str(chrome)]) == 0
+    phases = [e["ph"] for e in json.loads(chrome.read_text())["traceEvents"]]
+    assert phases.count("s") == phases.count("f") == sum(e.kind == "transfer" for e in timeline.events) > 0
+    assert "C" in phases and "open it in ui.perfetto.dev" in capsys.readouterr().out
+    assert main(["trace", str(tmp_path), "--step", "0", "--chrome-trace", str(chrome)]) == 2
+    assert "recorded the timeline of step 2 only" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra, message", [

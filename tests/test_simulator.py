@@ -139,6 +139,19 @@ def test_chrome_trace_export(tmp_path):
     assert max(e["ts"] + e["dur"] for e in spans) == pytest.approx(trace.step_time_s * 1e6)
     names = {e["args"]["name"] for e in chrome["traceEvents"] if e["name"] == "thread_name"}
     assert {"c", "w", "c->w", "w->c"} <= names
+    # Every message is a flow from its transfer slice to the receiving device, ending when it arrives.
+    transfers = [e for e in trace.events if e.kind == "transfer"]
+    starts = [e for e in chrome["traceEvents"] if e["ph"] == "s"]
+    ends = {e["id"]: e for e in chrome["traceEvents"] if e["ph"] == "f"}
+    assert len(starts) == len(ends) == len(transfers) > 0
+    tid = {e["args"]["name"]: e["tid"] for e in chrome["traceEvents"] if e["name"] == "thread_name"}
+    for s, t in zip(starts, transfers):
+        assert s["tid"] == tid[t.resource] and ends[s["id"]]["tid"] == tid[t.resource.split("->")[1]]
+        assert ends[s["id"]]["ts"] == pytest.approx(t.end_s * 1e6)
+    # Bytes in flight: never negative, back to zero at the end, at most all transfers' bytes at once.
+    levels = [e["args"]["bytes"] for e in chrome["traceEvents"] if e["ph"] == "C"]
+    assert min(levels) >= 0 and levels[-1] == 0 and max(levels) <= sum(t.nbytes for t in transfers)
+    assert max(levels) >= max(t.nbytes for t in transfers)
 
 
 def test_sweep_records_and_errors():

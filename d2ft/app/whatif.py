@@ -1,7 +1,7 @@
-"""The what-if commands: ``list``, ``cost``, ``plan``, ``simulate``, ``sweep``, ``whatif``, ``compare``.
+"""The what-if commands: ``list``, ``cost``, ``plan``, ``simulate``, ``sweep``, ``whatif``.
 
 Each is a thin layer over the Python API (``d2ft.CostModel``, ``d2ft.plan_step``,
-``simulator.simulate`` and ``sweep``, ``analysis.compare``); none imports torch. Every one
+``simulator.simulate`` and ``sweep``); none imports torch. Every one
 prints a readable table by default and one JSON object with --json. Units: seconds (s),
 bytes (B), FLOP; a keep ratio is a fraction in (0, 1].
 """
@@ -264,36 +264,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    """Predicted against measured: two Trace JSON files (e.g. `d2ft simulate --trace` and a run's
-    timeline-stepN.json), per device and quantity, with absolute and relative errors."""
-    from analysis import compare
-
-    predicted, measured = (_trace(path) for path in (args.predicted, args.measured))
-    frame = compare(predicted, measured)
-    if args.json:
-        print(json.dumps({"rows": frame.to_dict(orient="records")}, default=float))
-        return 0
-    units = {"step_time_s": fmt_time, "busy_s": fmt_time, "sent_bytes": fmt_bytes, "recv_bytes": fmt_bytes}
-    print(f"{'device':<10} {'quantity':<12} {'predicted':>11} {'measured':>11} {'error':>8}")
-    for r in frame.itertuples(index=False):
-        fmt = units[r.quantity]
-        err = "-" if r.rel_error != r.rel_error else f"{100 * r.rel_error:+.1f}%"
-        print(f"{r.device:<10} {r.quantity:<12} {fmt(r.predicted):>11} {fmt(r.measured):>11} {err:>8}")
-    return 0
-
-
-def _trace(path: str) -> Trace:
-    """The Trace in ``path``; ValueError naming the file and what a trace file is, if it holds none."""
-    data = read_json(path, "trace file")
-    try:
-        return Trace.from_dict(data)
-    except (KeyError, TypeError, ValueError) as e:
-        why = f"it has no {e.args[0]!r}" if isinstance(e, KeyError) else str(e)
-        raise ValueError(f"{path} is not a trace file ({why}); give one written by `d2ft simulate --trace` or a "
-                         "run's timeline-stepN.json") from None
-
-
 def cmd_whatif(args: argparse.Namespace) -> int:
     """What-if: one fine-tuning step of a model on several clusters, per D2FT strategy and baseline."""
     from ..planner import plan_step
@@ -331,7 +301,6 @@ def add_parsers(sub) -> None:
     _add_simulate(sub)
     _add_sweep(sub)
     _add_whatif(sub)
-    _add_compare(sub)
 
 
 def _add_list(sub) -> None:
@@ -414,10 +383,3 @@ def _add_whatif(sub) -> None:
     flags.add_budget(p, strategy=False, comm_keep=0.5)
     flags.add_seed(p, "synthetic scores")
     flags.add_step_shape(p)
-
-
-def _add_compare(sub) -> None:
-    p = flags.command(sub, "compare", cmd_compare)
-    p.add_argument("predicted", help="Trace JSON of the prediction (`d2ft simulate --trace FILE`)")
-    p.add_argument("measured", help="Trace JSON of the measurement (a run's timeline-stepN.json)")
-    p.add_argument("--json", action="store_true", help="print the rows as JSON (s, B; rel_error a fraction)")
