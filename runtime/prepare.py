@@ -175,6 +175,9 @@ def claim_run_dir(job: Job) -> None:
         raise ValueError(f"{run_dir} already holds a different run (it differs in {', '.join(diff)}); "
                          "choose another --out, or repeat that run's own options to resume it")
     ckpt, problems = rundir.intact_checkpoint(run_dir)
+    started = rundir.is_run_dir(run_dir) or (run_dir / rundir.CHECKPOINT_FILE).exists()
+    if not job.resume and not started:  # written by `--dry-run` and never started: this is its start
+        return
     if not job.resume:
         where = f" (checkpointed at step {ckpt['step']} of {job.steps})" if ckpt else ""
         raise ValueError(f"{run_dir} already holds this run{where}; pass --resume to continue it, or choose another --out")

@@ -4,9 +4,10 @@
 summary. ``launch(job)`` spawns ``job.nproc`` processes on this machine (gloo on 127.0.0.1, or NCCL
 with ``device="cuda"``); each joins the process group and runs ``runtime.train.train``. If a
 rank fails, the others are stopped and the failing rank's error is raised as one line;
-Ctrl-C stops every rank. Under ``torchrun`` run ``python -m runtime.run RUN_DIR/job.json``,
-which takes its rank, world size and rendezvous from the environment (the run directory
-must then be one shared folder).
+Ctrl-C stops every rank. Under ``torchrun``, ``d2ft run`` (or ``python -m runtime.run
+RUN_DIR/job.json``) is one rank (``run_under_torchrun``): it takes its rank, world size and
+rendezvous from the environment, and the coordinator's rank writes the summary (the run
+directory must be one folder every node sees).
 """
 
 from __future__ import annotations
@@ -61,9 +62,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_rank(rank: int, world: int, init_method: str, job: Job) -> None:
+def run_rank(rank: int, world: int, init_method: str, job: Job, finish=None) -> None:
     """One rank of the prepared ``job``: joins the process group, runs ``runtime.train.train``, and ends
-    the rank's process.
+    the rank's process (``finish()``, if given, runs first, after the last barrier: the summary).
 
     A rank that finished leaves with exit status 0 at once (``os._exit``), after the barrier, the
     process group's destruction and a flush of its output: every file it wrote is closed by then,
@@ -79,6 +80,8 @@ def run_rank(rank: int, world: int, init_method: str, job: Job) -> None:
         dist.barrier()  # no rank tears its gloo pairs down while a peer's last message is in flight
     finally:
         dist.destroy_process_group()
+    if finish is not None:
+        finish()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
@@ -141,44 +144,92 @@ def run(job: Job, on_start=None, command: list[str] | None = None) -> dict:
         if on_start is not None:
             on_start(job)
         launch(job)
+    return write_summary(job, command)
+
+
+def write_summary(job: Job, command: list[str] | None = None) -> dict:
+    """RUN_DIR/summary.json of the finished ``job`` (its summary and provenance), returned."""
     summary = {**rundir.summarise(job.out_dir), "provenance": provenance(command)}
     write_json(Path(job.out_dir) / rundir.SUMMARY_FILE, summary)
     return summary
 
 
+def under_torchrun() -> bool:
+    """Whether this process is a rank that torchrun started (its environment names rank and world)."""
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"))
+
+
+def run_under_torchrun(job: Job, on_start=None, on_summary=None, command: list[str] | None = None,
+                       claim: bool = True) -> None:
+    """This process's rank of ``job`` under torchrun; ends the process when the rank is done.
+
+    Every rank prepares the job itself unless it is prepared (the same checks and the same plan:
+    preparing is deterministic); the coordinator's rank claims the run directory (its lock, job.json) before
+    it joins the process group, so no rank trains before the folder is checked, and after the
+    last step writes summary.json and passes the summary to ``on_summary``. A job that torchrun
+    restarted (``--max-restarts``; TORCHELASTIC_RESTART_COUNT > 0) resumes from its last intact
+    checkpoint, and its coordinator only takes the folder's lock (the folder is its own). With
+    ``claim`` False (a job file that ``--dry-run`` wrote there) it only takes the lock too.
+    RUN_DIR must be one folder that every node sees."""
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if job.prepared and job.nproc != world:
+        raise ValueError(f"the job was prepared for {job.nproc} ranks but torchrun started {world}; use "
+                         f"--nproc-per-node (x --nnodes) = {job.nproc}, or prepare it again with --nproc {world}")
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    if restarted and not job.resume:
+        job = job.replace(resume=True)
+    if not job.prepared:  # a prepared job (a --dry-run's job.json) runs as it is
+        job = prepare(job)
+    if job.nproc != world:
+        raise ValueError(f"--nproc {job.nproc}, but torchrun started {world} ranks; leave --nproc out under torchrun "
+                         f"(it takes the world size) or start --nproc-per-node x --nnodes = {job.nproc} ranks")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if rank != job.coordinator:
+        run_rank(rank, world, "env://", job)
+        return
+    with claimed(job) if claim and not restarted else rundir.RunLock(job.out_dir):
+        if on_start is not None:
+            on_start(job)
+
+        def finish() -> None:
+            summary = write_summary(job, command)
+            if on_summary is not None:
+                on_summary(summary)
+
+        run_rank(rank, world, "env://", job, finish=finish)  # exits the process when the rank is done
+
+
 def main(argv=None) -> int:
     """torchrun entry: ``torchrun --nproc-per-node N -m runtime.run [--resume] RUN_DIR/job.json``.
 
-    The coordinator's rank holds the run directory's lock. ``--resume`` continues the run from its
-    last intact checkpoint; so does a job that torchrun restarted by itself (``--max-restarts``;
-    TORCHELASTIC_RESTART_COUNT > 0)."""
+    The coordinator's rank holds the run directory's lock and writes summary.json at the end.
+    ``--resume`` continues the run from its last intact checkpoint; so does a job that torchrun
+    restarted by itself (``--max-restarts``; TORCHELASTIC_RESTART_COUNT > 0). ``d2ft run`` under
+    torchrun does the same without a job file (``run_under_torchrun``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     resume = "--resume" in args
     args = [a for a in args if a != "--resume"]
     if len(args) != 1:
         return _usage("usage: python -m runtime.run [--resume] RUN_DIR/job.json (under torchrun)")
+    if not under_torchrun():
+        return _usage("runtime.run: no torchrun environment (RANK, WORLD_SIZE, ...); start it with torchrun, or "
+                      "run the job with `d2ft run --config` on this machine")
     try:
         job = Job.load(args[0])
     except (ValueError, OSError) as e:
         return _usage(f"runtime.run: {e}")
     if not job.prepared:
         return _usage(f"{args[0]} is not a prepared job (no plan); write one with `d2ft run --dry-run`")
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    if world != job.nproc:
-        return _usage(f"{args[0]} was prepared for {job.nproc} ranks but torchrun started {world}; "
-                      f"use --nproc-per-node (x --nnodes) = {job.nproc}, or prepare it again with --nproc {world}")
-    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
     run_dir = Path(job.out_dir)
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
     resume = resume or job.resume or restarted
     if rundir.is_run_dir(run_dir) and not resume:
         return _usage(f"{run_dir} already holds this run's metrics; add --resume (python -m runtime.run --resume "
                       f"{args[0]}) to continue it from its last checkpoint, or make a new job with "
                       "`d2ft run --dry-run --out NEW_DIR`")
-    job = job.replace(resume=resume)
-    lock = rundir.RunLock(run_dir) if rank == job.coordinator else contextlib.nullcontext()
     try:
-        with lock:
-            run_rank(rank, world, "env://", job)  # exits the process when the rank is done
+        run_under_torchrun(job.replace(resume=resume), command=["python", "-m", "runtime.run", *sys.argv[1:]],
+                           claim=False)
     except ValueError as e:
         return _usage(f"runtime.run: {e}")
     return 0

@@ -218,3 +218,29 @@ def test_a_new_task_gets_a_fresh_classifier_even_of_the_same_size(tmp_path):
     assert torch.equal(fresh.head.weight, seeded.head.weight) and not torch.equal(fresh.head.weight, source.head.weight)
     assert torch.equal(kept.head.weight, source.head.weight)
     assert torch.equal(fresh.blocks[0].mlp.fc1.weight, source.blocks[0].mlp.fc1.weight)
+
+
+def test_d2ft_run_under_torchrun_on_two_nodes(tmp_path):
+    """torchrun is a first-class launcher: two "nodes" on 127.0.0.1, one rank each, run `d2ft run` itself (no
+    dry run, --nproc from the world size); the coordinator's node prints and writes the summary."""
+    import subprocess
+    import sys
+
+    from runtime.run import free_port
+
+    port, out = free_port(), tmp_path / "run"
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1"}
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(i),
+                               "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
+                               "-m", "d2ft.app.cli", "run", *BASE, "--steps", "3", "--strategy", "hybrid",
+                               "--out", str(out), "--json"],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outputs = [n.communicate(timeout=240) for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], [e[-1500:] for _, e in outputs]
+    printed = [json.loads(line) for line in outputs[0][0].splitlines() if line.startswith("{")]
+    assert len(printed) == 1 and printed[0]["nproc"] == 2 and printed[0]["steps"] == 3 and printed[0]["bytes_exact"]
+    assert json.loads((out / "summary.json").read_text())["final_loss"] == printed[0]["final_loss"]
+    assert not any(line.startswith("{") for line in outputs[1][0].splitlines())  # the worker's node prints none
+    job = json.loads((out / "job.json").read_text())
+    assert job["nproc"] == 2 and len(job["plan"]["devices"]) == 2

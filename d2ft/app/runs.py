@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 from runtime.datasets import DATASETS
@@ -146,7 +147,7 @@ def _resumed(job):
 def cmd_run(args) -> int:
     """``d2ft run``: the flags as a Job, prepared (every check before any rank starts), then run."""
     from runtime.prepare import claimed, prepare
-    from runtime.run import run
+    from runtime.run import run, run_under_torchrun, under_torchrun
 
     job = _resumed(job_from_args(args))
     if args.dry_run:
@@ -156,9 +157,25 @@ def cmd_run(args) -> int:
         print(f"job written to {path} (and as a config file, {config}); run it with: torchrun --nproc-per-node "
               f"{job.nproc} -m runtime.run {path}")
         return 0
-    summary = run(job, on_start=None if args.quiet or args.json else _starting, command=["d2ft", *args.argv])
+    on_start = None if args.quiet or args.json else _starting
+    command = ["d2ft", *args.argv]
+    if under_torchrun():  # this process is one rank; the coordinator's prints the summary
+        if "nproc" not in _given(args) and not (getattr(args, "config", None) and _config_sets(args, "nproc")):
+            job = job.replace(nproc=int(os.environ["WORLD_SIZE"]))
+        run_under_torchrun(job, on_start, lambda s: print(json.dumps(s) if args.json else format_summary(s)), command)
+        return 0
+    summary = run(job, on_start=on_start, command=command)
     print(json.dumps(summary) if args.json else format_summary(summary))
     return 0
+
+
+def _config_sets(args, field: str) -> bool:
+    """Whether the ``--config`` file itself sets ``field``."""
+    from d2ft.serial import toml_loads
+
+    path = Path(args.config)
+    data = json.loads(path.read_text()) if path.suffix == ".json" else toml_loads(path.read_text(), str(path))
+    return field in data
 
 
 def starting_line(job) -> str:
