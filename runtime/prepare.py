@@ -96,8 +96,8 @@ def prepare(job: Job) -> Job:
         raise ValueError("--device cuda: no CUDA device is visible here; use --device cpu")
     name, kwargs, checkpoint = resolve_model(job.model, job.model_kwargs, job.checkpoint)
     data = None if job.data == "synthetic" else load_dataset(job.data)
-    if data is not None and "num_classes" not in kwargs:
-        kwargs["num_classes"] = data.classes
+    if data is not None and "num_classes" not in job.model_kwargs and not job.keep_classifier:
+        kwargs["num_classes"] = data.classes  # a new task's fresh classifier has its own classes
     job = job.replace(model=name, model_kwargs=kwargs, checkpoint=checkpoint or "none")
     meta_model = _meta_model(job)
     spec = model_spec_from_timm(meta_model, name=name)

@@ -244,3 +244,15 @@ def test_d2ft_run_under_torchrun_on_two_nodes(tmp_path):
     assert not any(line.startswith("{") for line in outputs[1][0].splitlines())  # the worker's node prints none
     job = json.loads((out / "job.json").read_text())
     assert job["nproc"] == 2 and len(job["plan"]["devices"]) == 2
+
+
+def test_the_task_sizes_a_fresh_classifier():
+    """The shipped backbone's classifier has 5 classes (Fashion-MNIST 0-4); a 10-class task gets a fresh
+    10-class one unless the checkpoint's is kept."""
+    from runtime.job import Job
+    from runtime.prepare import prepare
+
+    assert prepare(Job(data="mnist-digits", nproc=2)).model_kwargs["num_classes"] == 10
+    assert prepare(Job(nproc=2)).model_kwargs["num_classes"] == 5
+    with pytest.raises(ValueError, match="10 classes but the model's classifier has 5"):
+        prepare(Job(data="mnist-digits", nproc=2, keep_classifier=True))
