@@ -7,7 +7,7 @@ place that knows its file names and formats:
     job.toml          the same job as a config file (``d2ft run --dry-run``)
     metrics.jsonl     one JSON object per step (``step``, ``loss``, ``step_time_s`` and more)
     metrics.csv       the same steps' scalars as a table (``metrics_rows``), for spreadsheets
-    tensorboard/      the same scalars as TensorBoard event files (when tensorboard is installed)
+    events.out.tfevents.*  the same scalars as TensorBoard events (when tensorboard is installed)
     plans.jsonl       one JSON object per plan change (``step``, ``plan``, ``reason``, ...)
     checkpoint.json   the last complete checkpoint: {"step": N, "path": "checkpoints/step-N"}
     checkpoints/      the checkpoint sets, one rank*.pt per rank
@@ -44,7 +44,9 @@ JOB_CONFIG = "job.toml"
 """The same job as a config file (``d2ft run --dry-run`` writes it, ``--config`` reads it)."""
 METRICS_FILE = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
-TENSORBOARD_DIR = "tensorboard"
+TENSORBOARD_PREFIX = "events.out.tfevents."
+"""TensorBoard's event files, written into RUN_DIR itself: ``tensorboard --logdir runs/`` names each
+run by its folder."""
 PLANS_FILE = "plans.jsonl"
 CHECKPOINT_FILE = "checkpoint.json"
 CHECKPOINTS_DIR = "checkpoints"
@@ -185,9 +187,10 @@ class RunLock:
 
 def ours(name: str) -> bool:
     """Whether a top-level entry of a run directory is one d2ft writes there."""
-    return (name in (JOB_FILE, JOB_CONFIG, METRICS_FILE, METRICS_CSV, TENSORBOARD_DIR, PLANS_FILE, CHECKPOINT_FILE,
+    return (name in (JOB_FILE, JOB_CONFIG, METRICS_FILE, METRICS_CSV, PLANS_FILE, CHECKPOINT_FILE,
                      CHECKPOINTS_DIR, EXPORT_FILE, SUMMARY_FILE, LOCK_FILE, MODEL_FILE, CLUSTER_FILE) + REPORT_FILES
             or (name.startswith(TIMELINE_PREFIX) and name.endswith(".json"))
+            or name.startswith(TENSORBOARD_PREFIX)
             or (name.startswith("rank") and name.endswith(".pt"))
             or (name.startswith(".") and name.endswith(".tmp")))
 
@@ -344,7 +347,7 @@ def summarise(run_dir: str | Path) -> dict:
 
 
 __all__ = ["CHECKPOINTS_DIR", "CHECKPOINT_FILE", "EXPORT_FILE", "JOB_FILE", "JsonlAppender", "LOCK_FILE", "METRICS_COLUMNS",
-           "METRICS_CSV", "METRICS_FILE", "TENSORBOARD_DIR", "metrics_rows", "write_metrics_csv", "MODEL_FILE", "CLUSTER_FILE",
+           "METRICS_CSV", "METRICS_FILE", "TENSORBOARD_PREFIX", "metrics_rows", "write_metrics_csv", "MODEL_FILE", "CLUSTER_FILE",
            "plan_at",
            "PLANS_FILE", "RunLock", "SUMMARY_FILE", "file_record", "find_runs", "foreign_files", "intact_checkpoint",
            "is_run_dir", "measured_savings", "ours", "planned_savings", "read_checkpoints", "read_job", "read_jsonl",

@@ -2,11 +2,11 @@
 
 The coordinator's ``Tracker`` takes every step's metrics line. ``metrics.csv`` is rewritten
 from ``metrics.jsonl`` at every checkpoint and at the end (so a resumed run's table is cut
-back with its metrics); TensorBoard event files go to ``RUN_DIR/tensorboard/`` when the
-``tensorboard`` package is installed (``pip install d2ft[tracking]``; the Makefile installs
+back with its metrics); TensorBoard event files go into RUN_DIR itself (so ``tensorboard
+--logdir runs/`` names each run by its folder) when the ``tensorboard`` package is installed (``pip install d2ft[tracking]``; the Makefile installs
 it), and a resumed run purges the events after its checkpoint, as ``SummaryWriter`` does with
-``purge_step`` (a run that starts again from step 0 drops all earlier events). ``tensorboard --logdir
-runs/`` then shows every run under ``runs/``.
+``purge_step`` (a run that starts again from step 0 drops all earlier events). Emulated ranks
+send no message, so their runs log no measured bytes (their planned figures are logged).
 """
 
 from __future__ import annotations
@@ -28,23 +28,23 @@ SCALARS = (  # TensorBoard tag, metrics.jsonl key (units: s, B, fractions)
 class Tracker:
     """The coordinator's tracking of one run from step ``start`` on."""
 
-    def __init__(self, run_dir: str | Path, start: int = 0) -> None:
-        self.run_dir = Path(run_dir)
+    def __init__(self, run_dir: str | Path, start: int = 0, messages: bool = True) -> None:
+        self.run_dir, self.messages = Path(run_dir), messages
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is not installed: metrics.csv only
             self.writer = None
         else:
-            self.writer = SummaryWriter(str(self.run_dir / rundir.TENSORBOARD_DIR), purge_step=start)
+            self.writer = SummaryWriter(str(self.run_dir), purge_step=start)
 
     def step(self, line: dict) -> None:
         """One metrics line (``runtime.measure.metrics_line``)."""
         if self.writer is None:
             return
         for tag, key in SCALARS:
-            if line.get(key) is not None:
+            if line.get(key) is not None and (self.messages or key != "measured_sent_bytes"):
                 self.writer.add_scalar(tag, line[key], line["step"])
-        if line.get("full_sent_bytes"):  # bytes are exact: measured against the all-FULL plan's
+        if self.messages and line.get("full_sent_bytes"):  # bytes are exact: measured against the all-FULL plan's
             self.writer.add_scalar("savings/comm_measured", 1 - line["measured_sent_bytes"] / line["full_sent_bytes"],
                                    line["step"])
 

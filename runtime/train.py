@@ -140,7 +140,7 @@ class RankLoop:
                 write_json(self.run_dir / rundir.CLUSTER_FILE, job.planning_cluster.to_dict())
         self.metrics = rundir.JsonlAppender(self.run_dir / rundir.METRICS_FILE) if self.is_coord else None
         self.plans_log = rundir.JsonlAppender(self.run_dir / rundir.PLANS_FILE) if self.is_coord else None
-        self.tracker = Tracker(self.run_dir, start) if self.is_coord else None
+        self.tracker = Tracker(self.run_dir, start, messages=not job.emulate_ranks) if self.is_coord else None
         self.bar = self._progress_bar(start)
         self.totals = {"pred": 0.0, "pred_full": 0.0, "bytes": 0.0, "bytes_full": 0.0}
         try:

@@ -91,7 +91,7 @@ def _check_tracking(run, metrics):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(run / "tensorboard"))
+    events = EventAccumulator(str(run))
     events.Reload()
     losses = events.Scalars("train/loss")
     assert [e.step for e in losses] == [m["step"] for m in metrics]  # the resumed steps once, not twice

@@ -30,8 +30,8 @@ micro-batch from the contribution scores the ranks measured (magnitude, Fisher),
   job.json          the job (what --resume checks against)
   metrics.jsonl     one line per step: loss, lr, op counts, step time (s), measured and
                     predicted compute (s) and bytes (B) per rank, re-plan time, top-1
-  metrics.csv       the same scalars as a table; tensorboard/ as TensorBoard events
-                    (when tensorboard is installed: tensorboard --logdir runs/)
+  metrics.csv       the same scalars as a table; events.out.tfevents.* as TensorBoard
+                    events (when tensorboard is installed: tensorboard --logdir runs/)
   plans.jsonl       every plan used, with the step it started and the solver's time
   checkpoint.json   the last complete checkpoint (checkpoints/step-N/rank*.pt)
   model.safetensors the fine-tuned model as one timm state dict (LoRA merged)
