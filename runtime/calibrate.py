@@ -165,17 +165,22 @@ def measure_link(nproc: int = 2) -> dict:
     return {"points": points, "latency_s": max(latency, 0.0), "bandwidth": 1 / slope}
 
 
-def calibrate(nproc: int, model_job=None, micro_batch_size: int = 16) -> tuple[Cluster, dict]:
+def calibrate(nproc: int, model_job=None, micro_batch_size: int = 16, log=None) -> tuple[Cluster, dict]:
     """A star cluster of ``nproc`` measured ranks of this machine, and the raw measurements.
 
     With ``model_job`` (a ``runtime.job.Job`` naming the model and its arguments), compute is fitted to that
-    model's subnet tasks at ``micro_batch_size`` (module docstring); else to GEMMs.
+    model's subnet tasks at ``micro_batch_size`` (module docstring); else to GEMMs. ``log``, if given,
+    takes one line as each measurement starts.
     """
+    log = log or (lambda msg: None)
+    stages = 1 + (model_job is not None) + (nproc > 1)
+    log(f"[1/{stages}] timing GEMMs and copies on one thread ...")
     dev = measure_device()
     raw = {"device": dev}
     rate, overhead, bwd_eff, light = dev["rate"], dev["overhead_s"], 1.0, None
     source = "measured by d2ft calibrate: GEMM timings fitted to overhead + FLOP/rate"
     if model_job is not None:
+        log(f"[2/{stages}] timing {model_job.model}'s subnet tasks at micro-batch {micro_batch_size} ...")
         tasks = measure_tasks(model_job, micro_batch_size)
         raw["tasks"] = tasks
         rate, overhead, bwd_eff = tasks["rate"], tasks["overhead_s"], tasks["backward_efficiency"]
@@ -196,6 +201,7 @@ def calibrate(nproc: int, model_job=None, micro_batch_size: int = 16) -> tuple[C
     worker = spec if share == 1 else dataclasses.replace(
         spec.scaled(share), name=f"this machine, a worker rank sharing {cores} cores with {nproc - 2} others")
     if nproc > 1:
+        log(f"[{stages}/{stages}] timing point-to-point messages between 2 local ranks (gloo) ...")
         link = measure_link(nproc)
         raw["link"] = link
         # A route crosses two hops (rank -> switch -> rank): each carries half the measured latency.

@@ -54,7 +54,8 @@ def keep_classes(data: ImageData, classes: tuple[int, ...]) -> ImageData:
 
 
 def pretrain(data_dir: str | Path, out: str | Path, epochs: int = 2, batch_size: int = 128, lr: float = 2e-3,
-             seed: int = 0, threads: int = 2, limit: int | None = None, classes: tuple[int, ...] | None = None) -> dict:
+             seed: int = 0, threads: int = 2, limit: int | None = None, classes: tuple[int, ...] | None = None,
+             progress: bool = True) -> dict:
     """Trains, evaluates and writes ``out`` (.safetensors) and ``out``.manifest.json; returns the manifest.
 
     ``classes`` keeps only those labels (train and test), relabelled ``0..len(classes)-1``, and sizes the
@@ -79,7 +80,7 @@ def pretrain(data_dir: str | Path, out: str | Path, epochs: int = 2, batch_size:
     steps_per_epoch = len(train.images) // batch_size
     total = epochs * steps_per_epoch
     t0 = time.perf_counter()
-    with tqdm(total=total, unit="step", file=sys.stderr, desc="pretrain") as bar:
+    with tqdm(total=total, unit="step", file=sys.stderr, desc="pretrain", disable=not progress) as bar:
         for epoch in range(epochs):
             for i, (x, y) in enumerate(train.batches(batch_size, seed, epoch, mean, std, augment=True)):
                 step = epoch * steps_per_epoch + i

@@ -12,7 +12,6 @@ directory must be one folder every node sees).
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import logging
 import os

@@ -145,3 +145,20 @@ def test_version_and_env(capsys):
     assert r["distributed"]["gloo"] is True and r["cores_usable"] >= 1 and r["versions"]["torch"]
     assert r["solvers"]["CBC"] is True and r["shipped"]["backbone"].endswith("vit-fmnist0-4.safetensors")
     assert main(["env"]) == 0 and "gloo (CPU ranks)  yes" in capsys.readouterr().out
+
+
+def test_every_result_command_has_json_and_the_long_ones_quiet(capsys, tmp_path):
+    code, out, _ = run(capsys, "whatif", "--clusters", "lan-4x3090", "--micro-batches", "1", "--json")
+    rows = json.loads(out)["rows"]
+    assert code == 0 and [r["strategy"] for r in rows][:2] == ["full", "backward"] and rows[0]["compute_saving"] == 0
+    code, out, err = run(capsys, "sweep", "--out", str(tmp_path / "s.csv"), "--keeps", "0.6,0.8", "--json")
+    assert code == 0 and json.loads(out) == {"out": str(tmp_path / "s.csv"), "points": 4, "infeasible": 0}
+    assert run(capsys, "sweep", "--out", str(tmp_path / "s.csv"), "--quiet")[2] == ""  # no progress bar
+    from d2ft.app.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices
+    for name in ("run", "sweep", "demo", "calibrate", "pretrain"):
+        assert "--quiet" in sub[name].format_help(), name
+    for name in ("cost", "plan", "simulate", "sweep", "whatif", "compare", "list", "run", "demo", "calibrate", "env"):
+        assert "--json" in sub[name].format_help(), name

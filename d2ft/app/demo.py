@@ -59,8 +59,9 @@ def backbone_spec():
 
 
 def run_demo(out: str | Path = "out/demo", quick: bool = False, steps: int | None = None, nproc: int = 4,
-             seed: int = 0, log=print) -> Path:
-    """Runs the demo into ``out`` (module docstring); returns the HTML report's path."""
+             seed: int = 0, log=print, progress: bool = True) -> Path:
+    """Runs the demo into ``out`` (module docstring); returns the HTML report's path. ``log`` takes each
+    line of its account; ``progress`` draws the runs' progress bars (on stderr)."""
     from runtime.calibrate import calibrate
     from runtime.prepare import local_cluster
 
@@ -90,16 +91,16 @@ def run_demo(out: str | Path = "out/demo", quick: bool = False, steps: int | Non
     for i, strategy in enumerate(STRATEGIES):
         job = backbone_job(nproc=nproc, cluster=str(profile), strategy=strategy, keep=0.6, steps=steps, lr=2e-3,
                            seed=seed, eval_every=0 if quick else max(steps // 4, 1),
-                           out_dir=str(out / "runs" / strategy), label=f"[3/5] {strategy}")
+                           out_dir=str(out / "runs" / strategy), label=f"[3/5] {strategy}", progress=progress)
         commands[strategy] = command_line(job)
         log(f"[3/5] fine-tuning on Fashion-MNIST classes 5-9, 4 ranks, {strategy} ({i + 1}/{len(STRATEGIES)}) ...")
         summary = _run(job)
         for line in format_summary(summary).splitlines()[1:3]:
-            print("     " + line)
+            log("     " + line)
 
     log(f"[4/5] measuring {len(FIDELITY_PLANS)} plans, {fid_each} steps each, against the simulator ...")
     fidelity = measure_fidelity(out / "fidelity", profile, nproc, each=fid_each, seed=seed, assumed=assumed,
-                                label="[4/5] plans")
+                                label="[4/5] plans" if progress else None)
     fidelity.to_csv(out / "fidelity.csv", index=False)
 
     log("[5/5] comparing and writing the report ...")
@@ -252,7 +253,15 @@ def _sweep(quick: bool):
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole pipeline on this machine: calibrate, plan, simulate, fine-tune on 4 ranks, compare, report."""
-    run_demo(args.out, quick=args.quick, steps=args.steps, seed=args.seed)
+    import sys
+
+    quiet = args.quiet or args.json
+    log = (lambda msg: None) if quiet else print
+    run_demo(args.out, quick=args.quick, steps=args.steps, seed=args.seed, log=log, progress=not quiet)
+    if args.json:
+        print(json.dumps(json.loads((Path(args.out) / MARKER).read_text())))
+    elif quiet:
+        print(f"report: {Path(args.out) / 'report.html'}", file=sys.stderr)
     return 0
 
 
@@ -265,3 +274,5 @@ def add_parsers(sub) -> None:
     flags.add_seed(p, "runs")
     p.add_argument("--out", default="out/demo", help="folder for everything the demo writes (default: %(default)s; "
                                                      "a previous demo there is replaced)")
+    flags.add_quiet(p, "no account of the steps and no progress bars")
+    flags.add_json(p, "one JSON object at the end: seconds, the runs' commands, the report's paths")

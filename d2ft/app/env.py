@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import platform
-import sys
 
 from . import flags
 

@@ -93,5 +93,10 @@ def add_seed(p, what: str = "synthetic scores and random baselines") -> None:
     p.add_argument("--seed", type=int, default=0, help=f"seed of the {what} (default: 0)")
 
 
+def add_quiet(p, what: str = "no progress bar") -> None:
+    """--quiet: the command prints its result only."""
+    p.add_argument("--quiet", action="store_true", help=what)
+
+
 def add_json(p, what: str = "one JSON object (times in s, sizes in B)") -> None:
     p.add_argument("--json", action="store_true", help=f"print {what}")

@@ -230,7 +230,10 @@ def cmd_calibrate(args) -> int:
     if args.model or args.checkpoint:
         name, kwargs, _ = resolve_model(args.model, _model_kwargs(args), args.checkpoint)
         model_job = Job(model=name, model_kwargs=kwargs, checkpoint="none")
-    cluster, raw = calibrate(args.nproc, model_job, args.micro_batch_size)
+    import sys
+
+    log = None if args.quiet or args.json else (lambda msg: print(f"d2ft calibrate: {msg}", file=sys.stderr, flush=True))
+    cluster, raw = calibrate(args.nproc, model_job, args.micro_batch_size, log=log)
     out = Path(args.out)
     atomic_write_text(out, cluster.to_json() + "\n")
     write_json(out.with_suffix(".raw.json"), raw)
@@ -261,7 +264,8 @@ def cmd_pretrain(args) -> int:
     from runtime.pretrain import pretrain
 
     manifest = pretrain(args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                        seed=args.seed, threads=args.threads, limit=args.limit, classes=args.classes)
+                        seed=args.seed, threads=args.threads, limit=args.limit, classes=args.classes,
+                        progress=not (args.quiet or args.json))
     if args.json:
         print(json.dumps(manifest))
     else:
@@ -362,6 +366,7 @@ def _add_pretrain(sub) -> None:
     p.add_argument("--classes", type=flags.class_range, metavar="A-B|A,B,..",
                    help="pre-train on these labels only (e.g. 0-4), relabelled from 0, leaving the others as a "
                         "downstream task (default: all ten)")
+    flags.add_quiet(p)
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
 
@@ -376,4 +381,5 @@ def _add_calibrate(sub) -> None:
                                         "(e.g. data/pretrained/vit-fmnist0-4.safetensors)")
     p.add_argument("--micro-batch-size", type=int, default=16, help="images per task with --model (default: 16)")
     p.add_argument("--out", default="profile.json", help="cluster JSON to write (default: profile.json)")
+    flags.add_quiet(p, "no account of the measurements as they start")
     p.add_argument("--json", action="store_true", help="print one JSON summary (FLOP/s, B/s, s)")

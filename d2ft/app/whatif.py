@@ -13,17 +13,18 @@ import json
 from pathlib import Path
 
 from .. import catalogue
-from ..cost import CostModel, StepCost
+from ..cost import CostModel
 from ..loaders import load_cluster, load_model, load_plan
 from ..ops import Op
 from ..plan import Plan
 from ..serial import atomic_write_text, read_json
 from ..trace import Trace
-from ..units import fmt_bytes, fmt_flop, fmt_time
+from ..units import fmt_bytes, fmt_time
 from ..planner import DEFAULT_BACKEND, MIP_BACKENDS
 from ..zoo import timm_names
 from . import flags
 from .progress import progress_bar
+from .tables import memory_by_dtype, memory_table, plan_table, step_record, step_table
 
 
 def _model_and_cluster(args: argparse.Namespace):
@@ -70,40 +71,6 @@ def emit(args: argparse.Namespace, obj: dict, text: str) -> None:
     print(json.dumps(obj) if args.json else text)
 
 
-def step_record(cost: StepCost) -> dict:
-    """A StepCost as a plain JSON-ready dict (units in the key names)."""
-    return {
-        "compute_flop": cost.compute_flop,
-        "comm_bytes": cost.comm_bytes,
-        "compute_saving": cost.compute_saving,
-        "comm_saving": cost.comm_saving,
-        "max_compute_s": cost.max_compute_s,
-        "devices": {
-            d.name: {
-                "compute_s": d.compute_s, "flop": d.flop, "mem_bytes": d.mem_bytes,
-                "sent_bytes": d.sent_bytes, "recv_bytes": d.recv_bytes,
-                "peak_memory_bytes": d.peak_memory_bytes, "fits_memory": d.fits_memory,
-            }
-            for d in cost.devices
-        },
-    }
-
-
-def step_table(cost: StepCost) -> str:
-    rows = [f"{'device':<10} {'compute':>10} {'FLOP':>12} {'sent':>11} {'received':>11} {'peak mem':>11}  fits"]
-    for d in cost.devices:
-        rows.append(
-            f"{d.name:<10} {fmt_time(d.compute_s):>10} {fmt_flop(d.flop):>12} {fmt_bytes(d.sent_bytes):>11} "
-            f"{fmt_bytes(d.recv_bytes):>11} {fmt_bytes(d.peak_memory_bytes):>11}  {'yes' if d.fits_memory else 'NO'}"
-        )
-    rows.append(
-        f"total: {fmt_flop(cost.compute_flop)} compute ({cost.compute_saving:+.1%} saved), "
-        f"{fmt_bytes(cost.comm_bytes)} communication ({cost.comm_saving:+.1%} saved); "
-        f"busiest device {fmt_time(cost.max_compute_s)}"
-    )
-    return "\n".join(rows)
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     """List the timm models, catalogue devices and links, and cluster presets."""
     items = {
@@ -132,37 +99,6 @@ def cmd_cost(args: argparse.Namespace) -> int:
     return 0
 
 
-MEMORY_DTYPES = {"fp32": 4, "bf16": 2, "fp16": 2}
-"""Element sizes of the memory estimate (bf16 and fp16: mixed precision with fp32 master weights)."""
-
-
-def memory_by_dtype(model, cluster, plan) -> dict[str, list[dict[str, float]]]:
-    """Per dtype of ``MEMORY_DTYPES``, per device: params, grads, optimizer, activations (B) of one step."""
-    from ..model import ModelSpec
-
-    out = {}
-    for name, d in MEMORY_DTYPES.items():
-        m = model if model.dtype_bytes == d else ModelSpec.from_dict({**model.to_dict(), "dtype_bytes": d})
-        out[name] = CostModel(m, cluster).memory_breakdown(plan)
-    return out
-
-
-def memory_table(memory: dict, devices: list[str], cluster) -> str:
-    """The memory estimate as a table: per device and dtype, each part and the total against capacity."""
-    parts = ("params", "grads", "optimizer", "activations")
-    rows = [f"{'memory':<10} {'dtype':<6} " + " ".join(f"{p:>11}" for p in parts) + f" {'total':>11} {'capacity':>11}  fits"]
-    for k, dev in enumerate(devices):
-        capacity = cluster.device(k).memory_bytes
-        for dtype, per_device in memory.items():
-            m = per_device[k]
-            total = sum(m.values())
-            rows.append(f"{dev:<10} {dtype:<6} " + " ".join(f"{fmt_bytes(m[p]):>11}" for p in parts)
-                        + f" {fmt_bytes(total):>11} {fmt_bytes(capacity):>11}  {'yes' if total <= capacity else 'NO'}")
-    rows.append("bf16/fp16: 16-bit parameters, gradients and activations with fp32 master weights and AdamW moments "
-                "(16 B per trained parameter); not counted: the framework's own memory (CUDA context, allocator cache)")
-    return "\n".join(rows)
-
-
 def cmd_plan(args: argparse.Namespace) -> int:
     """Plan one step's ops with a D2FT strategy (or a baseline) under a compute/communication budget."""
     from ..placement import plan_placement
@@ -183,22 +119,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
         atomic_write_text(args.out, text + ("" if text.endswith("\n") else "\n"))
     emit(args, report.to_dict(), plan_table(report) + (f"\nplan written to {args.out}" if args.out else ""))
     return 0
-
-
-def plan_table(report) -> str:
-    rows = [f"{'device':<10} {'load':>10} {'capacity':>10} {'use':>6} {'traffic':>11} {'comm cap':>11}"]
-    for n, l, c, b, cb in zip(report.device_names, report.load_s, report.capacity_s, report.comm_bytes,
-                              report.capacity_bytes):
-        rows.append(f"{n:<10} {fmt_time(l):>10} {fmt_time(c):>10} {l / c if c else 0:>6.1%} {fmt_bytes(b):>11} "
-                    f"{fmt_bytes(cb) if cb is not None else '-':>11}")
-    bound = f"{report.bound:.4f} (gap {report.gap:.2%})" if report.bound is not None else "-"
-    rows.append(
-        f"{report.strategy}/{report.solver}: status {report.status}, objective {report.objective:.4f}, bound {bound}, "
-        f"solved in {fmt_time(report.solve_time_s)}"
-    )
-    rows.append(f"ops {report.plan.summary()}; compute {report.compute_saving:.1%} saved, "
-                f"communication {report.comm_saving:.1%} saved (cost model, against all-FULL)")
-    return "\n".join(rows)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -246,7 +166,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     from simulator.sweep import RECORD_FIELDS, parse_list, sweep
 
-    bar = progress_bar("point")
+    bar = None if args.quiet or args.json else progress_bar("point")
     records = sweep(
         parse_list(args.models), parse_list(args.clusters), strategies=parse_list(args.strategies),
         keeps=parse_list(args.keeps, float), micro_batch_sizes=parse_list(args.micro_batch_sizes, int),
@@ -260,7 +180,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     writer.writerows(records)
     atomic_write_text(args.out, buf.getvalue())
     failed = sum(1 for r in records if r["error"])
-    print(f"{len(records)} points written to {args.out}" + (f" ({failed} with no feasible plan)" if failed else ""))
+    emit(args, {"out": args.out, "points": len(records), "infeasible": failed},
+         f"{len(records)} points written to {args.out}" + (f" ({failed} with no feasible plan)" if failed else ""))
     return 0
 
 
@@ -269,6 +190,21 @@ def cmd_whatif(args: argparse.Namespace) -> int:
     from ..planner import plan_step
 
     model = load_model(args.model)
+    rows = []
+    for preset in args.clusters.split(","):
+        cluster = load_cluster(preset)
+        for strategy in ("full", "backward", "shortcut", "hybrid", "random", "freeze", "layerdrop"):
+            r = plan_step(model, cluster, strategy, args.solver, keep=args.keep, comm_keep=args.comm_keep,
+                          micro_batches=args.micro_batches, micro_batch_size=args.micro_batch_size, seed=args.seed)
+            c = r.plan.summary()
+            rows.append({"cluster": preset, "strategy": strategy, "step_compute_s": max(r.load_s),
+                         "compute_saving": r.compute_saving, "comm_saving": r.comm_saving,
+                         "ops": {"F": c["F"], "O": c["O"], "S": c["S"]}})
+    if args.json:
+        print(json.dumps({"model": model.name, "params": model.params, "keep": args.keep, "comm_keep": args.comm_keep,
+                          "micro_batches": args.micro_batches, "micro_batch_size": args.micro_batch_size,
+                          "rows": rows}))
+        return 0
     print(f"{model.name}: {model.params:,} parameters, {model.forward_macs / 1e9:.2f} G multiply-adds per image "
           f"forward, {model.depth} x {model.heads} subnets")
     comm = f" and {args.comm_keep:.0%} of its traffic" if args.comm_keep else ""
@@ -277,15 +213,12 @@ def cmd_whatif(args: argparse.Namespace) -> int:
     header = f"{'cluster':<15} {'strategy':<10} {'step compute':>12} {'compute saved':>13} {'traffic saved':>13} {'ops F/O/S':>16}"
     print(header)
     print("-" * len(header))
-    for preset in args.clusters.split(","):
-        cluster = load_cluster(preset)
-        for strategy in ("full", "backward", "shortcut", "hybrid", "random", "freeze", "layerdrop"):
-            r = plan_step(model, cluster, strategy, args.solver, keep=args.keep, comm_keep=args.comm_keep,
-                          micro_batches=args.micro_batches, micro_batch_size=args.micro_batch_size, seed=args.seed)
-            c = r.plan.summary()
-            print(f"{preset:<15} {strategy:<10} {fmt_time(max(r.load_s)):>12} {r.compute_saving:>13.1%} "
-                  f"{r.comm_saving:>13.1%} {c['F']:>6}/{c['O']}/{c['S']}")
-        print()
+    for i, r in enumerate(rows):
+        o = r["ops"]
+        print(f"{r['cluster']:<15} {r['strategy']:<10} {fmt_time(r['step_compute_s']):>12} {r['compute_saving']:>13.1%} "
+              f"{r['comm_saving']:>13.1%} {o['F']:>6}/{o['O']}/{o['S']}")
+        if i + 1 == len(rows) or rows[i + 1]["cluster"] != r["cluster"]:
+            print()
     print("step compute: the busiest device's planned compute time (no overlap with communication).")
     print("Next: `d2ft plan --help` to plan one configuration, `d2ft cost --help` to price a plan file.")
     return 0
@@ -373,6 +306,8 @@ def _add_sweep(sub) -> None:
     p.add_argument("--path", choices=("graph", "analytical"), default="analytical", help="simulator path")
     flags.add_seed(p, "synthetic scores")
     p.add_argument("--out", required=True, help="CSV file to write (atomically)")
+    flags.add_quiet(p)
+    flags.add_json(p, "one JSON object: the CSV's path and how many points (and how many had no feasible plan)")
 
 
 def _add_whatif(sub) -> None:
@@ -383,3 +318,4 @@ def _add_whatif(sub) -> None:
     flags.add_budget(p, strategy=False, comm_keep=0.5)
     flags.add_seed(p, "synthetic scores")
     flags.add_step_shape(p)
+    flags.add_json(p, "one JSON object: per cluster and strategy the busiest device's compute (s), savings, op counts")
