@@ -152,17 +152,22 @@ def op_mix(plans: Sequence[Plan]):
 
 
 def sweep_curves(records: pd.DataFrame, x: str = "link_bandwidth", y: str = "step_time_s"):
-    """``y`` against ``x`` from sweep records, one line per strategy (log x for bandwidths)."""
+    """``y`` against ``x`` from sweep records, one line per strategy; an axis is logarithmic where its values
+    span two decades or more, and the title names what was swept."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
     ok = records[records["error"].isna()] if "error" in records else records
     for colour, (strategy, rows) in zip(_colours(), ok.groupby("strategy", sort=False)):
         rows = rows.sort_values(x)
         ax.plot(rows[x], rows[y], marker="o", color=colour, label=strategy)
-    if x == "link_bandwidth":
-        ax.set_xscale("log")
-    ax.set_xlabel({"link_bandwidth": "link bandwidth (B/s)", "devices": "devices"}.get(x, x))
+    for axis, column in (("x", x), ("y", y)):
+        values = ok[column][ok[column] > 0] if column in ok else []
+        if len(values) and values.max() >= 100 * values.min():
+            getattr(ax, f"set_{axis}scale")("log")
+    xlabel = {"link_bandwidth": "link bandwidth (B/s)", "devices": "devices"}.get(x, x)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel({"step_time_s": "step time (s)", "speedup": "speed-up over all-FULL (x)",
                    "compute_saving": "compute saved (fraction)"}.get(y, y))
+    ax.set_title(f"swept: {xlabel.split(' (')[0]}, {ok[x].nunique() if x in ok else 0} values", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(title="strategy", frameon=False)
     return fig

@@ -37,6 +37,26 @@ NOT_MODELLED = (
 )
 
 
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+"""Student's t quantile at 0.975 by degrees of freedom (a two-sided 95% interval); 1.96 beyond 9."""
+TIMING_SPREAD = 0.2
+"""Runs of one configuration whose median step times differ by more than this (a fraction) are flagged."""
+
+
+def mean_interval(values) -> tuple[float, float | None]:
+    """(mean, half-width of its 95% t interval) of ``values``; None for one value.
+
+    >>> [round(x, 3) for x in mean_interval([0.70, 0.72, 0.74])]
+    [0.72, 0.05]
+    """
+    v = [float(x) for x in values]
+    m = sum(v) / len(v)
+    if len(v) < 2:
+        return m, None
+    sd = (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5
+    return m, T_975.get(len(v) - 1, 1.96) * sd / len(v) ** 0.5
+
+
 @dataclass
 class Section:
     title: str
@@ -70,6 +90,12 @@ def write_report(folder: str | Path, out: str | Path | None = None, *, title: st
     table = runs_frame(runs, reference)
     sections = [_configuration(runs[0], len(runs))]
     sections.append(_results(table, reference))
+    seeds = _seeds(table)
+    if seeds is not None:
+        sections.append(seeds)
+    warnings = _timing_warnings(table)
+    if warnings:
+        sections.append(Section("Timing warnings", " ".join(warnings)))
     sections += _figures(runs, table, reference, figdir)
     sections += [_fidelity_runs(runs)]
     if predicted_step_s or fidelity is not None:
@@ -108,7 +134,55 @@ def _configuration(run: Run, n: int) -> Section:
         ("seed", j.get("seed")),
         ("runs in this report", n),
     ]
+    prov = _provenance(run)
+    if prov:
+        git = prov.get("git") or {}
+        code = f"d2ft {prov['versions'].get('d2ft')}" + (f", git {git['commit'][:12]}" + (" (uncommitted changes)"
+                                                          if git.get("dirty") else "") if git else "")
+        rows += [("code", code + f"; torch {prov['versions'].get('torch')}, timm {prov['versions'].get('timm')}"),
+                 ("measured on", f"{prov.get('host')} ({prov.get('cores')} cores), {prov.get('date')}"),
+                 ("command", prov.get("command"))]
     return Section("Configuration", table=pd.DataFrame(rows, columns=["setting", "value"]))
+
+
+def _provenance(run: Run) -> dict | None:
+    """The provenance a run's summary.json records (None for runs that have none)."""
+    path = run.path / rundir.SUMMARY_FILE
+    try:
+        import json
+
+        return json.loads(path.read_text()).get("provenance") if path.is_file() else None
+    except (ValueError, OSError):
+        return None
+
+
+def _seeds(table: pd.DataFrame) -> Section | None:
+    """Top-1 per configuration over its seeds: the mean and its 95% interval (None: every configuration has one seed)."""
+    groups = [(label, g) for label, g in table.groupby("label", sort=False)]
+    if all(len(g) == 1 for _, g in groups):
+        return None
+    rows = []
+    for label, g in groups:
+        tops = g["top1"].dropna()
+        if not len(tops):
+            continue
+        m, hw = mean_interval(tops)
+        rows.append({"configuration": label, "seeds": len(tops), "top-1 mean (%)": 100 * m,
+                     "95% interval (points)": "one seed" if hw is None else f"+- {100 * hw:.2f}"})
+    return Section("Across seeds", "Top-1 per configuration: the mean over its seeds and the half-width of the "
+                   "95% t interval of that mean.", table=pd.DataFrame(rows))
+
+
+def _timing_warnings(table: pd.DataFrame) -> list[str]:
+    """One sentence per configuration whose runs' median step times differ by more than ``TIMING_SPREAD``."""
+    out = []
+    for label, g in table.groupby("label", sort=False):
+        t = g["median_step_time_s"].dropna()
+        if len(t) > 1 and t.max() > (1 + TIMING_SPREAD) * t.min():
+            out.append(f"The runs of {label} measured median steps from {1e3 * t.min():.0f} ms to {1e3 * t.max():.0f} ms "
+                       f"({t.max() / t.min() - 1:.0%} apart): the machine's load changed between them, so compare "
+                       "their step times with care.")
+    return out
 
 
 def _results(table: pd.DataFrame, reference: Run | None) -> Section:
@@ -130,6 +204,8 @@ def _results(table: pd.DataFrame, reference: Run | None) -> Section:
         text += ("Measured savings compare each run's median per-step compute (busy time summed over ranks) and "
                  f"its bytes sent with the all-FULL run ({reference.path.name}). ")
     text += "Top-1 is on the test split, every subnet running, after the last step."
+    if table["seed"].nunique() <= 1 and not table["label"].duplicated().any():
+        text += " One seed per configuration: differences of a point or two may be noise."
     return Section("Results", text, table=t)
 
 

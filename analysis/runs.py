@@ -86,7 +86,7 @@ def runs_frame(runs: list[Run], reference: Run | None = None) -> pd.DataFrame:
         row = {
             "label": run.label, "strategy": run.job.get("strategy"), "keep": run.job.get("keep"),
             "comm_keep": run.job.get("comm_keep"), "lora": bool(run.job.get("lora")), "seed": run.job.get("seed"),
-            "steps": len(s), "top1": run.final_top1, "final_loss": float(s["loss"].iloc[-10:].mean()),
+            "steps": len(s), "top1": run.final_top1, "final_loss": rundir.final_loss(run.records),
             "median_step_time_s": float(s["step_time_s"].median()),
             "measured_compute_s": float(s["measured_compute_s"].median()),
             "measured_sent_bytes": float(s["measured_sent_bytes"].median()),

@@ -319,6 +319,20 @@ def measured_savings(records: list[dict], reference: list[dict]) -> dict:
     }
 
 
+FINAL_LOSS_STEPS = 10
+
+
+def final_loss(lines: list[dict]) -> float | None:
+    """A run's final loss: the mean training loss of its last ``FINAL_LOSS_STEPS`` steps (one step's loss is one
+    batch's, too noisy to compare runs by); the one definition summary.json and ``analysis`` use.
+
+    >>> final_loss([{"loss": 9.0}] + [{"loss": 1.0}] * 5 + [{"loss": 3.0}] * 5)
+    2.0
+    """
+    tail = [r["loss"] for r in lines[-FINAL_LOSS_STEPS:]]
+    return sum(tail) / len(tail) if tail else None
+
+
 def summarise(run_dir: str | Path) -> dict:
     """The run's headline figures from its job.json and metrics.jsonl (medians over steps; s, B)."""
     run_dir = Path(run_dir)
@@ -330,7 +344,7 @@ def summarise(run_dir: str | Path) -> dict:
         "keep": job.get("keep"), "comm_keep": job.get("comm_keep"), "lora": job.get("lora"), "seed": job["seed"],
         "nproc": len(job["plan"]["devices"]), "steps": len(lines), "emulated_slowdown": job.get("slowdown"),
         "emulated_ranks": bool(job.get("emulate_ranks")),
-        "final_loss": lines[-1]["loss"] if lines else None, "loss": [r["loss"] for r in lines],
+        "final_loss": final_loss(lines), "loss": [r["loss"] for r in lines],
         "top1": evals[-1][1] if evals else None, "evals": evals,
         "median_step_time_s": median(r["step_time_s"] for r in lines) if lines else None,
         "median_measured_compute_s": median(r["measured_compute_s"] for r in lines) if lines else None,
@@ -348,7 +362,7 @@ def summarise(run_dir: str | Path) -> dict:
 
 __all__ = ["CHECKPOINTS_DIR", "CHECKPOINT_FILE", "EXPORT_FILE", "JOB_FILE", "JsonlAppender", "LOCK_FILE", "METRICS_COLUMNS",
            "METRICS_CSV", "METRICS_FILE", "TENSORBOARD_PREFIX", "metrics_rows", "write_metrics_csv", "MODEL_FILE", "CLUSTER_FILE",
-           "plan_at",
+           "plan_at", "final_loss", "FINAL_LOSS_STEPS",
            "PLANS_FILE", "RunLock", "SUMMARY_FILE", "file_record", "find_runs", "foreign_files", "intact_checkpoint",
            "is_run_dir", "measured_savings", "ours", "planned_savings", "read_checkpoints", "read_job", "read_jsonl",
            "record_checkpoint", "sha256", "summarise", "timeline_path", "timelines", "truncate_jsonl"]

@@ -17,11 +17,11 @@ def _plan(ops):
     return Plan(["rank0", "rank1"], [[1, 1], [1, 0]], [[[Op(o) for o in row] for row in grid] for grid in ops], 4)
 
 
-def _write_run(folder, strategy, compute, sent, top1, plans):
+def _write_run(folder, strategy, compute, sent, top1, plans, seed=0, step_scale=1.0):
     """A run of 4 steps whose every number is known: compute and bytes per step, top-1 at the end."""
     folder.mkdir(parents=True)
     job = {"model": "vit_tiny_patch16_224", "model_kwargs": {}, "data": "mnist-digits", "strategy": strategy,
-           "keep": 0.6, "steps": 4, "seed": 0, "lr": 1e-3, "plan": plans[0].to_dict(), "coordinator": 0}
+           "keep": 0.6, "steps": 4, "seed": seed, "lr": 1e-3, "plan": plans[0].to_dict(), "coordinator": 0}
     (folder / "job.json").write_text(json.dumps(job))
     lines = []
     for step in range(4):
@@ -30,7 +30,7 @@ def _write_run(folder, strategy, compute, sent, top1, plans):
                     "predicted_compute_s": compute / 2 * 1.1, "predicted_sent_bytes": sent // 2,
                     "predicted_recv_bytes": sent // 2} for r in range(2)]
         line = {"step": step, "loss": 2.0 - 0.1 * step, "lr": 1e-3, "plan_index": 0, "n_full": 3, "n_forward_only": 1,
-                "n_skip": 0, "step_time_s": 0.1 * compute / 0.2, "measured_compute_s": compute,
+                "n_skip": 0, "step_time_s": step_scale * 0.1 * compute / 0.2, "measured_compute_s": compute,
                 "measured_sent_bytes": sent, "predicted_compute_s": 1.1 * compute, "predicted_sent_bytes": sent,
                 "full_compute_s": 0.22, "full_sent_bytes": 1000, "predicted_compute_saving": 1 - 1.1 * compute / 0.22,
                 "predicted_comm_saving": 1 - sent / 1000, "devices": devices}
@@ -103,3 +103,21 @@ def test_single_run_predictions(runs, tmp_path):
                             fidelity=fidelity)
     text = md.read_text()
     assert "5 plans: median absolute step-time error" in text and "Spearman rank agreement" in text
+
+
+def test_seeds_get_an_interval_and_inconsistent_timings_a_warning(tmp_path):
+    """Two seeds of one configuration: mean top-1 and its 95% interval; one of them 50% slower per step (a
+    loaded machine): the report says so. A single-seed report says it is one seed."""
+    full = _plan([["FF", "FF"]])
+    _write_run(tmp_path / "one" / "full", "full", 0.2, 1000, 0.80, [full])
+    _write_run(tmp_path / "one" / "hybrid", "hybrid", 0.12, 600, 0.79, [_plan([["FO", "SF"]])])
+    _, md = write_report(tmp_path / "one")
+    assert "One seed per configuration" in md.read_text() and "Across seeds" not in md.read_text()
+    for seed, top1, scale in ((0, 0.78, 1.0), (1, 0.80, 1.5)):
+        _write_run(tmp_path / "two" / f"hybrid-s{seed}", "hybrid", 0.12, 600, top1, [_plan([["FO", "SF"]])],
+                   seed=seed, step_scale=scale)
+    _, md = write_report(tmp_path / "two")
+    text = md.read_text()
+    assert "Across seeds" in text and "| hybrid keep 0.6 | 2 | 79" in text
+    assert "+- 12.71" in text  # t(0.975, 1 df) 12.706 x sd 0.01414 / sqrt 2 = 0.1271
+    assert "measured median steps from 60 ms to 90 ms (50% apart)" in text

@@ -202,7 +202,7 @@ def format_summary(s: dict) -> str:
             + (f" (ranks slowed {' '.join(f'x{f:g}' for f in s['emulated_slowdown'])}, emulated)"
                if s.get("emulated_slowdown") else "")]
     if s["final_loss"] is not None:
-        rows.append(f"  final loss {s['final_loss']:.4f}" + (f", test top-1 {s['top1']:.4f}" if s["top1"] is not None else ""))
+        rows.append(f"  final loss {s['final_loss']:.4f} (mean of the last steps)" + (f", test top-1 {s['top1']:.4f}" if s["top1"] is not None else ""))
     rows.append(f"  median step {fmt_time(s['median_step_time_s'])}, measured compute {fmt_time(s['median_measured_compute_s'])} "
                 f"per step (all ranks), {fmt_bytes(s['total_measured_sent_bytes'])} sent in all")
     if "predicted_compute_saving" in s:
