@@ -124,32 +124,44 @@ def _fit_tasks(points) -> dict:
     return {"rate": 1 / s_f, "overhead_s": max((o_f + o_b) / 2, 0.0), "backward_efficiency": min(1.0, s_f / s_b)}
 
 
+def _pingpong_rows(rank: int, world: int, peers: list[int]) -> list[tuple[int, float]]:
+    """(bytes, one-way s) per size of ``SIZES``: rank 0 sends to and hears back from each of ``peers`` in
+    turn (every rank of the group takes part in the barriers); the median of 10 timed rounds."""
+    rows = []
+    for size in SIZES:
+        buf = torch.zeros(size // 4)
+        times = []
+        for i in range(12):
+            dist.barrier()
+            t0 = time.perf_counter()
+            for peer in peers:
+                if rank == 0:
+                    dist.send(buf, peer)
+                    dist.recv(buf, peer)
+                elif rank == peer:
+                    dist.recv(buf, 0)
+                    dist.send(buf, 0)
+            if i >= 2:
+                times.append((time.perf_counter() - t0) / (2 * len(peers)))
+        rows.append((size, statistics.median(times)))
+    return rows
+
+
 def _pingpong(rank: int, world: int, init_method: str, results) -> None:
     """Rank 0 sends to and hears back from every other rank in turn, as the coordinator does."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world)
     try:
-        rows = []
-        for size in SIZES:
-            buf = torch.zeros(size // 4)
-            times = []
-            for i in range(12):
-                dist.barrier()
-                t0 = time.perf_counter()
-                for peer in range(1, world):
-                    if rank == 0:
-                        dist.send(buf, peer)
-                        dist.recv(buf, peer)
-                    elif rank == peer:
-                        dist.recv(buf, 0)
-                        dist.send(buf, 0)
-                if i >= 2:
-                    times.append((time.perf_counter() - t0) / (2 * (world - 1)))
-            rows.append((size, statistics.median(times)))
+        rows = _pingpong_rows(rank, world, list(range(1, world)))
         if rank == 0:
             results.extend(rows)
     finally:
         dist.destroy_process_group()
+
+
+def _fit_link(points) -> dict:
+    latency, slope = fit_line([p[0] for p in points], [p[1] for p in points])
+    return {"points": points, "latency_s": max(latency, 0.0), "bandwidth": 1 / slope}
 
 
 def measure_link(nproc: int = 2) -> dict:
@@ -160,9 +172,7 @@ def measure_link(nproc: int = 2) -> dict:
     results = manager.list()
     mp.start_processes(_pingpong, args=(nproc, f"tcp://127.0.0.1:{free_port()}", results), nprocs=nproc, join=True,
                        start_method="spawn")
-    points = list(results)
-    latency, slope = fit_line([p[0] for p in points], [p[1] for p in points])
-    return {"points": points, "latency_s": max(latency, 0.0), "bandwidth": 1 / slope}
+    return _fit_link(list(results))
 
 
 def calibrate(nproc: int, model_job=None, micro_batch_size: int = 16, log=None) -> tuple[Cluster, dict]:
@@ -177,22 +187,13 @@ def calibrate(nproc: int, model_job=None, micro_batch_size: int = 16, log=None) 
     log(f"[1/{stages}] timing GEMMs and copies on one thread ...")
     dev = measure_device()
     raw = {"device": dev}
-    rate, overhead, bwd_eff, light = dev["rate"], dev["overhead_s"], 1.0, None
-    source = "measured by d2ft calibrate: GEMM timings fitted to overhead + FLOP/rate"
+    tasks = None
     if model_job is not None:
         log(f"[2/{stages}] timing {model_job.model}'s subnet tasks at micro-batch {micro_batch_size} ...")
         tasks = measure_tasks(model_job, micro_batch_size)
         raw["tasks"] = tasks
-        rate, overhead, bwd_eff = tasks["rate"], tasks["overhead_s"], tasks["backward_efficiency"]
-        # An elementwise task reads and writes one activation: what is left beyond that is its overhead.
-        light = max(statistics.median(tasks["elementwise_s"]) - 2 * tasks["activation_bytes"] / dev["mem_bandwidth"], 0.0)
-        source = (f"measured by d2ft calibrate: {model_job.model} subnet tasks at micro-batch {micro_batch_size} "
-                  "fitted to overhead + FLOP/rate, backward separately")
-    spec = DeviceSpec(
-        "this machine, one CPU thread per rank (d2ft calibrate)", peak_flops=rate, peak_flops_fp32=rate,
-        mem_bandwidth=dev["mem_bandwidth"], memory_bytes=_memory_bytes() / nproc, efficiency=1.0,
-        task_overhead_s=overhead, elementwise_overhead_s=light, backward_efficiency=bwd_eff, source=source,
-    )
+    spec = _device_spec("this machine, one CPU thread per rank (d2ft calibrate)", dev, tasks, model_job,
+                        micro_batch_size, _memory_bytes() / nproc)
     # Ranks sharing cores: in the star execution the workers compute at the same time while the
     # coordinator waits, so with more workers than cores each worker gets cores / workers of one.
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -212,6 +213,65 @@ def calibrate(nproc: int, model_job=None, micro_batch_size: int = 16, log=None) 
     else:
         cluster = Cluster(devices=(("rank0", spec),), links=(), coordinator="rank0", name="calibrated-1")
     return cluster, raw
+
+
+def _device_spec(name: str, dev: dict, tasks: dict | None, model_job, micro_batch_size: int,
+                 memory_bytes: float) -> DeviceSpec:
+    """A DeviceSpec from one rank's measurements: GEMMs (``measure_device``), or the model's own tasks."""
+    rate, overhead, bwd_eff, light = dev["rate"], dev["overhead_s"], 1.0, None
+    source = "measured by d2ft calibrate: GEMM timings fitted to overhead + FLOP/rate"
+    if tasks is not None:
+        rate, overhead, bwd_eff = tasks["rate"], tasks["overhead_s"], tasks["backward_efficiency"]
+        # An elementwise task reads and writes one activation: what is left beyond that is its overhead.
+        light = max(statistics.median(tasks["elementwise_s"]) - 2 * tasks["activation_bytes"] / dev["mem_bandwidth"], 0.0)
+        source = (f"measured by d2ft calibrate: {model_job.model} subnet tasks at micro-batch {micro_batch_size} "
+                  "fitted to overhead + FLOP/rate, backward separately")
+    return DeviceSpec(name, peak_flops=rate, peak_flops_fp32=rate, mem_bandwidth=dev["mem_bandwidth"],
+                      memory_bytes=memory_bytes, efficiency=1.0, task_overhead_s=overhead,
+                      elementwise_overhead_s=light, backward_efficiency=bwd_eff, source=source)
+
+
+def calibrate_torchrun(model_job=None, micro_batch_size: int = 16, log=None) -> tuple[Cluster, dict] | None:
+    """``d2ft calibrate`` under torchrun, across nodes: every rank times its own compute (all at once, as
+    they run), then rank 0 ping-pongs with each other rank alone; rank 0 returns a star cluster with
+    every rank's measured device and every link rank0 - rank k measured (a rank on another node sees its
+    network, one on rank 0's node the loopback). The other ranks return None.
+
+    Not measured: links between two workers (the star execution never uses them), and contention of
+    several workers' messages on a shared uplink (each link is timed alone)."""
+    import socket
+
+    log = log or (lambda msg: None)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method="env://")
+    try:
+        rank, world = dist.get_rank(), dist.get_world_size()
+        log(f"[1/2] every rank of {world} timing its compute ...")
+        dev = measure_device()
+        tasks = measure_tasks(model_job, micro_batch_size) if model_job is not None else None
+        mine = {"host": socket.gethostname(), "device": dev, "tasks": tasks, "memory_bytes": _memory_bytes()}
+        everyone = [None] * world
+        dist.all_gather_object(everyone, mine)
+        log(f"[2/2] timing the links from rank 0 to each of the {world - 1} other ranks, one at a time ...")
+        links = {peer: _pingpong_rows(rank, world, [peer]) for peer in range(1, world)}
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    if rank != 0:
+        return None
+    per_host = {h: sum(1 for e in everyone if e["host"] == h) for h in {e["host"] for e in everyone}}
+    devices = [(f"rank{k}", _device_spec(f"rank {k} on {e['host']} (d2ft calibrate under torchrun)", e["device"],
+                                         e["tasks"], model_job, micro_batch_size, e["memory_bytes"] / per_host[e["host"]]))
+               for k, e in enumerate(everyone)]
+    fitted = {k: _fit_link(rows) for k, rows in links.items()}
+    link_specs = [("rank0", f"rank{k}", LinkSpec(
+        f"rank0 ({everyone[0]['host']}) - rank{k} ({everyone[k]['host']}), gloo (d2ft calibrate)",
+        bandwidth=f["bandwidth"], latency_s=f["latency_s"],
+        source="measured by d2ft calibrate under torchrun: gloo ping-pong fitted to latency + bytes/bandwidth"))
+        for k, f in fitted.items()]
+    cluster = Cluster(devices=tuple(devices), links=tuple(link_specs), coordinator="rank0",
+                      name=f"calibrated-torchrun-{world}")
+    return cluster, {"ranks": everyone, "links": {str(k): f for k, f in fitted.items()}, "hosts": per_host}
 
 
 def _memory_bytes() -> float:

@@ -256,3 +256,29 @@ def test_the_task_sizes_a_fresh_classifier():
     assert prepare(Job(nproc=2)).model_kwargs["num_classes"] == 5
     with pytest.raises(ValueError, match="10 classes but the model's classifier has 5"):
         prepare(Job(data="mnist-digits", nproc=2, keep_classifier=True))
+
+
+def test_calibrate_under_torchrun_measures_every_rank_and_link(tmp_path):
+    """Two torchrun "nodes" on 127.0.0.1: each rank times its own compute, rank 0 times its link to the other,
+    and writes one cluster (per-rank devices, a measured link) that the simulator loads."""
+    import os
+    import subprocess
+    import sys
+
+    from d2ft.loaders import load_cluster
+    from runtime.run import free_port
+
+    port, out = free_port(), tmp_path / "profile.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(i),
+                               "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
+                               "-m", "d2ft.app.cli", "calibrate", "--out", str(out), "--json"],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outputs = [n.communicate(timeout=240) for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], [e[-1500:] for _, e in outputs]
+    summary = json.loads(next(line for line in outputs[0][0].splitlines() if line.startswith("{")))
+    assert summary["ranks"] == 2 and len(summary["links"]) == 1 and summary["links"][0]["bandwidth"] > 1e6
+    cluster = load_cluster(str(out))
+    assert cluster.device_names == ["rank0", "rank1"] and all(s.peak_flops > 1e8 for _, s in cluster.devices)
+    assert "measured by d2ft calibrate under torchrun" in cluster.links[0][2].source

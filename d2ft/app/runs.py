@@ -233,6 +233,10 @@ def cmd_calibrate(args) -> int:
     import sys
 
     log = None if args.quiet or args.json else (lambda msg: print(f"d2ft calibrate: {msg}", file=sys.stderr, flush=True))
+    from runtime.run import under_torchrun
+
+    if under_torchrun():
+        return _calibrate_torchrun(args, model_job, log)
     cluster, raw = calibrate(args.nproc, model_job, args.micro_batch_size, log=log)
     out = Path(args.out)
     atomic_write_text(out, cluster.to_json() + "\n")
@@ -368,6 +372,34 @@ def _add_pretrain(sub) -> None:
                         "downstream task (default: all ten)")
     flags.add_quiet(p)
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+
+
+def _calibrate_torchrun(args, model_job, log) -> int:
+    """``d2ft calibrate`` as one rank under torchrun: rank 0 writes the cluster and prints its links."""
+    from runtime.calibrate import calibrate_torchrun
+
+    import os
+
+    result = calibrate_torchrun(model_job, args.micro_batch_size, log=log if os.environ.get("RANK") == "0" else None)
+    if result is None:
+        return 0
+    cluster, raw = result
+    out = Path(args.out)
+    atomic_write_text(out, cluster.to_json() + "\n")
+    write_json(out.with_suffix(".raw.json"), raw)
+    links = [{"a": a, "b": b, "bandwidth": l.bandwidth, "latency_s": l.latency_s} for a, b, l in cluster.links]
+    if args.json:
+        print(json.dumps({"out": str(out), "ranks": cluster.num_devices, "hosts": raw["hosts"], "links": links,
+                          "peak_flops": [spec.peak_flops for _, spec in cluster.devices]}))
+        return 0
+    for name, spec in cluster.devices:
+        print(f"{name}: {spec.name.split(' (')[0]}: {spec.peak_flops / 1e9:.2f} GFLOP/s, "
+              f"{fmt_time(spec.task_overhead_s)} per task")
+    for link in links:
+        print(f"{link['a']} - {link['b']}: {link['bandwidth'] / 1e9:.2f} GB/s, {fmt_time(link['latency_s'])} one way")
+    print(f"cluster of {cluster.num_devices} ranks on {len(raw['hosts'])} host(s) written to {out} (use it with "
+          f"--cluster); raw timings in {out.with_suffix('.raw.json')}")
+    return 0
 
 
 def _add_calibrate(sub) -> None:
