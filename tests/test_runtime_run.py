@@ -280,5 +280,5 @@ def test_calibrate_under_torchrun_measures_every_rank_and_link(tmp_path):
     summary = json.loads(next(line for line in outputs[0][0].splitlines() if line.startswith("{")))
     assert summary["ranks"] == 2 and len(summary["links"]) == 1 and summary["links"][0]["bandwidth"] > 1e6
     cluster = load_cluster(str(out))
-    assert cluster.device_names == ["rank0", "rank1"] and all(s.peak_flops > 1e8 for _, s in cluster.devices)
+    assert list(cluster.device_names) == ["rank0", "rank1"] and all(s.peak_flops > 1e8 for _, s in cluster.devices)
     assert "measured by d2ft calibrate under torchrun" in cluster.links[0][2].source
