@@ -69,7 +69,8 @@ class Section:
 def write_report(folder: str | Path, out: str | Path | None = None, *, title: str | None = None,
                  command: str | None = None, predicted_step_s: dict[str, float] | None = None,
                  fidelity: pd.DataFrame | None = None, sweep: pd.DataFrame | None = None,
-                 timelines: dict | None = None, notes: list[str] | None = None) -> tuple[Path, Path]:
+                 timelines: dict | None = None, notes: list[str] | None = None,
+                 caveats: list[str] | None = None) -> tuple[Path, Path]:
     """Writes OUT/report.html and OUT/report.md (OUT defaults to ``folder``); returns both paths.
 
     ``predicted_step_s``: run label -> the simulator's step time (s) for that run's plans.
@@ -77,7 +78,8 @@ def write_report(folder: str | Path, out: str | Path | None = None, *, title: st
     (and optionally predicted_compute_s, measured_compute_s, predicted_sent_bytes, measured_sent_bytes).
     ``sweep``: records of ``d2ft sweep`` (columns strategy, link_bandwidth, step_time_s, ...).
     ``timelines``: title -> ``d2ft.Trace`` with events, drawn side by side (e.g. the simulator's and the
-    runtime's ``timeline-stepN.json`` of one step).
+    runtime's ``timeline-stepN.json`` of one step). ``caveats``: sentences shown first, before any figure
+    (e.g. that the runs are too short to judge accuracy).
     """
     folder = Path(folder)
     runs = [read_run(p) for p in rundir.find_runs(folder)]
@@ -88,7 +90,8 @@ def write_report(folder: str | Path, out: str | Path | None = None, *, title: st
     figdir.mkdir(parents=True, exist_ok=True)
     reference = next((r for r in runs if r.job.get("strategy") == "full"), None)
     table = runs_frame(runs, reference)
-    sections = [_configuration(runs[0], len(runs))]
+    sections = [Section("Read this first", " ".join(caveats))] if caveats else []
+    sections.append(_configuration(runs[0], len(runs)))
     sections.append(_results(table, reference))
     seeds = _seeds(table)
     if seeds is not None:
@@ -273,6 +276,11 @@ def _fidelity_plans(runs: list[Run], predicted_step_s: dict[str, float], fidelit
     t["error (%)"] = 100 * (t["predicted step (ms)"] - t["measured step (ms)"]) / t["measured step (ms)"]
     err = t["error (%)"].abs()
     text = f"{len(t)} plans: median absolute step-time error {err.median():.1f}%, worst {err.max():.1f}%"
+    by_plan = t.groupby("plan")["measured step (ms)"]  # one plan measured in two runs (a run and the fidelity run)
+    for plan, times in by_plan:
+        if len(times) > 1 and times.max() > (1 + TIMING_SPREAD) * times.min():
+            text += (f". Warning: plan {plan} measured {times.min():.0f} ms and {times.max():.0f} ms per step in "
+                     "different runs: the machine's load changed between them")
     if len(t) >= 3:
         text += f"; Spearman rank agreement of predicted and measured step times {rank_agreement(pred, meas):.2f}"
     figs = [_save(plots.predicted_vs_measured(1e3 * np.array(pred), 1e3 * np.array(meas), "step time", "ms"),

@@ -32,6 +32,7 @@ def test_quick_demo_writes_a_complete_report(tmp_path, capsys):
     assert (fidelity["predicted_sent_bytes"] == fidelity["measured_sent_bytes"]).all()
     assert "Spearman rank agreement" in md and "After `d2ft calibrate`" not in md  # text is lower case
     assert "after `d2ft calibrate` it is" in md
+    assert md.index("far from converged") < md.index("## Configuration") and "| command | d2ft run" in md
 
     # The plan measurement is read back, not repeated, when its plans are the same; never over other files.
     from d2ft.app.demo import measure_fidelity

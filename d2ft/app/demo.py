@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import io
 import json
+import shlex
 import shutil
 import statistics
 import time
@@ -134,10 +135,12 @@ def _report(out: Path, spec, calibrated: Cluster, fidelity, quick: bool):
     notes = [f"Before calibration (assumed figures for this machine) the median step-time error over the "
              f"{len(fidelity)} plans was {100 * errors_assumed.median():.0f}% (worst {100 * errors_assumed.max():.0f}%); "
              f"after `d2ft calibrate` it is {100 * errors_cal.median():.0f}% (worst {100 * errors_cal.max():.0f}%)."]
+    caveats = ["These runs come from `d2ft demo --quick`: a few steps each, far from converged, so their top-1 "
+               "figures test the pipeline and say nothing about accuracy."] if quick else []
     return write_report(out / "runs", out, title="d2ft demo: D2FT fine-tuning on 4 local ranks",
                         command="d2ft demo" + (" --quick" if quick else ""), predicted_step_s=predicted,
                         fidelity=fidelity, sweep=_sweep(quick),
-                        timelines=side_by_side(out / "runs" / "hybrid", calibrated), notes=notes)
+                        timelines=side_by_side(out / "runs" / "hybrid", calibrated), notes=notes, caveats=caveats)
 
 
 def _run(job) -> dict:
@@ -145,7 +148,7 @@ def _run(job) -> dict:
     from runtime.run import run
 
     with contextlib.redirect_stdout(io.StringIO()):
-        return run(job)
+        return run(job, command=shlex.split(command_line(job)))
 
 
 def _stamped(log, t0: float):
