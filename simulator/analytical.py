@@ -13,6 +13,10 @@ the cost model's compute time, FLOP and bytes. The step time:
 - ``order="interleaved"``: the lower bound max(busiest device, busiest link direction,
   longest micro-batch chain).
 
+``evaluate_batch`` evaluates N plans of one placement at once, the same formulas over an
+(N, micro_batch, layer, head) array: what-if sweeps over many plans pay numpy's overhead
+once, not per plan.
+
 Where it differs from the graph path: without contention (one device; or one worker with
 one micro-batch) the two agree. With several workers, the analytical path charges the
 fan-out queue on the coordinator's first hop as if every message waited for all the
@@ -169,15 +173,94 @@ class Analytical:
         return dict(step_time_s=float(step), busy_s=busy, flop=flop, mem_bytes=mem, sent_bytes=sent,
                     recv_bytes=recv, chains_s=chains, optimizer_s=opt)
 
+    CHUNK = 128
+    """Plans per array computation in ``evaluate_batch``."""
+
+    def levels(self, plans) -> np.ndarray:
+        """The op levels (0 SKIP, 1 FORWARD_ONLY, 2 FULL) of ``plans`` as one (N, micro_batch, layer, head) array."""
+        return np.stack([self._levels(p) for p in plans])
+
+    def evaluate_batch(self, levels: np.ndarray) -> dict:
+        """``evaluate`` of N plans at once, as array computations over ``levels`` (N, micro_batch, layer, head)
+        (``levels(plans)``; every plan has this placement and micro-batch size). The same figures as
+        ``evaluate`` per plan (to rounding), with a leading plan axis: step_time_s (N,), busy_s, flop,
+        mem_bytes, sent_bytes, recv_bytes, optimizer_s (N, K), chains_s (N, M)."""
+        lv = np.asarray(levels)
+        if lv.ndim != 4 or lv.shape[2:] != self.onehot.shape[:2]:
+            raise ValueError(f"levels must be (plans, micro_batches, {self.onehot.shape[0]}, {self.onehot.shape[1]}), "
+                             f"got {lv.shape}")
+        if len(lv) > self.CHUNK:  # chunks whose temporaries stay in cache: memory traffic bounds this path
+            parts = [self.evaluate_batch(lv[i:i + self.CHUNK]) for i in range(0, len(lv), self.CHUNK)]
+            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        N, M = lv.shape[:2]
+        c, hv = self.coord, self.halves
+        n_f = np.einsum("nmlh,lhk->nmlk", (lv >= 1).astype(float), self.onehot)
+        n_b = np.einsum("nmlh,lhk->nmlk", (lv == 2).astype(float), self.onehot)
+        act_f, act_b = n_f > 0, n_b > 0
+        task_f = n_f * self.t_sub[:, 0] + act_f * (self.overhead * hv)
+        task_b = n_b * self.t_sub[:, 1] + act_b * (self.overhead * hv)
+        busy = task_f.sum((1, 2)) + task_b.sum((1, 2))  # (N, K)
+        flop = n_f.sum((1, 2)) * self.flop_sub[0] + n_b.sum((1, 2)) * self.flop_sub[1]
+        mem = n_f.sum((1, 2)) * self.bytes_sub[0] + n_b.sum((1, 2)) * self.bytes_sub[1]
+        active_f, active_b = act_f.sum(3), act_b.sum(3)  # (N, M, L)
+        reduce = (active_f + active_b) * hv * self.reduce_s
+        busy[:, c] += M * self.coord_fixed + reduce.sum((1, 2))
+        flop[:, c] += M * self.coord_flop
+        mem[:, c] += M * self.coord_bytes + (active_f + active_b).sum((1, 2)) * hv * self.a
+        full_any = (lv == 2).any(1).astype(float)  # (N, L, H)
+        trained = np.einsum("nlh,lhk->nk", full_any, self.onehot) * self.params_sub
+        trained[:, c] += self.coord_params
+        opt = self._optimizer_times(trained)
+        busy += opt
+        mem += trained * self.opt_per_param
+        msgs = (act_f.sum((1, 2)) + act_b.sum((1, 2))) * hv * self.a * self.remote
+        sent = msgs.copy()
+        sent[:, c] = msgs.sum(1)
+        recv = sent.copy()
+        leg = self.msg + self.msg_back
+        blocks_f = self._legs(n_f, act_f, 0, leg)  # (N, M, L)
+        blocks_b = self._legs(n_b, act_b, 1, leg)
+        chains = self.coord_fixed + reduce.sum(2) + blocks_f.sum(2) + blocks_b.sum(2)  # (N, M)
+        if self.order == "sequential":
+            step = chains.sum(1) + self._tail_batch(act_b, blocks_b, opt, chains)
+        else:
+            uses = ((act_f + act_b).sum((1, 2)) * hv).astype(float)  # (N, K)
+            links = np.max([np.einsum("nk,kd->nd", uses, h).max(1) for h in self.link_hold.values()], axis=0) \
+                if self.link_hold else np.zeros(N)
+            step = np.maximum(np.maximum(busy.max(1), links), chains.max(1) + opt.max(1))
+        return dict(step_time_s=step, busy_s=busy, flop=flop, mem_bytes=mem, sent_bytes=sent, recv_bytes=recv,
+                    chains_s=chains, optimizer_s=opt)
+
+    def _optimizer_times(self, trained: np.ndarray) -> np.ndarray:
+        """``DeviceSpec.compute_time(0, P x bytes per parameter)`` per device for a (N, K) array of trained
+        parameter counts: the optimizer task's overhead plus its memory time (0 where nothing trains)."""
+        specs = [s for _, s in self.cluster.devices]
+        overhead = np.array([s.task_overhead_s if s.elementwise_overhead_s is None else s.elementwise_overhead_s
+                             for s in specs])
+        bw = np.array([s.mem_bandwidth for s in specs])
+        nbytes = trained * self.opt_per_param
+        return np.where(nbytes > 0, overhead + nbytes / bw, 0.0)
+
+    def _tail_batch(self, act_b, blocks_b, opt, chains) -> np.ndarray:
+        """``_tail`` per plan: (N,)."""
+        c = self.coord
+        last_full = act_b[:, -1]  # (N, L, K)
+        after = np.concatenate((np.zeros((len(opt), 1)), np.cumsum(blocks_b[:, -1], 1)[:, :-1]), 1)  # (N, L)
+        first = np.argmax(last_full, axis=1)  # (N, K): the lowest FULL block of each device
+        slack = np.where(last_full.any(1), np.take_along_axis(after, first, 1), chains[:, -1:])
+        waits = np.where(opt > 0, opt - slack, -np.inf)
+        waits[:, c] = opt[:, c]
+        return waits.max(1)
+
     def _legs(self, n, active, phase: int, leg) -> np.ndarray:
         """Per (micro-batch, block): the sum over halves of the slowest active device's message in,
         task (subnets plus one task overhead) and message out; 0 for a half with no device active."""
         total = 0.0
-        queued = active * self.fan_hold  # (M, L, K)
-        fan = self.fan_factor * (queued.sum(2) - queued.max(2))  # waiting behind the other messages
+        queued = active * self.fan_hold  # (..., L, K)
+        fan = self.fan_factor * (queued.sum(-1) - queued.max(-1))  # waiting behind the other messages
         for j in range(self.halves):
             task = n * self.t_half[:, j, phase] + active * self.overhead
-            total = total + np.where(active, task + leg, 0.0).max(2) + fan
+            total = total + np.where(active, task + leg, 0.0).max(-1) + fan
         return total
 
     def _tail(self, act_b, blocks_b, opt, chains) -> float:

@@ -10,7 +10,7 @@ from d2ft import Cluster, CostModel, DeviceSpec, LinkSpec, ModelSpec, Op, Plan
 from d2ft.catalogue import cluster_preset
 from d2ft.placement import plan_placement
 from simulator import Analytical, simulate, sweep, with_link_bandwidth, resized
-from tests.conftest import plans, tiny_model
+from tests.conftest import plans, star, tiny_model
 
 ONE_HEAD = ModelSpec.vit(dim=4, depth=1, heads=1, mlp_ratio=2, img_size=2, patch=1, in_chans=1, num_classes=3)
 
@@ -180,3 +180,23 @@ def test_bad_input_is_explained():
         with_link_bandwidth(cluster, 0)
     with pytest.raises(ValueError, match="unknown path"):
         simulate(Plan.uniform(model, cluster, Op.FULL), model, cluster, path="magic")
+
+
+@settings(max_examples=25)
+@given(st.data())
+def test_batched_analytical_evaluation_equals_one_plan_at_a_time(data):
+    """evaluate_batch over N plans of one placement gives each plan's evaluate() figures (to 1e-9)."""
+    import numpy as np
+
+    model, cluster = tiny_model(depth=3, heads=2), star(3, latency=1e-6)
+    order = data.draw(st.sampled_from(["sequential", "interleaved"]))
+    first = data.draw(plans(model, cluster, max_mb=3))
+    n = data.draw(st.integers(1, 5))
+    batch = [first] + [first.with_ops([[[data.draw(st.sampled_from(list(Op))) for _ in range(2)] for _ in range(3)]
+                                       for _ in range(first.micro_batches)]) for _ in range(n)]
+    an = Analytical(model, cluster, first.placement, first.micro_batch_size, order=order)
+    together = an.evaluate_batch(an.levels(batch))
+    for i, plan in enumerate(batch):
+        alone = an.evaluate(plan)
+        for key, value in alone.items():
+            np.testing.assert_allclose(together[key][i], value, rtol=1e-9, atol=1e-15, err_msg=key)
