@@ -251,6 +251,24 @@ def scale_study(records: pd.DataFrame):
     return fig
 
 
+def plateau_curves(curves: Mapping[str, Sequence[float]], chosen: Mapping[str, int]):
+    """Validation top-1 after each epoch, one line per curve, the chosen epoch of each marked."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for colour, (label, values) in zip(_colours(), curves.items()):
+        epochs = np.arange(1, len(values) + 1)
+        ax.plot(epochs, 100 * np.asarray(values), color=colour, label=label)
+        e = chosen.get(label)
+        if e:
+            ax.axvline(e, color=colour, linestyle=":", alpha=0.8)
+            ax.plot([e], [100 * values[e - 1]], marker="o", color=colour)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.set_title("full fine-tuning at a constant lr; dotted: the epochs chosen", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=8)
+    return fig
+
+
 def coverage_heatmaps(grids: Mapping[str, Sequence[Sequence[float]]]):
     """One heatmap per run: the share of its training micro-batches in which each subnet (block, head)
     ran FULL, on one 0-1 colour scale (a starved subnet is dark)."""

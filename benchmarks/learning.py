@@ -316,6 +316,12 @@ def markdown(records: list[dict], figures: Path) -> tuple[list[str], list[tuple[
              "bytes the runtime matches exactly on real ranks. \"vs full\" is the mean over seeds of (arm - full of the "
              "same seed), with its 95% t interval.", ""]
     goals = []
+    epochs_recs = {c: [r for r in recs if r["combo"] == c and r["stage"] == "epochs"] for c in COMBOS}
+    curves = {f"{BACKBONES[b].split('/')[-1].split('.')[0]} -> {TASKS[t]}": [y for _, y in epochs_recs[c][-1]["curve"]]
+              for c, (b, t) in COMBOS.items() if epochs_recs[c]}
+    if curves:
+        plots.save(plots.plateau_curves(curves, {k: plateau(v) for k, v in curves.items()}), figures / "learning-epochs")
+        lines += ["![validation top-1 along full fine-tuning, and the epochs chosen](figures/learning-epochs.png)", ""]
     for combo, (backbone, task) in COMBOS.items():
         mine = [r for r in recs if r["combo"] == combo]
         epochs_rec = [r for r in mine if r["stage"] == "epochs"]
