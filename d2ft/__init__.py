@@ -8,7 +8,7 @@ only the standard library, numpy, networkx and mip; ``d2ft.app`` (the command li
 the demo) is the one part that imports the packages above it.
 """
 
-from .cluster import Cluster, DeviceSpec, LinkSpec
+from .cluster import Cluster, DeviceSpec, Host, LinkSpec
 from .cost import CostModel, DeviceCost, StepCost
 from .knapsack import Budget
 from .model import ModelSpec, Work
@@ -29,6 +29,7 @@ __all__ = [
     "DeviceSpec",
     "DeviceStats",
     "Event",
+    "Host",
     "LinkSpec",
     "ModelSpec",
     "Op",

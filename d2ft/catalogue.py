@@ -10,20 +10,23 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .cluster import Cluster
+from .cluster import Cluster, Host
 from .errors import unknown_name
 from .hardware import DEVICES, LINKS, device, link, resolve_device, resolve_link
 
 
 # ---- cluster presets: plain functions, registered by name ----------------------------
-def _uniform(kind: str, n: int, link_key: str, name: str, prefix: str = "gpu") -> Cluster:
-    return Cluster.star([(f"{prefix}{i}", device(kind)) for i in range(n)], link(link_key), name=name)
+def _uniform(kind: str, n: int, link_key: str, name: str, prefix: str = "gpu", one_host: bool = False) -> Cluster:
+    """``n`` devices of ``kind`` on one switch; ``one_host``: all in one machine (GPUs: no shared cores),
+    else one machine each (a host of its own)."""
+    cluster = Cluster.star([(f"{prefix}{i}", device(kind)) for i in range(n)], link(link_key), name=name)
+    return cluster.with_hosts([Host(name, cluster.device_names, None)]) if one_host else cluster
 
 
 PRESETS: dict[str, Callable[[], Cluster]] = {
-    "dgx-a100": lambda: _uniform("a100-sxm4-80gb", 8, "nvlink3", "dgx-a100"),
-    "dgx-h100": lambda: _uniform("h100-sxm", 8, "nvlink4", "dgx-h100"),
-    "pcie-4x4090": lambda: _uniform("rtx-4090", 4, "pcie4-x16", "pcie-4x4090"),
+    "dgx-a100": lambda: _uniform("a100-sxm4-80gb", 8, "nvlink3", "dgx-a100", one_host=True),
+    "dgx-h100": lambda: _uniform("h100-sxm", 8, "nvlink4", "dgx-h100", one_host=True),
+    "pcie-4x4090": lambda: _uniform("rtx-4090", 4, "pcie4-x16", "pcie-4x4090", one_host=True),
     "lan-4x3090": lambda: _uniform("rtx-3090", 4, "10gbe", "lan-4x3090", prefix="node"),
     "lan-8xl4": lambda: _uniform("l4", 8, "25gbe", "lan-8xl4", prefix="node"),
     "edge-orin-wifi": lambda: Cluster.star(

@@ -6,6 +6,15 @@ device is the coordinator, which holds the residual stream (design.md, "Executio
 model"). Routes are least-latency paths; a transfer's rate is the bottleneck bandwidth
 on its route.
 
+Hosts: every device belongs to a host, the machine whose resources it shares with the
+other devices there. A ``Host`` with ``cores`` C runs at most C of its devices' compute
+tasks at once, each at full speed (CPU ranks sharing a machine's cores; the simulator
+schedules the cores as a pool); with ``cores`` None its devices compute independently
+(GPUs, each with its own SMs). A device no host lists is a host of its own, so a cluster
+without hosts means what it always did. A host's uplink (the NIC or PCIe link that all its
+devices' off-host traffic crosses) is a switch of the host's with one link to the rest:
+its devices' messages share it in the simulator like any link.
+
 Not modelled here: congestion (the simulator shares links between concurrent
 transfers), switch buffering and store-and-forward delay (routes are cut-through), and
 protocol overhead (bandwidths are line rates after encoding).
@@ -28,6 +37,30 @@ from .errors import raise_problems, unknown_name
 
 
 @dataclass(frozen=True)
+class Host:
+    """A machine whose devices share its compute cores (module docstring)."""
+
+    name: str
+    devices: tuple[str, ...]
+    """Names of the devices on it."""
+    cores: int | None = None
+    """Compute tasks of its devices that run at once at full speed; None: no sharing (GPUs)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "devices", tuple(str(d) for d in self.devices))
+        problems = []
+        if self.cores is not None and (not isinstance(self.cores, int) or isinstance(self.cores, bool)
+                                       or self.cores < 1):
+            problems.append(f"cores must be a positive integer or None, got {self.cores!r}")
+        if not self.devices:
+            problems.append("a host needs at least one device")
+        raise_problems(f"host {self.name!r}", problems)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "cores": self.cores, "devices": list(self.devices)}
+
+
+@dataclass(frozen=True)
 class Cluster:
     """Devices and switches joined by links, with one device as the coordinator.
 
@@ -43,9 +76,12 @@ class Cluster:
     switches: tuple[str, ...] = ()
     """Names of switch nodes (no compute)."""
     name: str = "cluster"
+    hosts: tuple[Host, ...] = ()
+    """The hosts that hold several devices (or limit their cores); any other device is a host of its own."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "devices", tuple((str(n), s) for n, s in self.devices))
+        object.__setattr__(self, "hosts", tuple(self.hosts))
         object.__setattr__(self, "links", tuple((str(a), str(b), l) for a, b, l in self.links))
         object.__setattr__(self, "switches", tuple(str(s) for s in self.switches))
         raise_problems(f"cluster {self.name!r}", self._problems())
@@ -72,12 +108,43 @@ class Cluster:
                 problems.append(f"link {a}-{b}: expected a LinkSpec, got {type(link).__name__}")
         if self.coordinator not in {n for n, _ in self.devices}:
             problems.append(f"coordinator {self.coordinator!r} is not one of the devices")
+        problems += self._host_problems({n for n, _ in self.devices})
         if not problems and len(self.devices) > 1:
             g = self._build_graph()
             cut = sorted(n for n, _ in self.devices if not nx.has_path(g, self.coordinator, n))
             if cut:
                 problems.append(f"devices not connected to the coordinator: {', '.join(cut)}")
         return problems
+
+    def _host_problems(self, devices: set[str]) -> list[str]:
+        problems, seen = [], {}
+        for h in self.hosts:
+            if not isinstance(h, Host):
+                problems.append(f"hosts must be Host objects, got {type(h).__name__}")
+                continue
+            for d in h.devices:
+                if d not in devices:
+                    problems.append(f"host {h.name!r}: unknown device {d!r}")
+                elif d in seen:
+                    problems.append(f"device {d!r} is on two hosts, {seen[d]!r} and {h.name!r}")
+                seen.setdefault(d, h.name)
+        names = [h.name for h in self.hosts if isinstance(h, Host)]
+        if len(set(names)) != len(names):
+            problems.append(f"duplicate host names: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
+        return problems
+
+    def core_pools(self) -> list[tuple[str, int, tuple[int, ...]]]:
+        """(host name, cores, device indices) of every host whose devices share a limited number of cores."""
+        index = {n: k for k, (n, _) in enumerate(self.devices)}
+        return [(h.name, h.cores, tuple(index[d] for d in h.devices)) for h in self.hosts if h.cores is not None]
+
+    def host_of(self, device: str) -> Host:
+        """The host of ``device`` (a host of its own, with no core limit, when none lists it)."""
+        for h in self.hosts:
+            if device in h.devices:
+                return h
+        self.device(device)  # an unknown name says so
+        return Host(device, (device,), None)
 
     def _build_graph(self) -> nx.Graph:
         g = nx.Graph(name=self.name)
@@ -154,6 +221,10 @@ class Cluster:
         devices = tuple((n, s.scaled(f)) for (n, s), f in zip(self.devices, factors))
         return dataclasses.replace(self, devices=devices)
 
+    def with_hosts(self, hosts: Iterable[Host]) -> "Cluster":
+        """A copy with ``hosts`` instead of its own."""
+        return dataclasses.replace(self, hosts=tuple(hosts))
+
     # ---- builders -----------------------------------------------------------------
     @classmethod
     def star(
@@ -192,13 +263,16 @@ class Cluster:
         )
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "name": self.name,
             "coordinator": self.coordinator,
             "devices": {n: s.to_dict() for n, s in self.devices},
             "switches": list(self.switches),
             "links": [{"a": a, "b": b, "link": l.to_dict()} for a, b, l in self.links],
         }
+        if self.hosts:
+            out["hosts"] = [h.to_dict() for h in self.hosts]
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -212,7 +286,7 @@ class Cluster:
         """
         if not isinstance(data, dict):
             raise ValueError(f"cluster: expected a JSON object, got {type(data).__name__}")
-        unknown = sorted(set(data) - {"name", "coordinator", "devices", "switches", "links"})
+        unknown = sorted(set(data) - {"name", "coordinator", "devices", "switches", "links", "hosts"})
         if unknown or "devices" not in data:
             raise ValueError(
                 f"cluster: unknown keys {unknown}" if unknown else "cluster: missing key 'devices'"
@@ -227,8 +301,21 @@ class Cluster:
             coordinator=data.get("coordinator", devices[0][0] if devices else ""),
             switches=tuple(data.get("switches", ())),
             name=data.get("name", "cluster"),
+            hosts=_hosts(data.get("hosts", [])),
         )
 
     @classmethod
     def from_json(cls, text: str) -> "Cluster":
         return cls.from_dict(json.loads(text))
+
+
+def _hosts(raw) -> tuple[Host, ...]:
+    """Hosts from JSON: a list of {"name", "cores", "devices"} or a dict name -> {"cores", "devices"}."""
+    items = raw.items() if isinstance(raw, dict) else [(h.get("name") if isinstance(h, dict) else None, h) for h in raw]
+    out = []
+    for name, h in items:
+        if not isinstance(h, dict) or set(h) - {"name", "cores", "devices"} or "devices" not in h:
+            raise ValueError(f"cluster: host {name!r} must be an object with 'devices' (a list of device names) and "
+                             f"optionally 'cores' (an integer, or null for devices that compute independently)")
+        out.append(Host(str(name), tuple(h["devices"]), h.get("cores")))
+    return tuple(out)

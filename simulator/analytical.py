@@ -13,6 +13,11 @@ the cost model's compute time, FLOP and bytes. The step time:
 - ``order="interleaved"``: the lower bound max(busiest device, busiest link direction,
   longest micro-batch chain).
 
+Either way the step is at least each host's total work over its cores, for hosts that
+limit their devices' cores (``d2ft.cluster.Host``): ranks sharing a machine cannot finish
+sooner than its cores can do their work. Not modelled beyond that bound: when in the
+step the cores are short (the graph path schedules them).
+
 ``evaluate_batch`` evaluates N plans of one placement at once, the same formulas over an
 (N, micro_batch, layer, head) array: what-if sweeps over many plans pay numpy's overhead
 once, not per plan.
@@ -91,6 +96,8 @@ class Analytical:
         self.params_sub = model.subnet.params
         self.opt_per_param = optimizer_bytes_per_param(model.dtype_bytes)
         self.coord_params = model.coordinator_work.params
+        # Hosts sharing cores: (cores, 0/1 mask of their devices) per host.
+        self.pools = [(cores, np.isin(np.arange(K), ks).astype(float)) for _, cores, ks in cluster.core_pools()]
 
     def _init_messages(self, cluster, K: int, c: int, a: float) -> None:
         """Per device: message times to and from the coordinator, link hold times, the fan-out queue."""
@@ -170,6 +177,7 @@ class Analytical:
             links = max((np.einsum("k,kd->d", ((act_f + act_b).sum((0, 1)) * hv).astype(float), h).max()
                          for h in self.link_hold.values()), default=0.0)
             step = max(busy.max(), links, chains.max() + opt.max())
+        step = max([step] + [float(busy @ mask) / cores for cores, mask in self.pools])
         return dict(step_time_s=float(step), busy_s=busy, flop=flop, mem_bytes=mem, sent_bytes=sent,
                     recv_bytes=recv, chains_s=chains, optimizer_s=opt)
 
@@ -228,6 +236,8 @@ class Analytical:
             links = np.max([np.einsum("nk,kd->nd", uses, h).max(1) for h in self.link_hold.values()], axis=0) \
                 if self.link_hold else np.zeros(N)
             step = np.maximum(np.maximum(busy.max(1), links), chains.max(1) + opt.max(1))
+        for cores, mask in self.pools:  # a host's work over its cores
+            step = np.maximum(step, busy @ mask / cores)
         return dict(step_time_s=step, busy_s=busy, flop=flop, mem_bytes=mem, sent_bytes=sent, recv_bytes=recv,
                     chains_s=chains, optimizer_s=opt)
 

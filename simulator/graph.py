@@ -4,9 +4,10 @@
 networkx DiGraph. Node attributes:
 
 - ``kind``: "compute" (a device task) or "transfer" (a message);
-- ``resources``: what the node holds: ("dev", name) for a compute task, and for a transfer
-  each link direction on its route, ("link", u, v) (or ("link", {u, v}) for a half-duplex
-  medium such as Wi-Fi, whose directions share the air);
+- ``resources``: what the node holds: ("dev", name) for a compute task, and one core of its
+  host's pool, ("cores", host, C), where its host limits its devices' cores
+  (``d2ft.cluster.Host``); for a transfer each link direction on its route, ("link", u, v)
+  (or ("link", {u, v}) for a half-duplex medium such as Wi-Fi, whose directions share the air);
 - ``hold_s``: how long it holds its resources, s; ``duration_s``: until it completes, s
   (a transfer adds its route latency after releasing the links: cut-through);
 - ``order``: its place in the list every resource serves in; ``item``: the Task or Message.
@@ -16,7 +17,8 @@ Edges are data dependencies of the execution model (design.md): a block half's p
 tasks, their replies, then the post task; micro-batches are independent of each other.
 
 ``schedule`` is list scheduling with a static priority list: every resource (a device's
-compute, a link direction) serves its nodes one at a time in list order; a node starts
+compute, a link direction) serves its nodes one at a time in list order, and a host's pool
+of C cores serves C at a time (each node takes the core that frees first); a node starts
 when its dependencies have completed and each of its resources has finished the node
 before it in the list. ``order="sequential"`` lists micro-batches one after another, as
 the runtime executes them; ``"interleaved"`` lists the same step (block half, role) of
@@ -26,8 +28,14 @@ fixed list, the schedule is a longest-path computation, so a faster device or li
 work, never lengthens the step (fair processor sharing can: a transfer finishing earlier
 may slow another on the critical path).
 
-Not modelled: fair-share interleaving of bytes on a link (transfers take turns), compute
-and communication contending for memory bandwidth, network protocol overhead, stragglers
+A host's cores are held at full speed by at most C tasks at once, which waits where the
+machine would time-slice (processor sharing): the same total work per core, a different
+order. More cores never lengthen the step (the pool's free times only move earlier), and
+a host of one device changes nothing (its device already runs one task at a time).
+
+Not modelled: fair-share interleaving of bytes on a link (transfers take turns), processor
+sharing of a host's cores (tasks wait for a core instead), compute and communication
+contending for memory bandwidth, the cores that waiting and messaging themselves take, network protocol overhead, stragglers
 and jitter, and memory over time (peak memory comes from the cost model).
 """
 
@@ -55,7 +63,7 @@ def step_graph(plan, model, cluster, order: str = "sequential", cost: CostModel 
         return _chain_graph(pipeline_stream(plan, model, cluster), cluster, order)
     cost = cost or CostModel(model, cluster)
     coord = cluster.coordinator_index
-    g = nx.DiGraph()
+    g = nx.DiGraph(pools=_pools(cluster))
     last = None  # the coordinator's latest chain task
     pending: list[int] = []  # replies the next coordinator task waits for
     inbox: dict[int, int] = {}  # device -> its latest incoming message
@@ -103,7 +111,7 @@ def _chain_graph(stream, cluster, order: str) -> nx.DiGraph:
 
     Every node of the pipeline stream is there whatever the ops, so its position within its
     micro-batch is a stable interleaving key."""
-    g = nx.DiGraph()
+    g = nx.DiGraph(pools=_pools(cluster))
     routes: dict = {}
     seen: dict[int, int] = {}
     previous: dict[int, int] = {}
@@ -118,10 +126,16 @@ def _chain_graph(stream, cluster, order: str) -> nx.DiGraph:
     return g
 
 
+def _pools(cluster) -> dict[int, tuple]:
+    """Device index -> the ("cores", host, C) pool its compute tasks take a core of (hosts that limit cores)."""
+    return {k: ("cores", host, cores) for host, cores, ks in cluster.core_pools() for k in ks}
+
+
 def _add_node(g: nx.DiGraph, n: int, item, cluster, routes: dict) -> None:
     names = cluster.device_names
     if isinstance(item, Task):
-        g.add_node(n, kind="compute", item=item, resources=(("dev", names[item.device]),),
+        pool = g.graph["pools"].get(item.device)
+        g.add_node(n, kind="compute", item=item, resources=(("dev", names[item.device]),) + ((pool,) if pool else ()),
                    hold_s=item.time_s, duration_s=item.time_s)
         return
     key = (item.src, item.dst)
@@ -152,7 +166,7 @@ def schedule(g: nx.DiGraph) -> dict:
     Returns {"start": {n: s}, "end": {n: s}, "makespan_s": s, "critical_path": [n, ...]}.
     """
     start, end, why = {}, {}, {}
-    free: dict = {}  # resource -> (time it is free, node that held it last)
+    free: dict = {}  # resource -> (time it is free, node that held it last); a pool -> one such per core
     data = dict(g.nodes(data=True))
     preds = g.pred
     for n in sorted(data, key=lambda n: data[n]["order"]):
@@ -161,13 +175,23 @@ def schedule(g: nx.DiGraph) -> dict:
         for d in preds[n]:
             if end[d] > t:
                 t, cause = end[d], d
+        taken = {}
         for r in node["resources"]:
-            if r in free and free[r][0] > t:
-                t, cause = free[r]
+            if r[0] == "cores":  # the core of the host's pool that frees first
+                cores = free.setdefault(r, [(0.0, None)] * r[2])
+                taken[r] = min(range(len(cores)), key=lambda i: cores[i][0])
+                held = cores[taken[r]]
+            else:
+                held = free.get(r)
+            if held is not None and held[0] > t:
+                t, cause = held
         start[n], end[n], why[n] = t, t + node["duration_s"], cause
         release = t + node["hold_s"]
         for r in node["resources"]:
-            free[r] = (release, n)
+            if r in taken:
+                free[r][taken[r]] = (release, n)
+            else:
+                free[r] = (release, n)
     makespan = max(end.values(), default=0.0)
     path = []
     n = max(end, key=end.get) if end else None

@@ -200,3 +200,54 @@ def test_batched_analytical_evaluation_equals_one_plan_at_a_time(data):
         alone = an.evaluate(plan)
         for key, value in alone.items():
             np.testing.assert_allclose(together[key][i], value, rtol=1e-9, atol=1e-15, err_msg=key)
+
+
+def _hosted(cluster, cores):
+    from d2ft import Host
+
+    return cluster.with_hosts([Host("machine", cluster.device_names, cores)])
+
+
+@settings(max_examples=30)
+@given(st.data())
+def test_a_host_of_cores_only_ever_slows_and_more_cores_never_do(data):
+    """Ranks on one host of C cores: never faster than without the limit, never slower with a core more, exactly
+    as without it once C covers every device; a host of one device (each device its own) changes nothing."""
+    from d2ft import Host
+
+    model, cluster = tiny_model(depth=3, heads=2), star(4, latency=1e-6, flops=2e8)
+    plan = data.draw(plans(model, cluster, max_mb=3))
+    order = data.draw(st.sampled_from(["sequential", "interleaved"]))
+    free = simulate(plan, model, cluster, order=order).step_time_s
+    times = [simulate(plan, model, _hosted(cluster, c), order=order).step_time_s for c in (1, 2, 3, 4)]
+    assert all(t >= free - 1e-12 for t in times)
+    assert all(later <= earlier + 1e-12 for earlier, later in zip(times, times[1:]))
+    assert times[-1] == pytest.approx(free, rel=1e-12, abs=1e-15)
+    own = cluster.with_hosts([Host(f"h{k}", (n,), 1) for k, n in enumerate(cluster.device_names)])
+    assert simulate(plan, model, own, order=order).step_time_s == free
+    for path_order in ("sequential", "interleaved"):  # the analytical path: at least a host's work over its cores
+        an = Analytical(model, _hosted(cluster, 1), plan.placement, plan.micro_batch_size, order=path_order)
+        r = an.evaluate(plan)
+        assert r["step_time_s"] >= r["busy_s"].sum() - 1e-12
+        assert Analytical(model, own, plan.placement, plan.micro_batch_size, order=path_order).evaluate(plan)[
+            "step_time_s"] == Analytical(model, cluster, plan.placement, plan.micro_batch_size,
+                                         order=path_order).evaluate(plan)["step_time_s"]
+
+
+def test_hosts_round_trip_and_bad_hosts_are_named():
+    from d2ft import Cluster, Host
+
+    model = tiny_model(depth=3, heads=2)
+    four = star(4, latency=1e-6, flops=2e8)
+    plan = Plan.uniform(model, four, Op.FULL, 2, 4, placement=[[1, 2], [3, 1], [2, 3]])
+    free, one, two = (simulate(plan, model, c).step_time_s for c in (four, _hosted(four, 1), _hosted(four, 2)))
+    assert one > two > free  # three workers computing at once wait for a core
+    cluster = _hosted(star(3), 2)
+    assert Cluster.from_json(cluster.to_json()) == cluster and cluster.core_pools() == [("machine", 2, (0, 1, 2))]
+    assert "hosts" not in star(3).to_dict()  # a cluster without hosts writes what it always did
+    with pytest.raises(ValueError, match="device 'd0' is on two hosts"):
+        star(3).with_hosts([Host("a", ("d0",), 1), Host("b", ("d0", "d1"), 1)])
+    with pytest.raises(ValueError, match="cores must be a positive integer"):
+        Host("a", ("d0",), 0)
+    with pytest.raises(ValueError, match="host 'x' must be an object with 'devices'"):
+        Cluster.from_dict({**star(2).to_dict(), "hosts": {"x": {"cpus": 2}}})

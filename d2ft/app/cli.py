@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import one_line
-from . import demo, env, report, runs, traces, whatif
+from . import demo, env, machine, report, runs, traces, whatif
 
 EPILOG = """\
 exit status: 0 done; 1 a run failed (a rank failed or died: the message names it);
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="d2ft", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"d2ft {env.version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
-    for module in (whatif, traces, runs, demo, report, env):
+    for module in (whatif, traces, runs, machine, demo, report, env):
         module.add_parsers(sub)
     return parser
 

@@ -80,10 +80,17 @@ def cmd_list(args: argparse.Namespace) -> int:
                        f"{fmt_bytes(d.memory_bytes)}" for k, d in catalogue.DEVICES.items()},
         "links": {k: f"{l.name}: {l.bandwidth / 1e9:g} GB/s, {fmt_time(l.latency_s)}" for k, l in catalogue.LINKS.items()},
         "clusters": {k: ", ".join(f"{n}={s.name}" for n, s in catalogue.cluster_preset(k).devices)
-                     for k in catalogue.PRESETS},
+                     + _hosts_text(catalogue.cluster_preset(k)) for k in catalogue.PRESETS},
     }[args.what]
     emit(args, items, "\n".join(f"{k:<34} {v}" for k, v in items.items()))
     return 0
+
+
+def _hosts_text(cluster) -> str:
+    """"; hosts: name (n devices, C cores)" for a cluster whose hosts hold several devices or limit cores."""
+    hosts = [f"{h.name} ({len(h.devices)} devices" + (f", {h.cores} cores shared)" if h.cores else ")")
+             for h in cluster.hosts]
+    return f"; hosts: {', '.join(hosts)}" if hosts else "; one host per device"
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
