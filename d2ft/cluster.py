@@ -162,7 +162,7 @@ class Cluster:
         return nx.freeze(self._build_graph())
 
     # ---- lookups ------------------------------------------------------------------
-    @property
+    @cached_property
     def device_names(self) -> tuple[str, ...]:
         return tuple(n for n, _ in self.devices)
 

@@ -196,9 +196,10 @@ class CostModel:
         p_bytes, g_bytes, o_bytes = STATE_BYTES_PER_PARAM[min(M.dtype_bytes, 4)]
         held = [0] * self.cluster.num_devices
         held[self._coord] = M.coordinator_work.params
+        subnet = M.subnet  # a computed property: once
         for row in plan.placement:
             for k in row:
-                held[k] += M.subnet.params
+                held[k] += subnet.params
         acts = [0.0] * self.cluster.num_devices
         coord_acts = b * (M.embed.saved_bytes + M.depth * M.block_shared.saved_bytes + M.classifier.saved_bytes)
         groups = _groups_by_device(plan)
@@ -210,7 +211,7 @@ class CostModel:
                     n_full = sum(1 for h in heads if grid[l][h] is Op.FULL)
                     if n_full:
                         inputs = 0 if k == self._coord else len(self.halves) * M.activation_bytes(b)
-                        mb[k] += n_full * b * M.subnet.saved_bytes + inputs
+                        mb[k] += n_full * b * subnet.saved_bytes + inputs
             acts = [max(x, y) for x, y in zip(acts, mb)]
         return [{"params": n * p_bytes, "grads": n * g_bytes, "optimizer": n * o_bytes, "activations": x}
                 for n, x in zip(held, acts)]

@@ -5,9 +5,9 @@ Imports ``d2ft`` (and numpy), never torch or ``runtime``. ``simulate`` returns t
 """
 
 from .analytical import Analytical
-from .graph import schedule, step_graph
+from .graph import flat_step_graph, schedule, schedule_flat, step_graph
 from .simulate import PATHS, simulate
 from .sweep import RECORD_FIELDS, resized, sweep, with_link_bandwidth
 
-__all__ = ["Analytical", "PATHS", "RECORD_FIELDS", "resized", "schedule", "simulate", "step_graph", "sweep",
-           "with_link_bandwidth"]
+__all__ = ["Analytical", "PATHS", "RECORD_FIELDS", "flat_step_graph", "resized", "schedule", "schedule_flat",
+           "simulate", "step_graph", "sweep", "with_link_bandwidth"]

@@ -50,9 +50,54 @@ ORDERS = ("sequential", "interleaved")
 MODES = ("width", "depth")
 
 
+class Flat:
+    """The task graph as flat lists indexed by node (what ``schedule_flat`` reads): a node's ``item``, ``kind``,
+    ``resources``, ``hold_s``, ``duration_s``, ``order`` key and predecessors, as ``step_graph``'s node
+    attributes and edges hold them."""
+
+    __slots__ = ("item", "kind", "resources", "hold_s", "duration_s", "order", "preds", "pools")
+
+    def __init__(self, pools: dict) -> None:
+        self.item, self.kind, self.resources, self.hold_s, self.duration_s, self.order = [], [], [], [], [], []
+        self.preds: list[list[int]] = []
+        self.pools = pools
+
+    def add_node(self, n: int, kind: str, item, resources: tuple, hold_s: float, duration_s: float) -> None:
+        assert n == len(self.item), "nodes are added in order"
+        self.item.append(item)
+        self.kind.append(kind)
+        self.resources.append(resources)
+        self.hold_s.append(hold_s)
+        self.duration_s.append(duration_s)
+        self.order.append(None)
+        self.preds.append([])
+
+    def add_edge(self, a: int, b: int) -> None:
+        if a not in self.preds[b]:  # as networkx: one edge per pair
+            self.preds[b].append(a)
+
+    def to_networkx(self) -> nx.DiGraph:
+        """The same graph as a networkx DiGraph (node attributes as the module docstring lists)."""
+        g = nx.DiGraph(pools=self.pools)
+        for n, item in enumerate(self.item):
+            g.add_node(n, kind=self.kind[n], item=item, resources=self.resources[n], hold_s=self.hold_s[n],
+                       duration_s=self.duration_s[n], order=self.order[n])
+        for n, preds in enumerate(self.preds):
+            for d in preds:
+                g.add_edge(d, n)
+        return g
+
+
 def step_graph(plan, model, cluster, order: str = "sequential", cost: CostModel | None = None,
                mode: str = "width") -> nx.DiGraph:
-    """The task graph of one step of ``plan`` (module docstring); ``mode="depth"``: pipeline.py."""
+    """The task graph of one step of ``plan`` as a networkx DiGraph (module docstring), to inspect or export;
+    ``mode="depth"``: pipeline.py. ``simulate`` schedules the same graph from flat lists (``flat_step_graph``)."""
+    return flat_step_graph(plan, model, cluster, order, cost, mode).to_networkx()
+
+
+def flat_step_graph(plan, model, cluster, order: str = "sequential", cost: CostModel | None = None,
+                    mode: str = "width") -> Flat:
+    """The task graph of one step of ``plan`` as a ``Flat`` (``step_graph`` is its networkx view)."""
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r}; valid: {', '.join(ORDERS)}")
     if mode not in MODES:
@@ -63,7 +108,7 @@ def step_graph(plan, model, cluster, order: str = "sequential", cost: CostModel 
         return _chain_graph(pipeline_stream(plan, model, cluster), cluster, order)
     cost = cost or CostModel(model, cluster)
     coord = cluster.coordinator_index
-    g = nx.DiGraph(pools=_pools(cluster))
+    g = Flat(_pools(cluster))
     last = None  # the coordinator's latest chain task
     pending: list[int] = []  # replies the next coordinator task waits for
     inbox: dict[int, int] = {}  # device -> its latest incoming message
@@ -102,16 +147,16 @@ def step_graph(plan, model, cluster, order: str = "sequential", cost: CostModel 
             rank = (stage[mb], 3, item.src)
         # sequential: stream order; interleaved: the same step of every micro-batch together. Both
         # keys stay put when other nodes come or go, so less work never reorders the list.
-        g.nodes[n]["order"] = (n,) if order == "sequential" else (rank[0], rank[1], mb, rank[2])
+        g.order[n] = (n,) if order == "sequential" else (rank[0], rank[1], mb, rank[2])
     return g
 
 
-def _chain_graph(stream, cluster, order: str) -> nx.DiGraph:
+def _chain_graph(stream, cluster, order: str) -> Flat:
     """A graph in which every node of a micro-batch follows the one before it (pipeline mode).
 
     Every node of the pipeline stream is there whatever the ops, so its position within its
     micro-batch is a stable interleaving key."""
-    g = nx.DiGraph(pools=_pools(cluster))
+    g = Flat(_pools(cluster))
     routes: dict = {}
     seen: dict[int, int] = {}
     previous: dict[int, int] = {}
@@ -131,26 +176,26 @@ def _pools(cluster) -> dict[int, tuple]:
     return {k: ("cores", host, cores) for host, cores, ks in cluster.core_pools() for k in ks}
 
 
-def _add_node(g: nx.DiGraph, n: int, item, cluster, routes: dict) -> None:
+def _add_node(g: Flat, n: int, item, cluster, routes: dict) -> None:
     names = cluster.device_names
     if isinstance(item, Task):
-        pool = g.graph["pools"].get(item.device)
-        g.add_node(n, kind="compute", item=item, resources=(("dev", names[item.device]),) + ((pool,) if pool else ()),
-                   hold_s=item.time_s, duration_s=item.time_s)
+        pool = g.pools.get(item.device)
+        g.add_node(n, "compute", item, (("dev", names[item.device]),) + ((pool,) if pool else ()),
+                   item.time_s, item.time_s)
         return
     key = (item.src, item.dst)
     if key not in routes:
         routes[key] = _route(cluster, names[item.src], names[item.dst])
     links, latency, bandwidth = routes[key]
     hold = item.nbytes / bandwidth
-    g.add_node(n, kind="transfer", item=item, resources=links, hold_s=hold, duration_s=hold + latency)
+    g.add_node(n, "transfer", item, links, hold, hold + latency)
 
 
-def _set_order(g: nx.DiGraph, n: int, item, order: str, seen: dict) -> None:
+def _set_order(g: Flat, n: int, item, order: str, seen: dict) -> None:
     """sequential: stream order; interleaved: the k-th node of every micro-batch together, optimizers last."""
     mb = item.micro_batch
     seen[mb] = seen.get(mb, -1) + 1
-    g.nodes[n]["order"] = (n,) if order == "sequential" else ((seen[mb], mb) if mb >= 0 else (1 << 60, n))
+    g.order[n] = (n,) if order == "sequential" else ((seen[mb], mb) if mb >= 0 else (1 << 60, n))
 
 
 def _route(cluster, a: str, b: str) -> tuple[tuple, float, float]:
@@ -160,10 +205,56 @@ def _route(cluster, a: str, b: str) -> tuple[tuple, float, float]:
     return resources, sum(l.latency_s for _, _, l in hops), min(l.bandwidth for _, _, l in hops)
 
 
+def schedule_flat(g: Flat) -> dict:
+    """``schedule`` over a ``Flat`` graph: the same list scheduling with lists indexed by node, resources
+    numbered once, a pool's cores in a plain list. Returns the same dict, with lists for start and end."""
+    n_nodes = len(g.item)
+    ids: dict = {}
+    res = [[ids.setdefault(r, len(ids)) for r in rs] for rs in g.resources]
+    pool_size = {ids[r]: r[2] for rs in g.resources for r in rs if r[0] == "cores"}
+    free_t = [0.0] * len(ids)
+    free_n: list = [None] * len(ids)
+    cores = {i: ([0.0] * c, [None] * c) for i, c in pool_size.items()}
+    start, end, why = [0.0] * n_nodes, [0.0] * n_nodes, [None] * n_nodes
+    order = sorted(range(n_nodes), key=g.order.__getitem__)
+    preds, duration, hold = g.preds, g.duration_s, g.hold_s
+    for n in order:
+        t, cause = 0.0, None
+        for d in preds[n]:
+            if end[d] > t:
+                t, cause = end[d], d
+        taken = None
+        for r in res[n]:
+            if r in cores:
+                times, holders = cores[r]
+                i = times.index(min(times))  # the core that frees first (the lowest such, as ``schedule``)
+                taken = (r, i)
+                if times[i] > t:
+                    t, cause = times[i], holders[i]
+            elif free_t[r] > t and free_n[r] is not None:
+                t, cause = free_t[r], free_n[r]
+        start[n], end[n], why[n] = t, t + duration[n], cause
+        release = t + hold[n]
+        for r in res[n]:
+            if taken is not None and r == taken[0]:
+                cores[r][0][taken[1]], cores[r][1][taken[1]] = release, n
+            else:
+                free_t[r], free_n[r] = release, n
+    makespan = max(end, default=0.0)
+    path = []
+    n = max(range(n_nodes), key=end.__getitem__) if n_nodes else None
+    while n is not None:
+        path.append(n)
+        n = why[n]
+    return {"start": start, "end": end, "makespan_s": makespan, "critical_path": path[::-1]}
+
+
 def schedule(g: nx.DiGraph) -> dict:
     """Start and end times of every node, and the critical path (module docstring).
 
-    Returns {"start": {n: s}, "end": {n: s}, "makespan_s": s, "critical_path": [n, ...]}.
+    Returns {"start": {n: s}, "end": {n: s}, "makespan_s": s, "critical_path": [n, ...]}. The reference
+    implementation over a networkx graph; ``simulate`` runs ``schedule_flat``, which must agree with it
+    event for event (tests/test_simulator.py).
     """
     start, end, why = {}, {}, {}
     free: dict = {}  # resource -> (time it is free, node that held it last); a pool -> one such per core

@@ -21,7 +21,7 @@ from d2ft.errors import expect
 from d2ft.plan import Plan
 from d2ft.trace import DeviceStats, Event, Trace
 
-from .graph import schedule, step_graph
+from .graph import Flat, flat_step_graph, schedule_flat
 
 PATHS = ("graph", "analytical")
 
@@ -44,8 +44,8 @@ def simulate(plan, model, cluster, path: str = "graph", order: str = "sequential
 
         return Analytical(model, cluster, plan.placement, plan.micro_batch_size, order).trace(plan)
     cost = CostModel(model, cluster)
-    g = step_graph(plan, model, cluster, order, cost, mode)
-    sched = schedule(g)
+    g = flat_step_graph(plan, model, cluster, order, cost, mode)
+    sched = schedule_flat(g)
     if mode == "depth":
         from .pipeline import pipeline_peak_memory
 
@@ -61,7 +61,7 @@ def _check_cluster(cluster) -> None:
             raise ValueError(f"link {a}-{b} has bandwidth {link.bandwidth!r} B/s: every link needs a positive bandwidth")
 
 
-def _trace(g, sched, plan, cluster, peak: list[float], order: str, mode: str) -> Trace:
+def _trace(g: Flat, sched, plan, cluster, peak: list[float], order: str, mode: str) -> Trace:
     names = cluster.device_names
     start, end = sched["start"], sched["end"]
     busy = defaultdict(float)
@@ -72,13 +72,11 @@ def _trace(g, sched, plan, cluster, peak: list[float], order: str, mode: str) ->
     links = defaultdict(int)
     events = []
     hops: dict[tuple[str, str], list[str]] = {}
-    data = dict(g.nodes(data=True))
-    for n in sorted(data, key=lambda n: (start[n], n)):
-        node = data[n]
-        item = node["item"]
-        if node["kind"] == "compute":
+    for n in sorted(range(len(g.item)), key=lambda n: (start[n], n)):
+        item = g.item[n]
+        if g.kind[n] == "compute":
             dev = names[item.device]
-            busy[dev] += node["duration_s"]
+            busy[dev] += g.duration_s[n]
             flop[dev] += item.flop
             layer = f" L{item.layer}" if item.layer >= 0 else ""
             kind = "optimizer" if item.part == "optimizer" else "compute"
@@ -112,24 +110,24 @@ def _trace(g, sched, plan, cluster, peak: list[float], order: str, mode: str) ->
     })
 
 
-def _label(g, n, names) -> str:
-    item = g.nodes[n]["item"]
-    if g.nodes[n]["kind"] == "compute":
+def _label(g: Flat, n: int, names) -> str:
+    item = g.item[n]
+    if g.kind[n] == "compute":
         return f"{names[item.device]}: {item.phase} {item.part} L{item.layer} mb{item.micro_batch}"
     return f"{names[item.src]}->{names[item.dst]}: {item.phase} {item.half} L{item.layer} mb{item.micro_batch}"
 
 
-def bottleneck(g, sched, names) -> dict:
+def bottleneck(g: Flat, sched, names) -> dict:
     """The resource holding the critical path longest: {"resource", "kind", "share"} of the makespan."""
     held = defaultdict(float)
     for n in sched["critical_path"]:
-        node, item = g.nodes[n], g.nodes[n]["item"]
-        if node["kind"] == "compute":
-            held[names[item.device]] += node["duration_s"]
+        item = g.item[n]
+        if g.kind[n] == "compute":
+            held[names[item.device]] += g.duration_s[n]
         else:
             key = "link " + " + ".join(f"{r[1]}-{r[2]}" if len(r) == 3 else "-".join(sorted(r[1]))
-                                       for r in node["resources"])
-            held[key] += node["duration_s"]
+                                       for r in g.resources[n])
+            held[key] += g.duration_s[n]
     if not held or sched["makespan_s"] <= 0:
         return {"resource": None, "kind": None, "share": 0.0}
     resource = max(held, key=held.get)

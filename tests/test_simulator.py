@@ -251,3 +251,23 @@ def test_hosts_round_trip_and_bad_hosts_are_named():
         Host("a", ("d0",), 0)
     with pytest.raises(ValueError, match="host 'x' must be an object with 'devices'"):
         Cluster.from_dict({**star(2).to_dict(), "hosts": {"x": {"cpus": 2}}})
+
+
+@settings(max_examples=30)
+@given(st.data())
+def test_the_flat_scheduler_equals_the_networkx_one_event_for_event(data):
+    """simulate schedules flat lists (schedule_flat); the networkx graph and its scheduler stay the reference
+    and the exported view: every node's start and end, the makespan and the critical path agree exactly."""
+    from simulator import flat_step_graph, schedule, schedule_flat, step_graph
+
+    model, cluster = tiny_model(depth=3, heads=2), star(4, latency=1e-6, flops=2e8)
+    if data.draw(st.booleans()):
+        cluster = _hosted(cluster, data.draw(st.integers(1, 4)))
+    plan = data.draw(plans(model, cluster, max_mb=3))
+    order = data.draw(st.sampled_from(["sequential", "interleaved"]))
+    flat = schedule_flat(flat_step_graph(plan, model, cluster, order))
+    g = step_graph(plan, model, cluster, order)
+    ref = schedule(g)
+    assert flat["start"] == [ref["start"][n] for n in g.nodes] and flat["end"] == [ref["end"][n] for n in g.nodes]
+    assert flat["makespan_s"] == ref["makespan_s"] and flat["critical_path"] == ref["critical_path"]
+    assert simulate(plan, model, cluster, order=order).step_time_s == ref["makespan_s"]
