@@ -49,19 +49,21 @@ class Scores:
                 if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                     problems.append(f"{name} scores must be finite and >= 0, found {v!r}")
                     break
-        if "ragged" in (_shape(self.forward), _shape(self.backward)):
+        shape, other = _shape(self.forward), _shape(self.backward)
+        if "ragged" in (shape, other):
             problems.append("scores are ragged: every block needs one score per head")
-        elif _shape(self.forward) != _shape(self.backward):
-            problems.append(f"forward shape {_shape(self.forward)} differs from backward shape {_shape(self.backward)}")
+        elif shape != other:
+            problems.append(f"forward shape {shape} differs from backward shape {other}")
         raise_problems("scores", problems)
+        object.__setattr__(self, "_dims", shape)  # walked once: ``at`` runs per item in every solve
 
     @property
     def per_micro_batch(self) -> bool:
-        return len(_shape(self.forward)) == 3
+        return len(self._dims) == 3
 
     def check_shape(self, depth: int, heads: int, micro_batches: int) -> None:
         """Raises ValueError unless the scores fit a plan of this shape."""
-        shape = _shape(self.forward)
+        shape = self._dims
         ok = shape in ((depth, heads), (micro_batches, depth, heads))
         shape = "ragged (rows of different lengths)" if shape == "ragged" else shape
         if not ok:
@@ -72,7 +74,7 @@ class Scores:
 
     def at(self, m: int, l: int, h: int) -> tuple[float, float]:
         """(s_fwd, s_bwd) of subnet (l, h) in micro-batch m."""
-        if self.per_micro_batch:
+        if len(self._dims) == 3:
             return self.forward[m][l][h], self.backward[m][l][h]
         return self.forward[l][h], self.backward[l][h]
 
