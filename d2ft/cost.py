@@ -170,16 +170,17 @@ class CostModel:
         return (2 + 2 * op.runs_backward) * len(self.halves) * self.model.activation_bytes(micro_batch_size) if op.runs_forward else 0
 
     # ---- a whole step -------------------------------------------------------------
-    def stream(self, plan: Plan) -> list[Task | Message]:
+    def stream(self, plan: Plan, inference: bool = False) -> list[Task | Message]:
         """Every task and message of one step of ``plan`` in execution order (``d2ft.schedule``),
-        each compute entry priced."""
+        each compute entry priced; ``inference``: the forward pass only."""
         expect(plan, Plan, "plan", "read one with Plan.from_dict or Plan.from_json")
         plan.validate(self.model, self.cluster)
-        return [self.price(x) if isinstance(x, Compute) else x for x in step_stream(plan, self.model, self._coord)]
+        return [self.price(x) if isinstance(x, Compute) else x
+                for x in step_stream(plan, self.model, self._coord, inference=inference)]
 
-    def tasks_and_messages(self, plan: Plan) -> tuple[list[Task], list[Message]]:
+    def tasks_and_messages(self, plan: Plan, inference: bool = False) -> tuple[list[Task], list[Message]]:
         """Every compute task and message of one step of ``plan`` (``stream`` split by kind)."""
-        s = self.stream(plan)
+        s = self.stream(plan, inference)
         return [x for x in s if isinstance(x, Task)], [x for x in s if isinstance(x, Message)]
 
     def peak_memory(self, plan: Plan) -> list[float]:
@@ -187,13 +188,18 @@ class CostModel:
         micro-batch's saved activations (and the inputs it received for backward), B."""
         return [sum(m.values()) for m in self.memory_breakdown(plan)]
 
-    def memory_breakdown(self, plan: Plan) -> list[dict[str, float]]:
+    def memory_breakdown(self, plan: Plan, inference: bool = False) -> list[dict[str, float]]:
         """Per device, the parts of its peak memory at the model's dtype, B: ``params``, ``grads``,
         ``optimizer`` (``STATE_BYTES_PER_PARAM``) and ``activations`` (its largest micro-batch's saved
-        activations and received inputs). Not counted: the framework's own memory (CUDA context,
-        allocator cache, communication buffers) and temporary workspace."""
+        activations and received inputs). ``inference``: a forward pass: the parameters at the model's
+        dtype, no gradients or optimizer state, and as activations the input and output of one block
+        half (the coordinator also holds the residual stream), attention's score matrix not stored (a
+        fused kernel's way). Not counted: the framework's own memory (CUDA context, allocator cache,
+        communication buffers) and temporary workspace."""
         M, b = self.model, plan.micro_batch_size
         p_bytes, g_bytes, o_bytes = STATE_BYTES_PER_PARAM[min(M.dtype_bytes, 4)]
+        if inference:
+            p_bytes, g_bytes, o_bytes = M.dtype_bytes, 0, 0
         held = [0] * self.cluster.num_devices
         held[self._coord] = M.coordinator_work.params
         subnet = M.subnet  # a computed property: once
@@ -201,6 +207,10 @@ class CostModel:
             for k in row:
                 held[k] += subnet.params
         acts = [0.0] * self.cluster.num_devices
+        if inference:
+            a = M.activation_bytes(b)
+            return [{"params": n * p_bytes, "grads": 0, "optimizer": 0,
+                     "activations": (3 if k == self._coord else 2) * a} for k, n in enumerate(held)]
         coord_acts = b * (M.embed.saved_bytes + M.depth * M.block_shared.saved_bytes + M.classifier.saved_bytes)
         groups = _groups_by_device(plan)
         for grid in plan.ops:
@@ -216,11 +226,21 @@ class CostModel:
         return [{"params": n * p_bytes, "grads": n * g_bytes, "optimizer": n * o_bytes, "activations": x}
                 for n, x in zip(held, acts)]
 
-    def step(self, plan: Plan) -> StepCost:
-        """Per-device and total costs of one step of ``plan``, with savings against all-FULL."""
-        tasks, msgs = self.tasks_and_messages(plan)
-        full_tasks, full_msgs = self.tasks_and_messages(plan.with_ops([[[Op.FULL] * plan.heads] * plan.depth] * plan.micro_batches))
-        peak = self.peak_memory(plan)
+    def inference_memory(self, plan: Plan) -> list[float]:
+        """Per device, the memory of a forward pass of ``plan``, B (``memory_breakdown(plan, inference=True)``)."""
+        return [sum(m.values()) for m in self.memory_breakdown(plan, inference=True)]
+
+    def step(self, plan: Plan, inference: bool = False) -> StepCost:
+        """Per-device and total costs of one step of ``plan``, with savings against all-FULL.
+
+        ``inference``: the forward pass of ``plan``'s micro-batches only (evaluation or serving:
+        no backward, no optimizer; FULL and FORWARD_ONLY alike run forward, SKIP does not),
+        against every subnet running; peak memory is then the parameters and one block half's
+        input and output per device (no gradients, optimizer state or saved activations)."""
+        tasks, msgs = self.tasks_and_messages(plan, inference)
+        everything = plan.with_ops([[[Op.FULL] * plan.heads] * plan.depth] * plan.micro_batches)
+        full_tasks, full_msgs = self.tasks_and_messages(everything, inference)
+        peak = self.inference_memory(plan) if inference else self.peak_memory(plan)
         devices = []
         for k, (name, spec) in enumerate(self.cluster.devices):
             mine = [t for t in tasks if t.device == k]

@@ -146,9 +146,10 @@ def trained_params(plan: Plan, model: ModelSpec, coordinator: int) -> list[int]:
     return counts
 
 
-def step_stream(plan: Plan, model: ModelSpec, coordinator: int) -> list[Compute | Message]:
+def step_stream(plan: Plan, model: ModelSpec, coordinator: int, inference: bool = False) -> list[Compute | Message]:
     """Every compute entry and message of one width-wise step of ``plan``, in execution order
-    (module docstring)."""
+    (module docstring). ``inference``: the forward pass only (evaluation or serving): no
+    backward, no optimizer; FULL and FORWARD_ONLY both just run forward."""
     b = plan.micro_batch_size
     a = model.activation_bytes(b)
     out: list[Compute | Message] = []
@@ -157,11 +158,13 @@ def step_stream(plan: Plan, model: ModelSpec, coordinator: int) -> list[Compute 
         for l in range(model.depth):
             _block(out, plan, model, coordinator, "fwd", l, m, a)
         out.append(Compute(coordinator, "fwd", "head", -1, m, model.classifier, samples=b))
+        if inference:
+            continue
         out.append(Compute(coordinator, "bwd", "head", -1, m, model.classifier, samples=b))
         for l in reversed(range(model.depth)):
             _block(out, plan, model, coordinator, "bwd", l, m, a)
         out.append(Compute(coordinator, "bwd", "embed", -1, m, model.embed, samples=b))
-    for k, n in enumerate(trained_params(plan, model, coordinator)):
+    for k, n in enumerate([] if inference else trained_params(plan, model, coordinator)):
         if n:
             out.append(Compute(k, "opt", "optimizer", -1, -1, None, params=n))
     return out

@@ -160,3 +160,31 @@ def test_memory_estimate_by_dtype(capsys):
         assert bf16["activations"] == fp32["activations"] / 2
     assert main(["cost", "--model", "vit_base_patch16_224", "--cluster", "lan-4x3090"]) == 0
     assert "node1      bf16" in capsys.readouterr().out
+
+
+def test_inference_prices_the_forward_pass_only(capsys):
+    """An inference step: forward tasks only (no backward, no optimizer), 2 FLOP per multiply-add of the
+    model's forward pass per image (FULL and FORWARD_ONLY alike), memory without gradients or moments."""
+    import json
+
+    from d2ft.app.cli import main
+    from d2ft.catalogue import device
+    from d2ft.cluster import Cluster
+
+    model = ModelSpec.from_timm("vit_small_patch16_224")
+    one = Cluster(devices=(("g", device("rtx-4090")),), links=(), coordinator="g")
+    cost = CostModel(model, one)
+    for op in (Op.FULL, Op.FORWARD_ONLY):
+        plan = Plan.uniform(model, one, op, 2, 16)
+        tasks, _ = cost.tasks_and_messages(plan, inference=True)
+        assert {t.phase for t in tasks} == {"fwd"}
+        step = cost.step(plan, inference=True)
+        assert step.compute_flop == pytest.approx(2 * model.forward_macs * 32, rel=1e-12)
+        assert step.devices[0].compute_s < cost.step(plan).devices[0].compute_s  # training costs more
+        memory = cost.memory_breakdown(plan, inference=True)[0]
+        assert memory["grads"] == memory["optimizer"] == 0 and memory["params"] == 4 * model.params
+    skipped = cost.step(Plan.uniform(model, one, Op.SKIP, 2, 16), inference=True)
+    assert skipped.compute_saving > 0.9  # only the stem, norms and classifier run
+    assert main(["cost", "--model", "vit_small_patch16_224", "--cluster", "lan-4x3090", "--inference", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["inference"] and record["images_per_s"] > 0 and record["compute_saving"] == 0

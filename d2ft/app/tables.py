@@ -44,14 +44,15 @@ MEMORY_DTYPES = {"fp32": 4, "bf16": 2, "fp16": 2}
 """Element sizes of the memory estimate (bf16 and fp16: mixed precision with fp32 master weights)."""
 
 
-def memory_by_dtype(model, cluster, plan) -> dict[str, list[dict[str, float]]]:
-    """Per dtype of ``MEMORY_DTYPES``, per device: params, grads, optimizer, activations (B) of one step."""
+def memory_by_dtype(model, cluster, plan, inference: bool = False) -> dict[str, list[dict[str, float]]]:
+    """Per dtype of ``MEMORY_DTYPES``, per device: params, grads, optimizer, activations (B) of one step
+    (``inference``: of a forward pass)."""
     from ..model import ModelSpec
 
     out = {}
     for name, d in MEMORY_DTYPES.items():
         m = model if model.dtype_bytes == d else ModelSpec.from_dict({**model.to_dict(), "dtype_bytes": d})
-        out[name] = CostModel(m, cluster).memory_breakdown(plan)
+        out[name] = CostModel(m, cluster).memory_breakdown(plan, inference=inference)
     return out
 
 

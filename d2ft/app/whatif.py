@@ -97,12 +97,18 @@ def cmd_cost(args: argparse.Namespace) -> int:
     """Analytical cost of one step: a plan file, or every subnet running one op."""
     model, cluster = _model_and_cluster(args)
     plan = _plan_from_args(args, model, cluster, Op.from_char(args.op))
-    cost = CostModel(model, cluster).step(plan)
+    cost = CostModel(model, cluster).step(plan, inference=args.inference)
     if args.trace:
         atomic_write_text(args.trace, Trace.from_cost(cost, meta=plan.meta).to_json())
-    memory = memory_by_dtype(model, cluster, plan)
-    emit(args, {**step_record(cost), "memory_bytes": memory},
-         step_table(cost) + "\n\n" + memory_table(memory, [n for n, _ in cluster.devices], cluster))
+    memory = memory_by_dtype(model, cluster, plan, inference=args.inference)
+    record = {**step_record(cost), "memory_bytes": memory, "inference": args.inference}
+    text = step_table(cost) + "\n\n" + memory_table(memory, [n for n, _ in cluster.devices], cluster)
+    if args.inference:
+        record["images_per_s"] = plan.batch_size / cost.max_compute_s if cost.max_compute_s else None
+        text = (f"inference: the forward pass of {plan.batch_size} images ({plan.micro_batches} micro-batches of "
+                f"{plan.micro_batch_size}), no backward or optimizer; about {record['images_per_s']:,.0f} images/s "
+                "if compute bounds it (the messages not counted: `d2ft simulate` adds them)\n" + text)
+    emit(args, record, text)
     return 0
 
 
@@ -254,6 +260,9 @@ def _add_cost(sub) -> None:
     flags.add_model_cluster(p)
     p.add_argument("--plan", help="plan file (.json, or a text grid); default: a uniform plan of --op")
     p.add_argument("--op", default="F", help="op of every subnet without --plan: F, O or S (default: F)")
+    p.add_argument("--inference", action="store_true",
+                   help="price the forward pass only (evaluation or serving): no backward, no optimizer; F and O "
+                        "both run forward, S skips; memory without gradients or optimizer state")
     flags.add_step_shape(p)
     p.add_argument("--trace", help="also write the step as a d2ft Trace JSON to this path")
     p.add_argument("--json", action="store_true", help="print one JSON object (times in s, sizes in B)")
