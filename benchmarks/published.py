@@ -1,0 +1,170 @@
+"""Published single-GPU ViT throughputs against the cost model: how far to trust it on GPUs we do not have.
+
+Each row is one published measurement, with its source (repository and file at a commit, or
+paper and table), software, precision and batch. The cost model prices the same step on the
+catalogue's device (one GPU, the whole model on it): training as one all-FULL step
+(``CostModel.step``), inference as the forward pass (``CostModel.step(plan, inference=True)``),
+16-bit where the measurement used mixed precision, 32-bit where it used fp32; the predicted
+throughput is the batch over the step's compute time. The step of one GPU has no messages,
+so only the compute model is under test.
+
+Rows are split once, before any constant is fitted, into a calibration set (to fit catalogue
+constants: GEMM efficiency, per-kernel costs) and a validation set that is never used for
+fitting: within each (source, GPU, mode), rows sorted by measured throughput alternate
+calibration, validation, calibration, ...
+
+Prints one JSON line per row (predicted, measured, ratio), then one summary line per set and
+mode (rows, share within 10%, median absolute error, median signed error per size class:
+Ti/S, B, L/H), and a final line with ``set`` "all".
+
+    .venv/bin/python benchmarks/published.py
+    .venv/bin/python benchmarks/published.py --set validation
+
+Sources:
+- timm (Wightman, github.com/huggingface/pytorch-image-models), results/ at commit
+  aa4b5850c1543fa488abf260f18390eda46cf85d: benchmark-train-amp-nchw-pt112-cu113-rtx3090.csv
+  (training, AMP, NCHW, PyTorch 1.12, CUDA 11.3, RTX 3090), benchmark-infer-amp-nchw-pt240-cu124-
+  rtx3090.csv and -rtx4090.csv (inference, AMP, PyTorch 2.4, CUDA 12.4); samples per second at
+  the batch size each row states.
+- DINO (Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021),
+  Table 2: inference throughput "on a NVIDIA V100 GPU with 128 samples per forward" (feature
+  extractor, no classifier; precision not stated: priced as 16-bit, the rows carry that caveat).
+- PaddleClas (PaddlePaddle, docs/zh_CN/models/ImageNet1k/DeiT.md, release 2.5): V100 inference
+  latency with TensorRT, FP32, batch 8 (throughput = 8 / latency).
+
+Not modelled here (see d2ft/cost.py for the cost model's own list): data loading and the
+input pipeline (timm's benchmark uses synthetic inputs), kernel fusion (TensorRT fuses
+aggressively), clock boost, and which V100 variant DINO and PaddleClas used (the SXM2 entry is
+priced).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]  # benchmarks/simulator.py is no package
+sys.path.insert(0, os.path.dirname(_HERE))
+
+TIMM = "timm results/ at aa4b5850 ({file})"
+TRAIN_3090 = "benchmark-train-amp-nchw-pt112-cu113-rtx3090.csv"
+INFER_3090 = "benchmark-infer-amp-nchw-pt240-cu124-rtx3090.csv"
+INFER_4090 = "benchmark-infer-amp-nchw-pt240-cu124-rtx4090.csv"
+DINO = "Caron et al., ICCV 2021, Table 2 (V100, 128 samples per forward; precision not stated)"
+PADDLE = "PaddleClas docs, DeiT.md, release 2.5 (V100, TensorRT, FP32, batch 8 latency)"
+
+# (source, file or table, gpu catalogue key, mode, timm model, img size, batch, measured samples/s, bytes per element)
+ROWS = [
+    *[(TIMM.format(file=TRAIN_3090), "rtx-3090", "train", m, img, b, v, 2) for m, img, b, v in (
+        ("vit_tiny_patch16_224", 224, 512, 2293.54), ("vit_small_patch32_224", 224, 512, 4447.28),
+        ("vit_small_patch16_224", 224, 384, 1052.92), ("vit_base_patch32_224", 224, 512, 1703.57),
+        ("vit_base_patch16_224", 224, 192, 390.86), ("vit_large_patch32_224", 224, 256, 521.73),
+        ("vit_large_patch16_224", 224, 64, 117.08), ("vit_large_patch14_224", 224, 48, 85.27),
+        ("vit_huge_patch14_224", 224, 16, 39.94), ("vit_base_patch8_224", 224, 24, 63.42),
+        ("vit_tiny_patch16_384", 384, 128, 512.2), ("vit_small_patch32_384", 384, 512, 1448.56),
+        ("vit_small_patch16_384", 384, 64, 239.05), ("vit_base_patch32_384", 384, 256, 542.76),
+        ("vit_base_patch16_384", 384, 32, 96.96), ("vit_large_patch32_384", 384, 96, 168.05),
+        ("vit_large_patch16_384", 384, 12, 29.07))],
+    *[(TIMM.format(file=INFER_3090), "rtx-3090", "infer", m, img, b, v, 2) for m, img, b, v in (
+        ("vit_small_patch32_224", 224, 1024, 13132.7), ("vit_tiny_patch16_224", 224, 1024, 10231.54),
+        ("vit_base_patch32_224", 224, 1024, 5098.65), ("vit_small_patch16_224", 224, 1024, 4584.86),
+        ("vit_small_patch32_384", 384, 1024, 4513.63), ("vit_tiny_patch16_384", 384, 1024, 3237.39),
+        ("vit_large_patch32_224", 224, 1024, 1759.2), ("vit_base_patch32_384", 384, 1024, 1749.95),
+        ("vit_base_patch16_224", 224, 1024, 1570.66), ("vit_small_patch16_384", 384, 1024, 1459.09),
+        ("vit_small_patch8_224", 224, 1024, 1031.53), ("vit_large_patch32_384", 384, 1024, 604.74),
+        ("vit_base_patch16_384", 384, 1024, 509.98), ("vit_large_patch16_224", 224, 1024, 486.7),
+        ("vit_base_patch8_224", 224, 1024, 364.14), ("vit_large_patch14_224", 224, 1024, 359.91),
+        ("vit_huge_patch14_224", 224, 1024, 183.94), ("vit_large_patch16_384", 384, 768, 159.33))],
+    *[(TIMM.format(file=INFER_4090), "rtx-4090", "infer", m, img, b, v, 2) for m, img, b, v in (
+        ("vit_small_patch32_224", 224, 1024, 27011.35), ("vit_tiny_patch16_224", 224, 1024, 17666.09),
+        ("vit_base_patch32_224", 224, 1024, 10112.91), ("vit_small_patch32_384", 384, 1024, 9286.73),
+        ("vit_small_patch16_224", 224, 1024, 7693.38), ("vit_tiny_patch16_384", 384, 1024, 5746.17),
+        ("vit_base_patch32_384", 384, 1024, 3507.62), ("vit_large_patch32_224", 224, 1024, 3482.36),
+        ("vit_base_patch16_224", 224, 1024, 2787.15), ("vit_small_patch16_384", 384, 1024, 2502.77),
+        ("vit_small_patch8_224", 224, 1024, 1790.17), ("vit_large_patch32_384", 384, 1024, 1196.88),
+        ("vit_base_patch16_384", 384, 1024, 915.77), ("vit_large_patch16_224", 224, 1024, 912.7),
+        ("vit_large_patch14_224", 224, 1024, 671.42), ("vit_base_patch8_224", 224, 768, 659.1),
+        ("vit_huge_patch14_224", 224, 1024, 346.11), ("vit_large_patch16_384", 384, 768, 297.48))],
+    *[(DINO, "v100-sxm2-32gb", "infer", m, 224, 128, v, 2) for m, v in (
+        ("vit_small_patch16_224", 1007.0), ("vit_base_patch16_224", 312.0), ("vit_small_patch8_224", 180.0),
+        ("vit_base_patch8_224", 63.0))],
+    *[(PADDLE, "v100-sxm2-32gb", "infer", m, img, 8, 8 / (ms * 1e-3), 4) for m, img, ms in (
+        ("deit_tiny_patch16_224", 224, 6.10), ("deit_small_patch16_224", 224, 10.49),
+        ("deit_base_patch16_224", 224, 28.50), ("deit_base_patch16_384", 384, 97.60))],
+]
+
+
+def size_class(model: str) -> str:
+    """Ti/S, B or L/H, from the timm name."""
+    return "Ti/S" if any(k in model for k in ("tiny", "small")) else "B" if "base" in model else "L/H"
+
+
+def split(rows) -> list[str]:
+    """"calibration" or "validation" per row: within each (source, GPU, mode), by measured throughput,
+    alternately (module docstring)."""
+    out = [""] * len(rows)
+    groups: dict = {}
+    for i, r in enumerate(rows):
+        groups.setdefault((r[0], r[1], r[2]), []).append(i)
+    for idx in groups.values():
+        for j, i in enumerate(sorted(idx, key=lambda i: -rows[i][6])):
+            out[i] = "calibration" if j % 2 == 0 else "validation"
+    return out
+
+
+def predict(gpu: str, mode: str, model: str, img: int, batch: int, dtype_bytes: int) -> float:
+    """The cost model's samples per second for one GPU: batch / compute time of the step."""
+    from d2ft import CostModel, ModelSpec, Op, Plan
+    from d2ft.catalogue import device
+    from d2ft.cluster import Cluster
+
+    base, patch = (model.replace("patch8", "patch16"), 8) if "patch8" in model else (model, None)  # not in the zoo
+    spec = ModelSpec.from_timm(base, img_size=img, dtype_bytes=dtype_bytes, **({"patch": patch} if patch else {}))
+    one = Cluster(devices=(("gpu", device(gpu)),), links=(), coordinator="gpu", name=gpu)
+    plan = Plan.uniform(spec, one, Op.FULL, 1, batch)
+    step = CostModel(spec, one).step(plan, inference=mode == "infer")
+    return batch / step.devices[0].compute_s
+
+
+def summary(records: list[dict], label: str) -> dict:
+    errors = [abs(r["ratio"] - 1) for r in records]
+    by_size = {}
+    for cls in ("Ti/S", "B", "L/H"):
+        signed = [r["ratio"] - 1 for r in records if r["size"] == cls]
+        by_size[cls] = statistics.median(signed) if signed else None
+    return {"set": label, "rows": len(records), "within_10pct": sum(e <= 0.10 for e in errors) / len(errors),
+            "median_abs_error": statistics.median(errors), "median_signed_error_by_size": by_size,
+            "worst_ratio": max((r["ratio"] for r in records), key=lambda x: abs(math.log(x)))}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--set", choices=("calibration", "validation", "all"), default="all",
+                   help="which rows to print (summaries always cover both sets)")
+    args = p.parse_args(argv)
+    sets = split(ROWS)
+    records = []
+    for (source, gpu, mode, model, img, batch, measured, d), which in zip(ROWS, sets):
+        predicted = predict(gpu, mode, model, img, batch, d)
+        rec = {"set": which, "source": source, "gpu": gpu, "mode": mode, "model": model, "img_size": img,
+               "batch": batch, "precision": "fp16 (AMP)" if d == 2 else "fp32", "size": size_class(model),
+               "measured_samples_per_s": measured, "predicted_samples_per_s": predicted, "ratio": predicted / measured}
+        records.append(rec)
+        if args.set in ("all", which):
+            print(json.dumps(rec))
+    for which in ("calibration", "validation"):
+        for mode in ("train", "infer"):
+            chosen = [r for r in records if r["set"] == which and r["mode"] == mode]
+            if chosen:
+                print(json.dumps({**summary(chosen, which), "mode": mode}))
+    print(json.dumps(summary(records, "all")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
