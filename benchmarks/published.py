@@ -131,6 +131,102 @@ def predict(gpu: str, mode: str, model: str, img: int, batch: int, dtype_bytes: 
     return batch / step.devices[0].compute_s
 
 
+SM_COUNT = {"rtx-3090": 82, "rtx-4090": 128, "v100-sxm2-32gb": 80}
+"""Streaming multiprocessors: NVIDIA Ampere GA102 whitepaper v2 (2021: RTX 3090, 82 SMs), Ada whitepaper v2.1
+(2023: RTX 4090, 128 SMs), Volta whitepaper (2017: Tesla V100, 80 SMs)."""
+FUSED = {TRAIN_3090: False, INFER_3090: True, INFER_4090: True, DINO: False, PADDLE: False}
+"""Whether a source's attention is one fused kernel: PyTorch 2.x's scaled_dot_product_attention (timm uses it
+from 0.9) is; PyTorch 1.12 (the training CSV) and DINO's code compute the scores explicitly; TensorRT's fusion
+of DeiT's attention is not documented on the page (priced unfused)."""
+
+
+def _fused(source: str) -> bool:
+    return next(v for k, v in FUSED.items() if k in source)
+
+
+class KernelDevice:
+    """The kernel model's view of a catalogue GPU (``d2ft.kernels.kernel_time`` reads these attributes)."""
+
+    def __init__(self, gpu: str, efficiency: float, launch_s: float, fused: bool) -> None:
+        from d2ft.catalogue import device
+
+        spec = device(gpu)
+        self.peak, self.mem_bandwidth = spec.peak, spec.mem_bandwidth
+        self.sm_count, self.efficiency, self.kernel_launch_s, self.fused_attention = (
+            SM_COUNT[gpu], efficiency, launch_s, fused)
+
+
+_TABLES: dict = {}
+
+
+def _kernel_table(row):
+    """(compute seconds at efficiency 1, memory seconds) per kernel of a row's step, and the step's
+    memory-only seconds outside kernels (reductions; the optimizer's update is one more kernel)."""
+    if row in _TABLES:
+        return _TABLES[row]
+    import numpy as np
+
+    from d2ft import ModelSpec, Op, Plan
+    from d2ft.catalogue import device
+    from d2ft.cluster import Cluster
+    from d2ft.cost import optimizer_bytes_per_param
+    from d2ft.kernels import task_kernels, utilisation
+    from d2ft.schedule import step_stream
+
+    source, gpu, mode, model, img, batch, _, d = row
+    base, patch = (model.replace("patch8", "patch16"), 8) if "patch8" in model else (model, None)
+    spec = ModelSpec.from_timm(base, img_size=img, dtype_bytes=d, **({"patch": patch} if patch else {}))
+    dev = device(gpu)
+    one = Cluster(devices=(("gpu", dev),), links=(), coordinator="gpu", name=gpu)
+    plan = Plan.uniform(spec, one, Op.FULL, 1, batch)
+    compute, memory, extra = [], [], 0.0
+    for c in step_stream(plan, spec, 0, inference=mode == "infer"):
+        if getattr(c, "phase", None) == "opt":
+            compute.append(0.0)
+            memory.append(c.params * optimizer_bytes_per_param(d) / dev.mem_bandwidth)
+            continue
+        if not hasattr(c, "part"):
+            continue
+        extra += c.extra_bytes / dev.mem_bandwidth
+        for k in task_kernels(spec, c.part, c.phase, c.copies, c.samples, _fused(source)):
+            if k.kind == "gemm":
+                nbytes = k.batch * (k.m * k.k + k.k * k.n + k.m * k.n) * d
+                compute.append(k.flop / (dev.peak(d) * utilisation(k, SM_COUNT[gpu])))
+            else:
+                nbytes = k.elements * d
+                compute.append(0.0)
+            memory.append(nbytes / dev.mem_bandwidth)
+    _TABLES[row] = (np.array(compute), np.array(memory), extra)
+    return _TABLES[row]
+
+
+def predict_kernels(row, efficiency: float, launch_s: float) -> float:
+    """The kernel model's samples per second for a row: the sum of every task's kernels on one GPU (all heads
+    of a block half in one task, ``d2ft.kernels``), plus AdamW's update (one memory-bound kernel) when training."""
+    import numpy as np
+
+    compute, memory, extra = _kernel_table(row)
+    total = len(compute) * launch_s + float(np.maximum(compute / efficiency, memory).sum()) + extra
+    return row[5] / total
+
+
+def fit_kernels(rows, sets) -> dict[str, tuple[float, float]]:
+    """Per GPU kind, the (efficiency, launch s) that minimise the median |log(predicted / measured)| over its
+    calibration rows (a grid: efficiency 0.30-1.00 by 0.02, launch 0-30 us by 1 us). Validation rows are
+    never read."""
+    out = {}
+    for gpu in sorted({r[1] for r in rows}):
+        calib = [r for r, s in zip(rows, sets) if r[1] == gpu and s == "calibration"]
+        best = None
+        for e in [0.30 + 0.02 * i for i in range(36)]:
+            for us in range(0, 31):
+                err = statistics.median(abs(math.log(predict_kernels(r, e, us * 1e-6) / r[6])) for r in calib)
+                if best is None or err < best[0]:
+                    best = (err, e, us * 1e-6)
+        out[gpu] = (round(best[1], 2), best[2])
+    return out
+
+
 def summary(records: list[dict], label: str) -> dict:
     errors = [abs(r["ratio"] - 1) for r in records]
     by_size = {}
@@ -146,12 +242,21 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--set", choices=("calibration", "validation", "all"), default="all",
                    help="which rows to print (summaries always cover both sets)")
+    p.add_argument("--model", choices=("cost", "kernels"), default="cost",
+                   help="cost: the cost model as d2ft prices steps today (one roofline task per block half); "
+                        "kernels: d2ft.kernels's per-kernel model, its efficiency and launch cost fitted per GPU "
+                        "kind on the calibration rows (printed first)")
     args = p.parse_args(argv)
     sets = split(ROWS)
+    fitted = fit_kernels(ROWS, sets) if args.model == "kernels" else {}
+    if fitted:
+        print(json.dumps({"fitted": {g: {"efficiency": e, "kernel_launch_s": t} for g, (e, t) in fitted.items()}}))
     records = []
-    for (source, gpu, mode, model, img, batch, measured, d), which in zip(ROWS, sets):
-        predicted = predict(gpu, mode, model, img, batch, d)
-        rec = {"set": which, "source": source, "gpu": gpu, "mode": mode, "model": model, "img_size": img,
+    for row, which in zip(ROWS, sets):
+        source, gpu, mode, model, img, batch, measured, d = row
+        predicted = predict_kernels(row, *fitted[gpu]) if fitted else predict(gpu, mode, model, img, batch, d)
+        rec = {"set": which, "model_kind": args.model, "source": source, "gpu": gpu, "mode": mode, "model": model,
+               "img_size": img,
                "batch": batch, "precision": "fp16 (AMP)" if d == 2 else "fp32", "size": size_class(model),
                "measured_samples_per_s": measured, "predicted_samples_per_s": predicted, "ratio": predicted / measured}
         records.append(rec)
@@ -161,8 +266,8 @@ def main(argv=None) -> int:
         for mode in ("train", "infer"):
             chosen = [r for r in records if r["set"] == which and r["mode"] == mode]
             if chosen:
-                print(json.dumps({**summary(chosen, which), "mode": mode}))
-    print(json.dumps(summary(records, "all")))
+                print(json.dumps({**summary(chosen, which), "mode": mode, "model_kind": args.model}))
+    print(json.dumps({**summary(records, "all"), "model_kind": args.model}))
     return 0
 
 

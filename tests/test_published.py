@@ -31,3 +31,18 @@ def test_every_row_is_priced_and_summarised(capsys):
     assert {("calibration", "train"), ("validation", "infer"), ("all", None)} <= sets
     final = lines[-1]
     assert final["set"] == "all" and final["rows"] == len(published.ROWS) and 0 <= final["within_10pct"] <= 1
+
+
+def test_the_kernel_model_is_fitted_on_calibration_rows_only(capsys):
+    """The per-kernel model's constants come from the calibration rows: changing a validation row's
+    measurement leaves them as they are; and it prices every row."""
+    rows, sets = published.ROWS, published.split(published.ROWS)
+    fitted = published.fit_kernels(rows, sets)
+    i = sets.index("validation")
+    changed = list(rows)
+    changed[i] = (*rows[i][:6], rows[i][6] * 10, rows[i][7])
+    assert published.fit_kernels(changed, sets) == fitted
+    assert all(0.3 <= e <= 1.0 and 0 <= t <= 30e-6 for e, t in fitted.values())
+    assert published.main(["--model", "kernels"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert "fitted" in lines[0] and lines[-1]["model_kind"] == "kernels" and lines[-1]["rows"] == len(rows)
