@@ -282,3 +282,16 @@ def test_calibrate_under_torchrun_measures_every_rank_and_link(tmp_path):
     cluster = load_cluster(str(out))
     assert list(cluster.device_names) == ["rank0", "rank1"] and all(s.peak_flops > 1e8 for _, s in cluster.devices)
     assert "measured by d2ft calibrate under torchrun" in cluster.links[0][2].source
+
+
+def test_a_dry_run_folder_starts_with_its_own_config(tmp_path, capsys):
+    """`--dry-run` writes RUN_DIR/job.json and job.toml; running that config into the same folder starts the
+    run (it never started), and a second start is refused as a run already there."""
+    out = tmp_path / "run"
+    flags = ["--nproc", "1", "--emulate-ranks", "2", *BASE, "--steps", "2", "--out", str(out)]
+    assert main(["run", *flags, "--dry-run"]) == 0
+    assert main(["run", "--config", str(out / "job.toml"), "--out", str(out), "--quiet"]) == 0
+    assert (out / "summary.json").exists()
+    capsys.readouterr()
+    assert main(["run", "--config", str(out / "job.toml"), "--out", str(out), "--quiet"]) == 2
+    assert "already holds this run" in capsys.readouterr().err
