@@ -158,7 +158,8 @@ def _measure(stage: str, combo: str, arm: str, seed: int, job, **extra) -> dict:
                      predicted_compute_saving=summary.get("predicted_compute_saving"),
                      predicted_comm_saving=summary.get("predicted_comm_saving"),
                      coverage=coverage(Path(job.out_dir), job.steps), skip_rescale=job.skip_rescale,
-                     seconds=time.perf_counter() - t0, command=R._command(job), **extra)
+                     seconds=time.perf_counter() - t0, command=R._command(job),
+                     code=(summary.get("provenance") or {}).get("git"), **extra)
 
 
 def _records():
@@ -299,6 +300,13 @@ GOALS = (  # (arm, against, at least (points), what)
 )
 
 
+def _code_line(recs: list[dict]) -> str:
+    """" Code: commit ..." from the records' ``code`` (the git commit each run recorded), or nothing."""
+    commits = sorted({r["code"]["commit"][:12] + (" (uncommitted changes)" if r["code"].get("dirty") else "")
+                      for r in recs if isinstance(r.get("code"), dict) and r["code"].get("commit")})
+    return f" Code: commit {', '.join(commits)} (one commit for every run of the study)." if commits else ""
+
+
 def markdown(records: list[dict], figures: Path) -> tuple[list[str], list[tuple[str, str, bool]]]:
     """The results page's learning section, and its goals (goal, measured, met)."""
     from analysis import plots
@@ -314,7 +322,7 @@ def markdown(records: list[dict], figures: Path) -> tuple[list[str], list[tuple[
              "seeds paired, test top-1 reported only. 4 emulated ranks in one process (same placement, knapsacks, ops and "
              "sums as 4 ranks; no messages), so savings are the cost model's (planned) figures for those 4 ranks, whose "
              "bytes the runtime matches exactly on real ranks. \"vs full\" is the mean over seeds of (arm - full of the "
-             "same seed), with its 95% t interval.", ""]
+             "same seed), with its 95% t interval." + _code_line(recs), ""]
     goals = []
     epochs_recs = {c: [r for r in recs if r["combo"] == c and r["stage"] == "epochs"] for c in COMBOS}
     curves = {f"{BACKBONES[b].split('/')[-1].split('.')[0]} -> {TASKS[t]}": [y for _, y in epochs_recs[c][-1]["curve"]]
@@ -333,7 +341,7 @@ def markdown(records: list[dict], figures: Path) -> tuple[list[str], list[tuple[
         lines += [f"### {BACKBONES[backbone].split('/')[-1]} on {TASKS[task]}", "",
                   f"Epochs: {E} (full fine-tuning at a constant lr on `val:{TASKS[task]}`: validation top-1 "
                   f"{100 * val[0][1]:.1f}% after 1 epoch, {100 * val[E - 1][1]:.1f}% after {E}, best "
-                  f"{100 * max(y for _, y in val):.1f}% within {len(val)}).", ""]
+                  f"{100 * max(y for _, y in val):.1f}% over {len(val)} epochs).", ""]
         resc = [r for r in mine if r["stage"] == "rescale"]
         if resc:
             by = {b: [r["top1"] for r in resc if r["skip_rescale"] == b] for b in (False, True)}
