@@ -78,6 +78,9 @@ class Cluster:
     name: str = "cluster"
     hosts: tuple[Host, ...] = ()
     """The hosts that hold several devices (or limit their cores); any other device is a host of its own."""
+    measured_on: dict | None = dataclasses.field(default=None, compare=False, hash=False)
+    """For a measured profile (``d2ft calibrate``): the machine it was measured on (host, cores, threads,
+    versions, date), so that using it on another machine is never silent."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "devices", tuple((str(n), s) for n, s in self.devices))
@@ -272,6 +275,8 @@ class Cluster:
         }
         if self.hosts:
             out["hosts"] = [h.to_dict() for h in self.hosts]
+        if self.measured_on:
+            out["measured_on"] = dict(self.measured_on)
         return out
 
     def to_json(self) -> str:
@@ -286,7 +291,7 @@ class Cluster:
         """
         if not isinstance(data, dict):
             raise ValueError(f"cluster: expected a JSON object, got {type(data).__name__}")
-        unknown = sorted(set(data) - {"name", "coordinator", "devices", "switches", "links", "hosts"})
+        unknown = sorted(set(data) - {"name", "coordinator", "devices", "switches", "links", "hosts", "measured_on"})
         if unknown or "devices" not in data:
             raise ValueError(
                 f"cluster: unknown keys {unknown}" if unknown else "cluster: missing key 'devices'"
@@ -302,6 +307,7 @@ class Cluster:
             switches=tuple(data.get("switches", ())),
             name=data.get("name", "cluster"),
             hosts=_hosts(data.get("hosts", [])),
+            measured_on=data.get("measured_on"),
         )
 
     @classmethod

@@ -212,7 +212,32 @@ def calibrate(nproc: int, model_job=None, micro_batch_size: int = 16, log=None) 
                                name=f"calibrated-{nproc}")
     else:
         cluster = Cluster(devices=(("rank0", spec),), links=(), coordinator="rank0", name="calibrated-1")
-    return cluster, raw
+    return dataclasses.replace(cluster, measured_on=machine()), raw
+
+
+def machine() -> dict:
+    """What a profile is measured on: host, usable cores, threads per rank, versions, date (UTC)."""
+    import datetime
+    import platform
+    import socket
+
+    import timm
+
+    return {"host": socket.gethostname(), "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count(), "threads_per_rank": 1, "machine": platform.machine(),
+            "python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def profile_mismatch(cluster: Cluster) -> str | None:
+    """Why a measured profile does not describe this machine (host, cores or torch differ), or None."""
+    then = cluster.measured_on
+    if not then:
+        return None
+    now = machine()
+    diff = [f"{k} {then.get(k)!r} there, {now[k]!r} here" for k in ("host", "cores", "machine", "torch")
+            if then.get(k) is not None and then.get(k) != now[k]]
+    return "; ".join(diff) or None
 
 
 def _device_spec(name: str, dev: dict, tasks: dict | None, model_job, micro_batch_size: int,
@@ -270,7 +295,7 @@ def calibrate_torchrun(model_job=None, micro_batch_size: int = 16, log=None) -> 
         source="measured by d2ft calibrate under torchrun: gloo ping-pong fitted to latency + bytes/bandwidth"))
         for k, f in fitted.items()]
     cluster = Cluster(devices=tuple(devices), links=tuple(link_specs), coordinator="rank0",
-                      name=f"calibrated-torchrun-{world}")
+                      name=f"calibrated-torchrun-{world}", measured_on={**machine(), "hosts": sorted(per_host)})
     return cluster, {"ranks": everyone, "links": {str(k): f for k, f in fitted.items()}, "hosts": per_host}
 
 

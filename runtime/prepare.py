@@ -113,6 +113,7 @@ def prepare(job: Job) -> Job:
     cluster = job.cluster
     if not isinstance(cluster, Cluster):
         cluster = load_cluster(cluster) if cluster else local_cluster(job.plan_devices)
+        _warn_if_measured_elsewhere(cluster, job.cluster)
     if cluster.num_devices != job.plan_devices:
         what = f"--emulate-ranks is {job.emulate_ranks}" if job.emulate_ranks else f"--nproc is {job.nproc}"
         raise ValueError(f"cluster {cluster.name!r} has {cluster.num_devices} devices but {what}")
@@ -130,6 +131,16 @@ def prepare(job: Job) -> Job:
     plan.validate(spec, cluster)
     return job.replace(plan=plan, cluster=cluster, micro_batches=plan.micro_batches,
                        micro_batch_size=plan.micro_batch_size)
+
+
+def _warn_if_measured_elsewhere(cluster: Cluster, ref) -> None:
+    """A profile measured on another machine is never used silently: one warning says what differs."""
+    from .calibrate import profile_mismatch
+
+    why = profile_mismatch(cluster)
+    if why:
+        log.warning("cluster %s was measured on another machine (%s): its predictions describe that machine; "
+                    "run `d2ft calibrate` here for this one", ref, why)
 
 
 def _check_data(data, model) -> None:

@@ -295,3 +295,23 @@ def test_a_dry_run_folder_starts_with_its_own_config(tmp_path, capsys):
     capsys.readouterr()
     assert main(["run", "--config", str(out / "job.toml"), "--out", str(out), "--quiet"]) == 2
     assert "already holds this run" in capsys.readouterr().err
+
+
+def test_a_profile_measured_elsewhere_is_never_used_silently(tmp_path, caplog):
+    """A calibrated profile records the machine it was measured on; prepared on another one, the job says so."""
+    import dataclasses
+    import logging
+
+    from runtime.calibrate import machine
+    from runtime.job import Job
+    from runtime.prepare import local_cluster, prepare
+
+    here = dataclasses.replace(local_cluster(2), measured_on=machine())
+    there = dataclasses.replace(here, measured_on={**machine(), "host": "a-bigger-box", "cores": 64})
+    for name, cluster in (("here", here), ("there", there)):
+        (tmp_path / f"{name}.json").write_text(cluster.to_json())
+    with caplog.at_level(logging.WARNING, logger="runtime.prepare"):
+        prepare(Job(nproc=2, cluster=str(tmp_path / "here.json")))
+        assert not caplog.records
+        prepare(Job(nproc=2, cluster=str(tmp_path / "there.json")))
+    assert "was measured on another machine (host 'a-bigger-box' there" in caplog.text and "cores 64 there" in caplog.text
