@@ -38,6 +38,7 @@ import torch.multiprocessing as mp
 
 from d2ft.cluster import Cluster, DeviceSpec, LinkSpec
 
+from .provenance import machine
 from .run import free_port
 from .shard import BlockShard
 from .spec import model_spec_from_timm
@@ -213,31 +214,6 @@ def calibrate(nproc: int, model_job=None, micro_batch_size: int = 16, log=None) 
     else:
         cluster = Cluster(devices=(("rank0", spec),), links=(), coordinator="rank0", name="calibrated-1")
     return dataclasses.replace(cluster, measured_on=machine()), raw
-
-
-def machine() -> dict:
-    """What a profile is measured on: host, usable cores, threads per rank, versions, date (UTC)."""
-    import datetime
-    import platform
-    import socket
-
-    import timm
-
-    return {"host": socket.gethostname(), "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-            else os.cpu_count(), "threads_per_rank": 1, "machine": platform.machine(),
-            "python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-
-
-def profile_mismatch(cluster: Cluster) -> str | None:
-    """Why a measured profile does not describe this machine (host, cores or torch differ), or None."""
-    then = cluster.measured_on
-    if not then:
-        return None
-    now = machine()
-    diff = [f"{k} {then.get(k)!r} there, {now[k]!r} here" for k in ("host", "cores", "machine", "torch")
-            if then.get(k) is not None and then.get(k) != now[k]]
-    return "; ".join(diff) or None
 
 
 def _device_spec(name: str, dev: dict, tasks: dict | None, model_job, micro_batch_size: int,

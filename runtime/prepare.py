@@ -135,7 +135,7 @@ def prepare(job: Job) -> Job:
 
 def _warn_if_measured_elsewhere(cluster: Cluster, ref) -> None:
     """A profile measured on another machine is never used silently: one warning says what differs."""
-    from .calibrate import profile_mismatch
+    from .provenance import profile_mismatch
 
     why = profile_mismatch(cluster)
     if why:

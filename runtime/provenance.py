@@ -48,4 +48,26 @@ def provenance(command: list[str] | None = None) -> dict:
             "command": " ".join([Path(argv[0]).name, *argv[1:]]) if argv else ""}
 
 
-__all__ = ["git_commit", "provenance"]
+def machine() -> dict:
+    """What a profile is measured on: host, usable cores, threads per rank, versions, date (UTC)."""
+    import timm
+    import torch
+
+    return {"host": socket.gethostname(), "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count(), "threads_per_rank": 1, "machine": platform.machine(),
+            "python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def profile_mismatch(cluster) -> str | None:
+    """Why a measured profile does not describe this machine (host, cores or torch differ), or None."""
+    then = cluster.measured_on
+    if not then:
+        return None
+    now = machine()
+    diff = [f"{k} {then.get(k)!r} there, {now[k]!r} here" for k in ("host", "cores", "machine", "torch")
+            if then.get(k) is not None and then.get(k) != now[k]]
+    return "; ".join(diff) or None
+
+
+__all__ = ["git_commit", "machine", "profile_mismatch", "provenance"]

@@ -302,9 +302,9 @@ def test_a_profile_measured_elsewhere_is_never_used_silently(tmp_path, caplog):
     import dataclasses
     import logging
 
-    from runtime.calibrate import machine
     from runtime.job import Job
     from runtime.prepare import local_cluster, prepare
+    from runtime.provenance import machine
 
     here = dataclasses.replace(local_cluster(2), measured_on=machine())
     there = dataclasses.replace(here, measured_on={**machine(), "host": "a-bigger-box", "cores": 64})
