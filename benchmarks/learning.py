@@ -304,7 +304,8 @@ def _code_line(recs: list[dict]) -> str:
     """" Code: commit ..." from the records' ``code`` (the git commit each run recorded), or nothing."""
     commits = sorted({r["code"]["commit"][:12] + (" (uncommitted changes)" if r["code"].get("dirty") else "")
                       for r in recs if isinstance(r.get("code"), dict) and r["code"].get("commit")})
-    return f" Code: commit {', '.join(commits)} (one commit for every run of the study)." if commits else ""
+    return f" Code: {'commits' if len(commits) > 1 else 'commit'} {', '.join(commits)} (as each run recorded it)." \
+        if commits else ""
 
 
 def markdown(records: list[dict], figures: Path) -> tuple[list[str], list[tuple[str, str, bool]]]:
