@@ -1,7 +1,8 @@
 """Where a run's figures come from: versions, the code's git commit, host, date and command.
 
 ``d2ft run`` writes it into ``summary.json`` (key ``provenance``), so a number quoted from a
-run can be traced to the code and machine that measured it.
+run can be traced to the code and machine that measured it; ``machine`` is what a calibrated
+profile records of the machine it was measured on, and ``profile_mismatch`` what differs here.
 """
 
 from __future__ import annotations
