@@ -3,6 +3,8 @@
 Sections (each writes JSON lines to benchmarks/results/results.jsonl; RESULTS.md and its figures in
 benchmarks/figures/ are then written from all of them):
 
+- ``learning``: the learning-quality study at convergence (``benchmarks/learning.py``: its
+  protocol, arms and combinations; about 8 hours on 2 cores, resumable run by run);
 - ``accuracy``: the shipped backbone fine-tuned on MNIST digits on 4 local ranks for
   ``full``, the three strategies and the baselines at several compute keep ratios and at a
   communication keep of 0.5, several seeds: top-1, measured compute and byte savings
@@ -18,7 +20,9 @@ benchmarks/figures/ are then written from all of them):
 - ``bench``: the planner and simulator benchmarks (``benchmarks/planner.py``,
   ``benchmarks/simulator.py``) rerun and tabulated;
 - ``scale``: simulation only, ViT-B/L/H on 4 to 256 catalogue devices over several
-  networks: savings and where the coordinator's link becomes the bottleneck.
+  networks: savings and where the coordinator's link becomes the bottleneck;
+- ``published``: ``benchmarks/published.py``, the cost model and the per-kernel model against
+  published single-GPU throughputs.
 
 Usage (from the repository root; ``make results`` and ``make results-quick`` run the first two)::
 
@@ -53,7 +57,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 ROOT = Path(_HERE).parent
 RESULTS = ROOT / "benchmarks" / "results" / "results.jsonl"
 RUNS = Path("runs") / "results"  # relative to the repository root (main() changes into it)
-SECTIONS = ("accuracy", "lora", "convergence", "hetero", "fidelity", "bench", "scale", "published")
+SECTIONS = ("learning", "accuracy", "lora", "convergence", "hetero", "fidelity", "bench", "scale", "published")
 
 
 def _run(job) -> dict:
@@ -809,7 +813,7 @@ def main(argv=None) -> int:
              "convergence": lambda: convergence(args.quick),
              "hetero": lambda: hetero(args.quick), "fidelity": lambda: fidelity(args.quick),
              "bench": lambda: bench(args.quick), "scale": lambda: scale(args.quick),
-             "published": published}[s]()
+             "published": published, "learning": lambda: _learning().main([])}[s]()
     print(f"written: {write_markdown()}")
     return 0
 
