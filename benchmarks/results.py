@@ -525,6 +525,15 @@ def write_markdown(records: Path = RESULTS, out: Path = ROOT / "benchmarks" / "R
     return out
 
 
+def _learning_section(quick: bool) -> None:
+    """The learning study, unless ``quick`` (it takes hours; the page keeps its recorded runs)."""
+    if quick:
+        print("[learning] skipped with --quick: the study takes hours (benchmarks/learning.py runs it alone)",
+              file=sys.stderr, flush=True)
+        return
+    _learning().main([])
+
+
 def _learning():
     """benchmarks/learning.py (the learning-quality study and its section), loaded by path."""
     import importlib.util
@@ -813,7 +822,7 @@ def main(argv=None) -> int:
              "convergence": lambda: convergence(args.quick),
              "hetero": lambda: hetero(args.quick), "fidelity": lambda: fidelity(args.quick),
              "bench": lambda: bench(args.quick), "scale": lambda: scale(args.quick),
-             "published": published, "learning": lambda: _learning().main([])}[s]()
+             "published": published, "learning": lambda: _learning_section(args.quick)}[s]()
     print(f"written: {write_markdown()}")
     return 0
 
