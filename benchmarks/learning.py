@@ -392,7 +392,7 @@ def markdown(records: list[dict], figures: Path) -> tuple[list[str], list[tuple[
                 if diffs:
                     m, hw = paired(diffs)
                     shown = f"{100 * m:+.2f} points" + (f" [{100 * (m - hw):+.2f}, {100 * (m + hw):+.2f}]" if hw == hw else "")
-                    goals.append((f"{what} ({backbone} -> {task})", f"{shown}, {len(diffs)} seeds",
+                    goals.append((f"{what} ({backbone} -> {task})", f"{shown}, {len(diffs)} seed{'s' if len(diffs) != 1 else ''}",
                                   bool(100 * m >= least)))
     return lines, goals
 
