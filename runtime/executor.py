@@ -195,7 +195,8 @@ class Coordinator(nn.Module):
 
     With ``rescale_skips``, a block half whose plan runs n of its H heads in a micro-batch
     (n > 0) is scaled by H / n, so its output keeps the scale it has at evaluation, where all
-    heads run (as inverted dropout does: Srivastava et al., JMLR 2014, section 10).
+    heads run: dropout's rescaling applied at training time (Srivastava et al., JMLR 15, 2014, scale at
+    test time instead; the train-time form is what PyTorch's dropout does).
     """
 
     def __init__(self, model: nn.Module, plan, device: int, emulate: bool = False, rescale_skips: bool = False) -> None:
