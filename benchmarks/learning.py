@@ -373,7 +373,9 @@ def markdown(records: list[dict], figures: Path) -> tuple[list[str], list[tuple[
                          "vs full (points)": "-" if m != m else (f"{100 * m:+.2f}" + (f" [{100 * (m - hw):+.2f}, {100 * (m + hw):+.2f}]" if hw == hw else "")),
                          "compute saved (%)": f"{100 * statistics.fmean(r['predicted_compute_saving'] or 0 for r in runs.values()):.1f}",
                          "bytes saved (%)": f"{100 * statistics.fmean(r['predicted_comm_saving'] or 0 for r in runs.values()):.1f}",
-                         "compute-epochs to target": ", ".join("-" if x is None else f"{x:.1f}" for x in reach)})
+                         "compute-epochs to target": ", ".join("-" if x is None else f"{x:.1f}" for x in reach),
+                         "subnets FULL < 1%": ", ".join(str(sum(v < 0.01 for row in r["coverage"] for v in row))
+                                                        for r in runs.values())})
         lines += [markdown_table(pd.DataFrame(rows)), "",
                   "LoRA rows are against full LoRA; target for time-to-accuracy: full's mean top-1 minus 1 point, in "
                   "epochs of all-FULL compute, per seed (\"-\": not reached).", ""]
@@ -385,7 +387,10 @@ def markdown(records: list[dict], figures: Path) -> tuple[list[str], list[tuple[
             fig_name = f"learning-coverage-{combo}"
             plots.save(plots.coverage_heatmaps(grids), figures / fig_name)
             lines += [f"![share of micro-batches each subnet ran FULL](figures/{fig_name}.png)", "",
-                      "Coverage: the share of the run's micro-batches in which each subnet ran FULL (lowest seed).", ""]
+                      "Coverage: the share of the run's micro-batches in which each subnet ran FULL (lowest seed). "
+                      "\"Subnets FULL < 1%\" in the table counts, per seed, the subnets that trained in under 1% of the "
+                      "run's micro-batches (of 24): a subnet's Fisher score is re-measured only when it runs FULL, so "
+                      "one that scored low early can stay untrained.", ""]
         for arm, against, least, what in GOALS:
             if arm in top and against in top:
                 diffs = [top[arm][s]["top1"] - top[against][s]["top1"] for s in top[arm] if s in top[against]]
