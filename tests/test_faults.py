@@ -118,11 +118,16 @@ def test_ctrl_c_says_where_the_run_stopped_and_how_to_resume(tmp_path):
            "--out", str(run)]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    deadline = time.time() + 90
+    deadline = time.time() + 180
     while time.time() < deadline and not (run / "checkpoint.json").exists():
         time.sleep(0.2)
+    assert (run / "checkpoint.json").exists(), "the run wrote no checkpoint in 180 s"
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C does: the whole process group
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # leave nothing running behind the failure
+        raise
     lines = [line for line in err.splitlines() if line.strip()]
     assert proc.returncode == 130, err
     assert "Traceback" not in err and len(lines) <= 3, err
