@@ -116,8 +116,10 @@ def test_ctrl_c_says_where_the_run_stopped_and_how_to_resume(tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "d2ft.app.cli", "run", *ARGS, "--steps", "100000", "--slowdown", "1,5",
            "--out", str(run)]
+    # A shell's background job starts with SIGINT ignored, and Python then keeps ignoring it (as a program run
+    # under nohup should): give the run the default disposition a terminal's foreground job has.
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 180
     while time.time() < deadline and not (run / "checkpoint.json").exists():
         time.sleep(0.2)
