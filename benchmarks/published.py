@@ -117,14 +117,21 @@ def split(rows) -> list[str]:
     return out
 
 
+def model_spec(model: str, img: int, dtype_bytes: int):
+    """The ModelSpec of a row's timm model (patch-8 variants, not in the zoo, as their patch-16 ones with patch 8)."""
+    from d2ft import ModelSpec
+
+    base, patch = (model.replace("patch8", "patch16"), 8) if "patch8" in model else (model, None)
+    return ModelSpec.from_timm(base, img_size=img, dtype_bytes=dtype_bytes, **({"patch": patch} if patch else {}))
+
+
 def predict(gpu: str, mode: str, model: str, img: int, batch: int, dtype_bytes: int) -> float:
     """The cost model's samples per second for one GPU: batch / compute time of the step."""
-    from d2ft import CostModel, ModelSpec, Op, Plan
+    from d2ft import CostModel, Op, Plan
     from d2ft.catalogue import device
     from d2ft.cluster import Cluster
 
-    base, patch = (model.replace("patch8", "patch16"), 8) if "patch8" in model else (model, None)  # not in the zoo
-    spec = ModelSpec.from_timm(base, img_size=img, dtype_bytes=dtype_bytes, **({"patch": patch} if patch else {}))
+    spec = model_spec(model, img, dtype_bytes)
     one = Cluster(devices=(("gpu", device(gpu)),), links=(), coordinator="gpu", name=gpu)
     plan = Plan.uniform(spec, one, Op.FULL, 1, batch)
     step = CostModel(spec, one).step(plan, inference=mode == "infer")
@@ -166,7 +173,7 @@ def _kernel_table(row):
         return _TABLES[row]
     import numpy as np
 
-    from d2ft import ModelSpec, Op, Plan
+    from d2ft import Op, Plan
     from d2ft.catalogue import device
     from d2ft.cluster import Cluster
     from d2ft.cost import optimizer_bytes_per_param
@@ -174,8 +181,7 @@ def _kernel_table(row):
     from d2ft.schedule import step_stream
 
     source, gpu, mode, model, img, batch, _, d = row
-    base, patch = (model.replace("patch8", "patch16"), 8) if "patch8" in model else (model, None)
-    spec = ModelSpec.from_timm(base, img_size=img, dtype_bytes=d, **({"patch": patch} if patch else {}))
+    spec = model_spec(model, img, d)
     dev = device(gpu)
     one = Cluster(devices=(("gpu", dev),), links=(), coordinator="gpu", name=gpu)
     plan = Plan.uniform(spec, one, Op.FULL, 1, batch)
@@ -189,13 +195,8 @@ def _kernel_table(row):
             continue
         extra += c.extra_bytes / dev.mem_bandwidth
         for k in task_kernels(spec, c.part, c.phase, c.copies, c.samples, _fused(source)):
-            if k.kind == "gemm":
-                nbytes = k.batch * (k.m * k.k + k.k * k.n + k.m * k.n) * d
-                compute.append(k.flop / (dev.peak(d) * utilisation(k, SM_COUNT[gpu])))
-            else:
-                nbytes = k.elements * d
-                compute.append(0.0)
-            memory.append(nbytes / dev.mem_bandwidth)
+            compute.append(k.flop / (dev.peak(d) * utilisation(k, SM_COUNT[gpu])) if k.kind == "gemm" else 0.0)
+            memory.append(k.bytes_moved(d) / dev.mem_bandwidth)
     _TABLES[row] = (np.array(compute), np.array(memory), extra)
     return _TABLES[row]
 

@@ -50,6 +50,12 @@ class Kernel(NamedTuple):
     """Elements an elementwise kernel reads and writes in all (inputs plus outputs)."""
     flop: float = 0.0
 
+    def bytes_moved(self, dtype_bytes: int) -> float:
+        """Bytes read and written: a GEMM's operands and result, an elementwise kernel's ``elements``."""
+        if self.kind == "gemm":
+            return self.batch * (self.m * self.k + self.k * self.n + self.m * self.n) * dtype_bytes
+        return self.elements * dtype_bytes
+
 
 def gemm(m: int, n: int, k: int, batch: int = 1) -> Kernel:
     """A batch of ``batch`` (m x k) @ (k x n) products: 2 m n k FLOP each."""
@@ -78,12 +84,11 @@ def utilisation(kern: Kernel, sms: int) -> float:
 
 def kernel_time(spec, kern: Kernel, dtype_bytes: int) -> float:
     """One kernel's time on ``spec`` (module docstring), s."""
-    d = dtype_bytes
+    memory_s = kern.bytes_moved(dtype_bytes) / spec.mem_bandwidth
     if kern.kind == "gemm":
-        nbytes = kern.batch * (kern.m * kern.k + kern.k * kern.n + kern.m * kern.n) * d
-        rate = spec.peak(d) * spec.efficiency * utilisation(kern, spec.sm_count)
-        return spec.kernel_launch_s + max(kern.flop / rate, nbytes / spec.mem_bandwidth)
-    return spec.kernel_launch_s + kern.elements * d / spec.mem_bandwidth
+        rate = spec.peak(dtype_bytes) * spec.efficiency * utilisation(kern, spec.sm_count)
+        return spec.kernel_launch_s + max(kern.flop / rate, memory_s)
+    return spec.kernel_launch_s + memory_s
 
 
 def task_kernels(model, part: str, phase: str, heads: int, samples: int, fused: bool) -> list[Kernel]:
