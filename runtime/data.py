@@ -11,8 +11,9 @@ Readers (each returns uint8 images (N, C, H, W) and int64 labels (N,)):
   decoded with Pillow, resized to a square side.
 
 ``ImageData`` normalises (per-channel mean and std of the training split), splits
-deterministically by seed, and applies light augmentation in plain torch (random crop
-after zero padding, horizontal flip) to training batches only.
+deterministically by seed, and applies light augmentation to training batches only: a
+random crop after zero padding and, where labels allow, a horizontal flip, drawn per image by
+``torchvision.transforms.v2`` under a seed derived from (seed, epoch, batch).
 
 Every reader raises ValueError or FileNotFoundError naming the file and what is wrong
 with it; nothing is downloaded.
@@ -20,6 +21,7 @@ with it; nothing is downloaded.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import pickle
 import struct
@@ -185,28 +187,35 @@ class ImageData:
         epoch is the same whether or not the earlier ones were taken (what an exact resume needs)."""
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         order = torch.randperm(len(self.images), generator=g)
-        for i, first in enumerate(range(0, len(order) - batch_size + 1, batch_size)):
+        augment_seeds = torch.randint(2 ** 62, (len(order) // batch_size,), generator=g) if augment else None
+        for i, first in enumerate(range(start * batch_size, len(order) - batch_size + 1, batch_size), start):
             idx = order[first:first + batch_size]
+            x = self.images[idx].float().div_(255)
             if augment:
-                x = _augment(self.images[idx].float().div_(255), g, pad, flip)  # draws from g: keep the sequence
-            if i < start:
-                continue
-            if not augment:
-                x = self.images[idx].float().div_(255)
+                x = augment_batch(x, int(augment_seeds[i]), pad, flip)
             yield (x - mean[:, None, None]) / std[:, None, None], self.labels[idx]
 
 
-def _augment(x: torch.Tensor, g: torch.Generator, pad: int, flip: bool = True) -> torch.Tensor:
-    """Random crop after zero padding by ``pad`` pixels, and (if ``flip``) a random horizontal flip, per image."""
-    n, _, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-    flips = torch.rand(n, generator=g) < 0.5
-    out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+def augment_batch(x: torch.Tensor, seed: int, pad: int = 2, flip: bool = True) -> torch.Tensor:
+    """A random crop of each image's original size after zero padding by ``pad`` pixels and (if ``flip``) a
+    random horizontal flip, drawn per image by ``torchvision.transforms.v2`` under ``seed``. The global RNG
+    is left as it was (the transforms draw from it, so they run inside ``torch.random.fork_rng``)."""
+    transform = _transform(tuple(x.shape[-2:]), pad, flip)
+    if transform is None:
+        return x
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.stack([transform(img) for img in x]).as_subclass(torch.Tensor)
+
+
+@functools.lru_cache(maxsize=8)
+def _transform(size: tuple[int, int], pad: int, flip: bool):
+    from torchvision.transforms import v2
+
+    steps = [v2.RandomCrop(size, padding=pad, fill=0)] if pad else []
     if flip:
-        out[flips] = out[flips].flip(-1)
-    return out
+        steps.append(v2.RandomHorizontalFlip(0.5))
+    return v2.Compose(steps) if steps else None
 
 
 # ---- named datasets -------------------------------------------------------------------

@@ -75,7 +75,7 @@ class Job:
     data: str = "fashion-mnist-5to9"
     """Dataset reference (``runtime.datasets.DATASETS``), or "synthetic" (timing only)."""
     augment: bool = True
-    """Random 2-pixel shifts (and flips where labels allow) of training images."""
+    """Random 2-pixel shifts (and flips where labels allow) of training images (``runtime.data.augment_batch``)."""
     keep_classifier: bool = False
     """Keep the checkpoint's classifier when it has the task's size; by default a new task starts
     from a fresh, seeded classifier (a checkpoint's class order means nothing to another task)."""

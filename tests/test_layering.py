@@ -14,7 +14,7 @@ THIRD_PARTY = {
     "d2ft": {"numpy", "networkx", "mip", "tomli"},  # tomli: the TOML reader on Python 3.10
     "d2ft.app": None,  # the app wing may import anything
     "simulator": {"numpy", "networkx"},
-    "runtime": {"numpy", "torch", "timm", "safetensors", "tqdm", "PIL"},
+    "runtime": {"numpy", "torch", "torchvision", "timm", "safetensors", "tqdm", "PIL"},
     "analysis": {"numpy", "pandas", "matplotlib"},
 }
 """Third-party top-level packages each layer may import (the standard library is always allowed)."""

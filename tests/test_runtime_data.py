@@ -89,6 +89,29 @@ def test_split_normalise_augment_are_deterministic():
     assert len(skipped) == 1 and torch.equal(skipped[0], first[2])
 
 
+def test_augmentation_shifts_and_flips_each_image_within_the_padding():
+    from runtime.data import augment_batch
+
+    x = torch.rand(64, 1, 7, 7)
+    torch.manual_seed(5)
+    before = torch.rand(1)
+    torch.manual_seed(5)
+    out = augment_batch(x, seed=11, pad=2, flip=True)
+    assert torch.equal(torch.rand(1), before)  # the global RNG is left as it was
+    assert out.shape == x.shape and torch.equal(out, augment_batch(x, seed=11, pad=2, flip=True))
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    seen = set()
+    for i in range(len(x)):
+        shifts = [(dy, dx, f) for dy in range(5) for dx in range(5) for f in (False, True)
+                  if torch.equal(out[i], (lambda c: c.flip(-1) if f else c)(padded[i, :, dy:dy + 7, dx:dx + 7]))]
+        assert shifts, f"image {i} is not a shift (and flip) of its original"
+        seen.update(shifts)
+    assert {f for _, _, f in seen} == {False, True} and len({(dy, dx) for dy, dx, _ in seen}) > 10
+    digits = augment_batch(x, seed=11, pad=2, flip=False)
+    assert all(any(torch.equal(digits[i], padded[i, :, dy:dy + 7, dx:dx + 7]) for dy in range(5) for dx in range(5))
+               for i in range(len(x)))
+
+
 def test_pixel_csv_and_named_datasets(tmp_path):
     from runtime.data import load_dataset, read_pixel_csv
 
