@@ -11,7 +11,8 @@ so only the compute model is under test.
 Rows are split once, before any constant is fitted, into a calibration set (to fit catalogue
 constants: GEMM efficiency, per-kernel costs) and a validation set that is never used for
 fitting: within each (source, GPU, mode), rows sorted by measured throughput alternate
-calibration, validation, calibration, ...
+calibration, validation, calibration, ... Rows whose precision the source does not state are
+"reference" rows, in neither set.
 
 Prints one JSON line per row (predicted, measured, ratio), then one summary line per set and
 mode (rows, share within 10%, median absolute error, median signed error per size class:
@@ -28,7 +29,8 @@ Sources:
   the batch size each row states.
 - DINO (Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021),
   Table 2: inference throughput "on a NVIDIA V100 GPU with 128 samples per forward" (feature
-  extractor, no classifier; precision not stated: priced as 16-bit, the rows carry that caveat).
+  extractor, no classifier; precision not stated). Shown as "reference" rows, neither fitted nor
+  scored (``REFERENCE`` says why).
 - PaddleClas (PaddlePaddle, docs/zh_CN/models/ImageNet1k/DeiT.md, release 2.5): V100 inference
   latency with TensorRT, FP32, batch 8 (throughput = 8 / latency).
 
@@ -104,12 +106,21 @@ def size_class(model: str) -> str:
     return "Ti/S" if any(k in model for k in ("tiny", "small")) else "B" if "base" in model else "L/H"
 
 
+REFERENCE = {DINO: "precision not stated: at 16 bits the cost model is 5.5-6.5x faster than these rows, "
+                   "at 32 bits close to them, so they are shown (priced at 16 bits as the table was "
+                   "first read) but neither fitted nor scored"}
+"""Sources whose rows are printed with set "reference": in no summary and no fit, and why."""
+
+
 def split(rows) -> list[str]:
     """"calibration" or "validation" per row: within each (source, GPU, mode), by measured throughput,
-    alternately (module docstring)."""
+    alternately (module docstring); "reference" for the rows of ``REFERENCE``."""
     out = [""] * len(rows)
     groups: dict = {}
     for i, r in enumerate(rows):
+        if r[0] in REFERENCE:
+            out[i] = "reference"
+            continue
         groups.setdefault((r[0], r[1], r[2]), []).append(i)
     for idx in groups.values():
         for j, i in enumerate(sorted(idx, key=lambda i: -rows[i][6])):
@@ -125,22 +136,10 @@ def model_spec(model: str, img: int, dtype_bytes: int):
     return ModelSpec.from_timm(base, img_size=img, dtype_bytes=dtype_bytes, **({"patch": patch} if patch else {}))
 
 
-def predict(gpu: str, mode: str, model: str, img: int, batch: int, dtype_bytes: int) -> float:
-    """The cost model's samples per second for one GPU: batch / compute time of the step."""
-    from d2ft import CostModel, Op, Plan
-    from d2ft.catalogue import device
-    from d2ft.cluster import Cluster
+ROOFLINE = dict(sm_count=None, efficiency=0.5, task_overhead_s=20e-6, elementwise_overhead_s=None)
+"""The catalogue's GPU entries before the kernel model (d2ft 0.x to commit ada5211): one roofline per
+task at an assumed half of peak, 20 us per task (``--model roofline``)."""
 
-    spec = model_spec(model, img, dtype_bytes)
-    one = Cluster(devices=(("gpu", device(gpu)),), links=(), coordinator="gpu", name=gpu)
-    plan = Plan.uniform(spec, one, Op.FULL, 1, batch)
-    step = CostModel(spec, one).step(plan, inference=mode == "infer")
-    return batch / step.devices[0].compute_s
-
-
-SM_COUNT = {"rtx-3090": 82, "rtx-4090": 128, "v100-sxm2-32gb": 80}
-"""Streaming multiprocessors: NVIDIA Ampere GA102 whitepaper v2 (2021: RTX 3090, 82 SMs), Ada whitepaper v2.1
-(2023: RTX 4090, 128 SMs), Volta whitepaper (2017: Tesla V100, 80 SMs)."""
 FUSED = {TRAIN_3090: False, INFER_3090: True, INFER_4090: True, DINO: False, PADDLE: False}
 """Whether a source's attention is one fused kernel: PyTorch 2.x's scaled_dot_product_attention (timm uses it
 from 0.9) is; PyTorch 1.12 (the training CSV) and DINO's code compute the scores explicitly; TensorRT's fusion
@@ -151,80 +150,92 @@ def _fused(source: str) -> bool:
     return next(v for k, v in FUSED.items() if k in source)
 
 
-class KernelDevice:
-    """The kernel model's view of a catalogue GPU (``d2ft.kernels.kernel_time`` reads these attributes)."""
+def row_device(row, kind: str = "kernels", **constants):
+    """The catalogue's device of a row, as the cost model prices it: ``kind`` "kernels" (as shipped, with
+    the row's attention kernel, and ``constants`` replaced) or "roofline" (``ROOFLINE``)."""
+    import dataclasses
 
-    def __init__(self, gpu: str, efficiency: float, launch_s: float, fused: bool) -> None:
-        from d2ft.catalogue import device
+    from d2ft.catalogue import device
 
-        spec = device(gpu)
-        self.peak, self.mem_bandwidth = spec.peak, spec.mem_bandwidth
-        self.sm_count, self.efficiency, self.kernel_launch_s, self.fused_attention = (
-            SM_COUNT[gpu], efficiency, launch_s, fused)
+    spec = device(row[1])
+    if kind == "roofline":
+        return dataclasses.replace(spec, **ROOFLINE)
+    return dataclasses.replace(spec, fused_attention=_fused(row[0]), **constants)
+
+
+def predict(row, spec) -> float:
+    """The cost model's samples per second for a row on ``spec``: batch / compute time of the step."""
+    from d2ft import CostModel, Op, Plan
+    from d2ft.cluster import Cluster
+
+    source, gpu, mode, model, img, batch, _, d = row
+    mspec = model_spec(model, img, d)
+    one = Cluster(devices=(("gpu", spec),), links=(), coordinator="gpu", name=gpu)
+    plan = Plan.uniform(mspec, one, Op.FULL, 1, batch)
+    step = CostModel(mspec, one).step(plan, inference=mode == "infer")
+    return batch / step.devices[0].compute_s
 
 
 _TABLES: dict = {}
 
 
-def _kernel_table(row):
-    """(compute seconds at efficiency 1, memory seconds) per kernel of a row's step, and the step's
-    memory-only seconds outside kernels (reductions; the optimizer's update is one more kernel)."""
+def kernel_table(row):
+    """The kernel model's step of a row as arrays, so that a fit can price it at any (efficiency, launch)
+    at once: per kernel, its compute seconds at efficiency 1 and its memory seconds, and the step's
+    memory seconds outside kernels (the coordinator's reads of partial sums). ``predict_table`` of it
+    equals ``predict`` on the kernel model (tests/test_published.py)."""
     if row in _TABLES:
         return _TABLES[row]
     import numpy as np
 
     from d2ft import Op, Plan
-    from d2ft.catalogue import device
     from d2ft.cluster import Cluster
     from d2ft.cost import optimizer_bytes_per_param
-    from d2ft.kernels import task_kernels, utilisation
+    from d2ft.kernels import memory_bytes, task_kernels, utilisation
     from d2ft.schedule import step_stream
 
     source, gpu, mode, model, img, batch, _, d = row
-    spec = model_spec(model, img, d)
-    dev = device(gpu)
+    mspec, dev = model_spec(model, img, d), row_device(row)
     one = Cluster(devices=(("gpu", dev),), links=(), coordinator="gpu", name=gpu)
-    plan = Plan.uniform(spec, one, Op.FULL, 1, batch)
+    plan = Plan.uniform(mspec, one, Op.FULL, 1, batch)
     compute, memory, extra = [], [], 0.0
-    for c in step_stream(plan, spec, 0, inference=mode == "infer"):
-        if getattr(c, "phase", None) == "opt":
+    for c in step_stream(plan, mspec, 0, inference=mode == "infer"):
+        if getattr(c, "phase", None) == "opt":  # one memory-bound kernel
             compute.append(0.0)
             memory.append(c.params * optimizer_bytes_per_param(d) / dev.mem_bandwidth)
             continue
         if not hasattr(c, "part"):
             continue
         extra += c.extra_bytes / dev.mem_bandwidth
-        for k in task_kernels(spec, c.part, c.phase, c.copies, c.samples, _fused(source)):
-            compute.append(k.flop / (dev.peak(d) * utilisation(k, SM_COUNT[gpu])) if k.kind == "gemm" else 0.0)
-            memory.append(k.bytes_moved(d) / dev.mem_bandwidth)
+        for k in task_kernels(mspec, c.part, c.phase, c.copies, c.samples, dev.fused_attention):
+            compute.append(k.flop / (dev.peak(d) * utilisation(k, dev.sm_count)) if k.kind == "gemm" else 0.0)
+            memory.append(memory_bytes(k, d, dev.sm_count) / dev.mem_bandwidth)
     _TABLES[row] = (np.array(compute), np.array(memory), extra)
     return _TABLES[row]
 
 
-def predict_kernels(row, efficiency: float, launch_s: float) -> float:
-    """The kernel model's samples per second for a row: the sum of every task's kernels on one GPU (all heads
-    of a block half in one task, ``d2ft.kernels``), plus AdamW's update (one memory-bound kernel) when training."""
+def predict_table(row, efficiency: float, launch_s: float) -> float:
+    """``predict`` on the kernel model at (``efficiency``, ``launch_s``), from ``kernel_table``."""
     import numpy as np
 
-    compute, memory, extra = _kernel_table(row)
-    total = len(compute) * launch_s + float(np.maximum(compute / efficiency, memory).sum()) + extra
-    return row[5] / total
+    compute, memory, extra = kernel_table(row)
+    return row[5] / (len(compute) * launch_s + float(np.maximum(compute / efficiency, memory).sum()) + extra)
 
 
 def fit_kernels(rows, sets) -> dict[str, tuple[float, float]]:
     """Per GPU kind, the (efficiency, launch s) that minimise the median |log(predicted / measured)| over its
     calibration rows (a grid: efficiency 0.30-1.00 by 0.02, launch 0-30 us by 1 us). Validation rows are
-    never read."""
+    never read. The catalogue's constants (``d2ft.hardware.KERNEL_FITS``) are this fit's output."""
     out = {}
     for gpu in sorted({r[1] for r in rows}):
         calib = [r for r, s in zip(rows, sets) if r[1] == gpu and s == "calibration"]
         best = None
         for e in [0.30 + 0.02 * i for i in range(36)]:
             for us in range(0, 31):
-                err = statistics.median(abs(math.log(predict_kernels(r, e, us * 1e-6) / r[6])) for r in calib)
-                if best is None or err < best[0]:
+                err = statistics.median(abs(math.log(predict_table(r, e, us * 1e-6) / r[6])) for r in calib)
+                if best is None or err < best[0] - 1e-12:
                     best = (err, e, us * 1e-6)
-        out[gpu] = (round(best[1], 2), best[2])
+        out[gpu] = (round(best[1], 2), round(best[2], 9))
     return out
 
 
@@ -243,20 +254,27 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--set", choices=("calibration", "validation", "all"), default="all",
                    help="which rows to print (summaries always cover both sets)")
-    p.add_argument("--model", choices=("cost", "kernels"), default="cost",
-                   help="cost: the cost model as d2ft prices steps today (one roofline task per block half); "
-                        "kernels: d2ft.kernels's per-kernel model, its efficiency and launch cost fitted per GPU "
-                        "kind on the calibration rows (printed first)")
+    p.add_argument("--model", choices=("kernels", "roofline"), default="kernels",
+                   help="kernels: the catalogue as shipped (d2ft.kernels: every kernel on its own roofline, "
+                        "constants fitted per GPU kind on the calibration rows); roofline: the catalogue "
+                        "before the kernel model (one roofline per task, efficiency 0.5, 20 us per task)")
+    p.add_argument("--fit", action="store_true",
+                   help="refit the kernel constants on the calibration rows and print them (first line) "
+                        "beside the catalogue's")
     args = p.parse_args(argv)
     sets = split(ROWS)
-    fitted = fit_kernels(ROWS, sets) if args.model == "kernels" else {}
-    if fitted:
-        print(json.dumps({"fitted": {g: {"efficiency": e, "kernel_launch_s": t} for g, (e, t) in fitted.items()}}))
+    if args.fit:
+        from d2ft.hardware import KERNEL_FITS
+
+        fitted = fit_kernels(ROWS, sets)
+        print(json.dumps({"fitted": {g: {"efficiency": e, "kernel_launch_s": t} for g, (e, t) in fitted.items()},
+                          "catalogue": {g: {"efficiency": e, "kernel_launch_s": t} for g, (e, t) in KERNEL_FITS.items()},
+                          "catalogue_is_the_fit": fitted == KERNEL_FITS}))
     records = []
     for row, which in zip(ROWS, sets):
         source, gpu, mode, model, img, batch, measured, d = row
-        predicted = predict_kernels(row, *fitted[gpu]) if fitted else predict(gpu, mode, model, img, batch, d)
-        rec = {"set": which, "model_kind": args.model, "source": source, "gpu": gpu, "mode": mode, "model": model,
+        predicted = predict(row, row_device(row, args.model))
+        rec = {"set": which, **({"note": REFERENCE[source]} if source in REFERENCE else {}), "model_kind": args.model, "source": source, "gpu": gpu, "mode": mode, "model": model,
                "img_size": img,
                "batch": batch, "precision": "fp16 (AMP)" if d == 2 else "fp32", "size": size_class(model),
                "measured_samples_per_s": measured, "predicted_samples_per_s": predicted, "ratio": predicted / measured}
@@ -268,7 +286,8 @@ def main(argv=None) -> int:
             chosen = [r for r in records if r["set"] == which and r["mode"] == mode]
             if chosen:
                 print(json.dumps({**summary(chosen, which), "mode": mode, "model_kind": args.model}))
-    print(json.dumps({**summary(records, "all"), "model_kind": args.model}))
+    scored = [r for r in records if r["set"] != "reference"]
+    print(json.dumps({**summary(scored, "all"), "model_kind": args.model}))
     return 0
 
 

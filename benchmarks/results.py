@@ -21,8 +21,8 @@ benchmarks/figures/ are then written from all of them):
   ``benchmarks/simulator.py``) rerun and tabulated;
 - ``scale``: simulation only, ViT-B/L/H on 4 to 256 catalogue devices over several
   networks: savings and where the coordinator's link becomes the bottleneck;
-- ``published``: ``benchmarks/published.py``, the cost model and the per-kernel model against
-  published single-GPU throughputs.
+- ``published``: ``benchmarks/published.py``, the cost model before and now (kernel model on
+  GPUs) against published single-GPU throughputs.
 
 Usage (from the repository root; ``make results`` and ``make results-quick`` run the first two)::
 
@@ -260,8 +260,8 @@ def published() -> None:
     """benchmarks/published.py: published single-GPU throughputs against the cost model, recorded as printed."""
     import subprocess
 
-    for kind in ("cost", "kernels"):
-        argv = ["benchmarks/published.py", "--model", kind]
+    for kind in ("roofline", "kernels"):
+        argv = ["benchmarks/published.py", "--model", kind] + (["--fit"] if kind == "kernels" else [])
         out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT)
         if out.returncode != 0:
             raise RuntimeError(f"published.py failed (exit {out.returncode}): {out.stderr.strip()[-500:]}")
@@ -270,16 +270,16 @@ def published() -> None:
 
 
 def _published_markdown(pub) -> tuple[list[str], list[tuple[str, str, bool]]]:
-    """Published measurements against the cost model and against the per-kernel model: summaries side by
-    side, every row, and the goals on the validation rows (80% within 10%, median <= 5%, no size class
-    biased beyond 10%)."""
+    """Published measurements against the cost model as shipped (kernel model on GPUs) and as it was
+    (one roofline per task): summaries side by side, every row, and the goals on the validation rows (80%
+    within 10%, median <= 5%, no size class biased beyond 10%)."""
     import pandas as pd
 
     from analysis.report import markdown_table
 
     pub = pub.drop_duplicates("name", keep="last").set_index("name")
-    kinds = [k for k in ("published-cost", "published-kernels") if k in pub.index]
-    label = {"published-cost": "cost model (today)", "published-kernels": "per-kernel model (d2ft.kernels)"}
+    kinds = [k for k in ("published-roofline", "published-kernels") if k in pub.index]
+    label = {"published-roofline": "before: one roofline per task", "published-kernels": "now: kernel model"}
     sums, rows, fitted = [], [], None
     for k in kinds:
         for r in pub.loc[k, "records"]:
@@ -298,17 +298,18 @@ def _published_markdown(pub) -> tuple[list[str], list[tuple[str, str, bool]]]:
                              "measured (img/s)": r["measured_samples_per_s"],
                              "predicted (img/s)": r["predicted_samples_per_s"], "ratio": r["ratio"]} for r in rows])
     n = len({(r["gpu"], r["mode"], r["model"], r["img_size"], r["batch"]) for r in rows})
-    fit = ("; the per-kernel model's constants, fitted on the calibration rows: " + ", ".join(
+    fit = ("; its constants, fitted on the calibration rows (`--fit`, the catalogue's `KERNEL_FITS`): " + ", ".join(
         f"{g} efficiency {v['efficiency']:g}, {1e6 * v['kernel_launch_s']:.0f} us per kernel" for g, v in fitted.items())
         if fitted else "")
     lines = ["## Against published GPU measurements", "",
              f"{n} published single-GPU ViT throughputs (training and inference; RTX 3090, RTX 4090, V100; timm's "
              "benchmark CSVs, DINO's Table 2, PaddleClas's DeiT page: each row's source is in `benchmarks/published.py`), "
-             "split into calibration and validation rows before any fitting, against two compute models on the "
-             "catalogue device: the cost model the planner and simulator use today (one roofline task per block half) "
-             "and the per-kernel model of `d2ft/kernels.py` (each GEMM on its own roofline with tile and wave "
-             f"quantisation, a launch cost per kernel, memory-bound elementwise kernels){fit}. The per-kernel model "
-             "is not yet what `d2ft.CostModel` prices with. Commands: "
+             "split into calibration and validation rows before any fitting, against the cost model on the catalogue "
+             "device, before and now. Before: one roofline task per block half at an assumed 50% of peak and 20 us per "
+             "task. Now (what `d2ft.CostModel`, the planner and the simulator price GPUs with): the kernel model of "
+             "`d2ft/kernels.py`, each GEMM on its own roofline with tile and wave quantisation and split-K, a launch "
+             f"cost per kernel, memory-bound elementwise kernels{fit}. DINO's rows state no precision and are shown as "
+             "reference rows, in neither set. Commands: "
              + ", ".join(f"`{pub.loc[k, 'command']}`" for k in kinds) + f" ({pub.iloc[-1]['date']}).", "",
              markdown_table(table), "", "<details><summary>Every row</summary>", "", markdown_table(per_row), "",
              "</details>", ""]

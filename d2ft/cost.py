@@ -14,20 +14,38 @@ and half (attention, then MLP):
 
 So a worker moves 8a per block and micro-batch when its most active subnet there is
 FULL, 4a when FORWARD_ONLY, 0 when SKIP (4a and 2a in heads-only mode). Subnets on the
-coordinator itself send nothing. Each compute task costs the device's roofline time
-(``DeviceSpec.compute_time``); a device runs its tasks one at a time, so its compute time
+coordinator itself send nothing. A device runs its tasks one at a time, so its compute time
 is their sum. Every step ends with an AdamW update of the parameters that got gradients.
 
+A task's time depends on its device (``DeviceSpec``):
+
+- kernel model (``sm_count`` set: the catalogue's GPUs): the sum of the task's kernels, each
+  on its own roofline with tile and wave quantisation, a launch cost per kernel, and the
+  memory traffic of each kernel, fused attention or not (``d2ft.kernels``, where the
+  formulas and their sources are); the optimizer's update is one memory-bound kernel. The
+  constants (``efficiency``, ``kernel_launch_s``) are fitted per GPU kind on the calibration
+  rows of published measurements (``benchmarks/published.py``);
+- roofline (CPUs, calibrated profiles): one roofline per task plus a fixed per-task overhead
+  (``DeviceSpec.compute_time``), the constants measured by ``d2ft calibrate``.
+
+The planner's knapsack needs a cost linear in the number of subnets (``subnet_time``,
+``block_overhead_s``): exact on the roofline, and on the kernel model a lower bound (each
+subnet at its cheapest share of a task) beside the exact ``block_table``, with which the
+planner checks and repairs every plan, so a plan that fits the planner's budget fits the
+cost model's.
+
 Not modelled: overlap of compute and communication and any waiting (the simulator
-schedules the timeline), the loss and softmax/GELU FLOP, kernel fusion, data loading,
-framework overhead beyond ``task_overhead_s``, memory held by the framework (CUDA
-context, allocator cache, communication buffers), and micro-batches in flight at once
-(peak memory assumes one micro-batch's activations at a time).
+schedules the timeline), the loss, data loading, framework overhead beyond the per-task
+or per-kernel constants, memory held by the framework (CUDA context, allocator cache,
+communication buffers), and micro-batches in flight at once (peak memory assumes one
+micro-batch's activations at a time); on the roofline also kernel fusion and the
+softmax/GELU FLOP; on the kernel model what ``d2ft.kernels`` lists.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from . import kernels
 from .cluster import Cluster
 from .errors import expect
 from .model import ModelSpec, Work
@@ -114,6 +132,7 @@ class CostModel:
         self._half = {"attn": model.subnet_attn, "mlp": model.subnet_mlp}
         self._specs = [spec for _, spec in cluster.devices]
         self._coord = cluster.coordinator_index
+        self._block_tasks: dict[tuple, dict] = {}
 
     # ---- pricing ------------------------------------------------------------------
     def half_work(self, half: str) -> Work:
@@ -126,7 +145,9 @@ class CostModel:
         Forward moves the weights once and the forward activations; backward (input
         gradient + weight gradient) reads the weights, read-modify-writes their gradients
         (2P) and moves both gradients' activations; the optimizer moves
-        ``optimizer_bytes_per_param`` per updated parameter. Time is the device's roofline
+        ``optimizer_bytes_per_param`` per updated parameter. Time is the sum of the task's
+        kernels on a kernel-model device (``d2ft.kernels.task_time``, plus the coordinator's
+        reads of partial sums over the bandwidth), else the device's roofline
         (``DeviceSpec.compute_time``), per-task overhead included.
         """
         d = self.model.dtype_bytes
@@ -141,22 +162,68 @@ class CostModel:
         else:
             flop, nbytes = n * b * w.bwd_flop, n * (P + 2 * P + b * (w.ig_act_bytes + w.wg_act_bytes))
         nbytes += c.extra_bytes
-        time = spec.compute_time(flop, nbytes, d, backward=c.phase != "fwd")
+        if spec.kernel_model:
+            heads = c.subnets if c.part == "block" else c.copies
+            time = kernels.task_time(spec, self.model, c.part, c.phase, heads, b, d) + c.extra_bytes / spec.mem_bandwidth
+        else:
+            time = spec.compute_time(flop, nbytes, d, backward=c.phase != "fwd")
         return Task(c.device, c.phase, c.part, c.layer, c.micro_batch, flop, nbytes, time, c.subnets)
 
-    def subnet_time(self, device: int, op: Op, micro_batch_size: int) -> float:
-        """Compute time of one subnet for one micro-batch on ``device`` under ``op``, s.
+    def task_time(self, device: int, phase: str, half: str, n: int, micro_batch_size: int) -> float:
+        """Time of one task of ``n`` subnets of block half ``half`` on ``device``, s (0 for none)."""
+        if n <= 0:
+            return 0.0
+        c = Compute(device, phase, half, 0, 0, self._half[half], copies=n, samples=micro_batch_size, subnets=n)
+        return self.price(c).time_s
 
-        The sum over its halves of the roofline time without the per-task overhead: the
-        marginal cost of adding the subnet to a task. FULL >= FORWARD_ONLY >= SKIP = 0.
+    def subnet_time(self, device: int, op: Op, micro_batch_size: int, per_task: int | None = None) -> float:
+        """Compute time of one subnet for one micro-batch on ``device`` under ``op``, s: the
+        per-subnet cost of the knapsack's linear model. FULL >= FORWARD_ONLY >= SKIP = 0.
+
+        Roofline: the sum over its halves of the roofline time without the per-task overhead,
+        exactly the marginal cost of adding the subnet to a task. Kernel model: per half and
+        phase the least (task time - launches) / n over tasks of n = 1..``per_task`` subnets
+        (default: every head of a block), so that ``block_overhead_s`` plus n of these never
+        exceeds such a task (``block_table`` gives the exact time).
         """
         spec, d = self._specs[device], self.model.dtype_bytes
         total = 0.0
         for half in self.halves:
             for phase in ("fwd", "bwd")[: op.level]:
+                if spec.kernel_model:
+                    total += self._least_share(device, half, phase, micro_batch_size, per_task or self.model.heads)
+                    continue
                 t = self.price(Compute(device, phase, half, 0, 0, self._half[half], samples=micro_batch_size))
                 total += spec.roofline_s(t.flop, t.bytes_moved, d, backward=phase == "bwd")
         return total
+
+    def _least_share(self, device: int, half: str, phase: str, b: int, most: int) -> float:
+        launch = kernels.launch_time(self._specs[device], self.model, half, phase, 1, b)
+        return min((self.task_time(device, phase, half, n, b) - launch) / n for n in range(1, most + 1))
+
+    def block_overhead_s(self, device: int, micro_batch_size: int, phase: str = "fwd") -> float:
+        """The fixed time of ``device``'s tasks of one direction (``phase``) in one block and
+        micro-batch in which it runs a subnet, s: the knapsack's per-block overhead
+        (``subnet_time``). Roofline: the per-task overhead per half. Kernel model: the launches
+        of that direction's kernels, both halves."""
+        spec = self._specs[device]
+        if not spec.kernel_model:
+            return spec.task_overhead_s * len(self.halves)
+        return sum(kernels.launch_time(spec, self.model, half, phase, 1, micro_batch_size) for half in self.halves)
+
+    def block_table(self, device: int, micro_batch_size: int, most: int) -> tuple[tuple[float, ...], ...] | None:
+        """On a kernel-model device, the exact time of its tasks in one block and micro-batch with f
+        subnets FULL and o FORWARD_ONLY, as ``table[f][o]`` for f + o <= ``most``, s; None on a roofline
+        device, where the knapsack's linear model is exact."""
+        if not self._specs[device].kernel_model:
+            return None
+        key = (device, micro_batch_size)
+        tasks = self._block_tasks.setdefault(key, {})
+        for phase in ("fwd", "bwd"):
+            for n in range(most + 1):
+                if (phase, n) not in tasks:
+                    tasks[phase, n] = sum(self.task_time(device, phase, h, n, micro_batch_size) for h in self.halves)
+        return tuple(tuple(tasks["fwd", f + o] + tasks["bwd", f] for o in range(most + 1 - f)) for f in range(most + 1))
 
     def block_messages_bytes(self, op: Op, micro_batch_size: int) -> int:
         """Bytes a worker sends plus receives in one block and micro-batch when its most active op is ``op``.

@@ -1,7 +1,8 @@
 """Devices and links: the spec-sheet figures of the hardware a plan runs on.
 
-A ``DeviceSpec`` prices compute (a roofline with a size-dependent efficiency and a
-fixed per-task overhead); a ``LinkSpec`` prices a transfer (latency + bytes /
+A ``DeviceSpec`` prices compute: a device with ``sm_count`` (a GPU described kernel by
+kernel) has each task priced as the sum of its kernels (``d2ft.kernels``); any other device
+prices a task as one roofline with a fixed per-task overhead. A ``LinkSpec`` prices a transfer (latency + bytes /
 bandwidth). Both are frozen, validated on construction, and round-trip through dicts.
 
 Not modelled here: clock boost and throttling, power limits, and contention (the
@@ -42,11 +43,25 @@ class DeviceSpec:
     backward_efficiency: float = 1.0
     """Backward FLOP rate relative to forward, in (0, 1]: below 1 where a framework's backward
     kernels run slower than its forward ones (``d2ft calibrate --model`` measures it)."""
+    sm_count: int | None = None
+    """Streaming multiprocessors. Set: every task is priced as the sum of its kernels, matrix products
+    with tile and wave quantisation over these SMs (``d2ft.kernels``), and ``efficiency`` is what a
+    large matrix product reaches; None: one roofline per task (CPUs, and devices with no kernel
+    constants)."""
+    kernel_launch_s: float = 0.0
+    """Kernel model: fixed time per kernel, s (launch and framework dispatch)."""
+    fused_attention: bool = True
+    """Kernel model: attention runs as one fused kernel that never writes the N x N scores
+    (PyTorch's ``scaled_dot_product_attention``); False: scores, softmax and weighted sum apart."""
     source: str = ""
     """Where the figures come from."""
 
     def __post_init__(self) -> None:
         problems = []
+        if self.sm_count is not None and not (isinstance(self.sm_count, int) and self.sm_count > 0):
+            problems.append(f"sm_count must be a positive integer or None, got {self.sm_count!r}")
+        if not (isinstance(self.kernel_launch_s, (int, float)) and self.kernel_launch_s >= 0):
+            problems.append(f"kernel_launch_s must be >= 0, got {self.kernel_launch_s!r}")
         for f in ("peak_flops", "peak_flops_fp32", "mem_bandwidth", "memory_bytes"):
             v = getattr(self, f)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
@@ -65,6 +80,19 @@ class DeviceSpec:
     def peak(self, dtype_bytes: int) -> float:
         """Peak FLOP/s for elements of ``dtype_bytes`` bytes (2: 16-bit, 4: 32-bit)."""
         return self.peak_flops if dtype_bytes <= 2 else self.peak_flops_fp32
+
+    @property
+    def kernel_model(self) -> bool:
+        """Whether tasks are priced kernel by kernel (``sm_count`` set)."""
+        return self.sm_count is not None
+
+    @property
+    def memory_task_overhead_s(self) -> float:
+        """Fixed time of a task with no matrix products (a norm, the optimizer's update), s: one kernel
+        launch on the kernel model, else ``elementwise_overhead_s`` (or ``task_overhead_s``)."""
+        if self.kernel_model:
+            return self.kernel_launch_s
+        return self.task_overhead_s if self.elementwise_overhead_s is None else self.elementwise_overhead_s
 
     def roofline_s(self, flop: float, bytes_moved: float, dtype_bytes: int = 4, backward: bool = False) -> float:
         """max(FLOP / achieved rate, bytes / bandwidth), s: ``compute_time`` without the overhead.
@@ -88,7 +116,7 @@ class DeviceSpec:
         """
         if flop <= 0 and bytes_moved <= 0:
             return 0.0
-        overhead = self.task_overhead_s if flop > 0 or self.elementwise_overhead_s is None else self.elementwise_overhead_s
+        overhead = self.task_overhead_s if flop > 0 else self.memory_task_overhead_s
         return overhead + self.roofline_s(flop, bytes_moved, dtype_bytes, backward)
 
     def scaled(self, slowdown: float) -> "DeviceSpec":
@@ -104,6 +132,7 @@ class DeviceSpec:
             peak_flops_fp32=self.peak_flops_fp32 / slowdown,
             mem_bandwidth=self.mem_bandwidth / slowdown,
             task_overhead_s=self.task_overhead_s * slowdown,
+            kernel_launch_s=self.kernel_launch_s * slowdown,
             elementwise_overhead_s=None if self.elementwise_overhead_s is None else self.elementwise_overhead_s * slowdown,
         )
 

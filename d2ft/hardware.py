@@ -1,12 +1,16 @@
 """The devices and links of public spec sheets, by key (``d2ft.catalogue`` re-exports them).
 
-Peaks are dense (no structured sparsity). Two figures in every device are not from a
-spec sheet but assumptions, until ``d2ft calibrate`` measures them on real hardware:
-``efficiency`` (0.5: large-model training reaches about half of peak, e.g. 46.2% model
-FLOP utilisation for PaLM 540B, Chowdhery et al. 2022, Table 3; 52% of peak for GPT-3
-175B on A100, Narayanan et al., SC 2021) and ``task_overhead_s`` (a handful of kernel
-launches of a few microseconds each on a GPU). Link latencies are typical orders of
-magnitude, also not spec-sheet figures; bandwidths are line rates after encoding.
+Peaks are dense (no structured sparsity). GPUs are priced kernel by kernel
+(``d2ft.kernels``): their SM counts are spec-sheet figures, and two constants are fitted
+to published measurements (``benchmarks/published.py``, calibration rows only): the
+efficiency a large matrix product reaches and the fixed time per kernel (``KERNEL_FITS``:
+RTX 3090, RTX 4090 and V100, the kinds with published rows). Every other GPU takes the
+median of those fits, an assumption until measured. CPUs are priced as one roofline per
+task, with ``efficiency`` (0.5: large-model training reaches about half of peak, e.g. 46.2%
+model FLOP utilisation for PaLM 540B, Chowdhery et al. 2022, Table 3) and
+``task_overhead_s`` assumed until ``d2ft calibrate`` measures them. Link latencies are
+typical orders of magnitude, also not spec-sheet figures; bandwidths are line rates after
+encoding.
 
 Not modelled: clock boost and throttling, power limits, memory-capacity reserved by the
 runtime, and NUMA effects on CPUs.
@@ -14,65 +18,81 @@ runtime, and NUMA effects on CPUs.
 
 from __future__ import annotations
 
+import statistics
+
 from .device import DeviceSpec, LinkSpec
 from .errors import unknown_name
 from .units import GB, GiB, TFLOPS, GFLOPS, Gbit, Mbit, ms, us
 
-_GPU = dict(efficiency=0.5, task_overhead_s=20 * us)
-_EDGE = dict(efficiency=0.5, task_overhead_s=50 * us)
+KERNEL_FITS: dict[str, tuple[float, float]] = {
+    "rtx-3090": (0.84, 30e-6),
+    "rtx-4090": (0.76, 19e-6),
+    "v100-sxm2-32gb": (0.86, 21e-6),
+}
+"""(efficiency, kernel_launch_s) per GPU kind: ``benchmarks/published.py --fit`` on its calibration rows
+(the median |log error| over a grid; tests/test_published.py checks the two agree)."""
+_MEDIAN_FIT = tuple(statistics.median(f[i] for f in KERNEL_FITS.values()) for i in range(2))
+
+
+def _gpu(key: str, sms: int) -> dict:
+    """Kernel-model fields of a GPU with ``sms`` streaming multiprocessors: its own fit, else the median."""
+    efficiency, launch = KERNEL_FITS.get(key, _MEDIAN_FIT)
+    return dict(sm_count=sms, efficiency=efficiency, kernel_launch_s=launch)
+
+
 _CPU = dict(efficiency=0.5, task_overhead_s=5 * us)
 
 DEVICES: dict[str, DeviceSpec] = {
     # Data-centre GPUs.
     "h200-sxm": DeviceSpec(
-        "NVIDIA H200 SXM 141GB", 989 * TFLOPS, 494.7 * TFLOPS, 4.8e12, 141 * GB, **_GPU,
-        source="NVIDIA H200 Tensor Core GPU datasheet (2024): BF16 1979 TFLOPS with sparsity, TF32 989 with sparsity, 4.8 TB/s HBM3e",
+        "NVIDIA H200 SXM 141GB", 989 * TFLOPS, 494.7 * TFLOPS, 4.8e12, 141 * GB, **_gpu("h200-sxm", 132),
+        source="NVIDIA H200 Tensor Core GPU datasheet (2024): BF16 1979 TFLOPS with sparsity, TF32 989 with sparsity, 4.8 TB/s HBM3e; 132 SMs (GH100 as in H100 SXM5: NVIDIA H100 Tensor Core GPU Architecture whitepaper, 2022)",
     ),
     "h100-sxm": DeviceSpec(
-        "NVIDIA H100 SXM5 80GB", 989 * TFLOPS, 494.7 * TFLOPS, 3.35e12, 80 * GB, **_GPU,
-        source="NVIDIA H100 Tensor Core GPU datasheet (2023): BF16 1979 TFLOPS with sparsity, TF32 989 with sparsity, 3.35 TB/s HBM3",
+        "NVIDIA H100 SXM5 80GB", 989 * TFLOPS, 494.7 * TFLOPS, 3.35e12, 80 * GB, **_gpu("h100-sxm", 132),
+        source="NVIDIA H100 Tensor Core GPU datasheet (2023): BF16 1979 TFLOPS with sparsity, TF32 989 with sparsity, 3.35 TB/s HBM3; 132 SMs (NVIDIA H100 Tensor Core GPU Architecture whitepaper, 2022)",
     ),
     "a100-sxm4-80gb": DeviceSpec(
-        "NVIDIA A100 SXM4 80GB", 312 * TFLOPS, 156 * TFLOPS, 2039 * GB, 80 * GB, **_GPU,
-        source="NVIDIA A100 Tensor Core GPU datasheet (2021): BF16 312 TFLOPS, TF32 156 TFLOPS, 2039 GB/s HBM2e",
+        "NVIDIA A100 SXM4 80GB", 312 * TFLOPS, 156 * TFLOPS, 2039 * GB, 80 * GB, **_gpu("a100-sxm4-80gb", 108),
+        source="NVIDIA A100 Tensor Core GPU datasheet (2021): BF16 312 TFLOPS, TF32 156 TFLOPS, 2039 GB/s HBM2e; 108 SMs (NVIDIA A100 Tensor Core GPU Architecture whitepaper, 2020)",
     ),
     "a100-pcie-40gb": DeviceSpec(
-        "NVIDIA A100 PCIe 40GB", 312 * TFLOPS, 156 * TFLOPS, 1555 * GB, 40 * GB, **_GPU,
-        source="NVIDIA A100 Tensor Core GPU datasheet (2021): BF16 312 TFLOPS, TF32 156 TFLOPS, 1555 GB/s HBM2",
+        "NVIDIA A100 PCIe 40GB", 312 * TFLOPS, 156 * TFLOPS, 1555 * GB, 40 * GB, **_gpu("a100-pcie-40gb", 108),
+        source="NVIDIA A100 Tensor Core GPU datasheet (2021): BF16 312 TFLOPS, TF32 156 TFLOPS, 1555 GB/s HBM2; 108 SMs (NVIDIA A100 Tensor Core GPU Architecture whitepaper, 2020)",
     ),
     "v100-sxm2-32gb": DeviceSpec(
-        "NVIDIA V100 SXM2 32GB", 125 * TFLOPS, 15.7 * TFLOPS, 900 * GB, 32 * GB, **_GPU,
-        source="NVIDIA V100 Tensor Core GPU datasheet (2020): FP16 tensor 125 TFLOPS, FP32 15.7 TFLOPS, 900 GB/s HBM2",
+        "NVIDIA V100 SXM2 32GB", 125 * TFLOPS, 15.7 * TFLOPS, 900 * GB, 32 * GB, **_gpu("v100-sxm2-32gb", 80),
+        source="NVIDIA V100 Tensor Core GPU datasheet (2020): FP16 tensor 125 TFLOPS, FP32 15.7 TFLOPS, 900 GB/s HBM2; 80 SMs (NVIDIA Tesla V100 GPU Architecture whitepaper, 2017)",
     ),
     "l4": DeviceSpec(
-        "NVIDIA L4 24GB", 121 * TFLOPS, 60 * TFLOPS, 300 * GB, 24 * GB, **_GPU,
-        source="NVIDIA L4 Tensor Core GPU datasheet (2023): FP16 242 TFLOPS with sparsity, TF32 120 with sparsity, 300 GB/s GDDR6",
+        "NVIDIA L4 24GB", 121 * TFLOPS, 60 * TFLOPS, 300 * GB, 24 * GB, **_gpu("l4", 58),
+        source="NVIDIA L4 Tensor Core GPU datasheet (2023): FP16 242 TFLOPS with sparsity, TF32 120 with sparsity, 300 GB/s GDDR6; 58 SMs (7,424 CUDA cores at 128 per Ada SM: NVIDIA L4 datasheet and Ada whitepaper v2.1)",
     ),
     "t4": DeviceSpec(
-        "NVIDIA T4 16GB", 65 * TFLOPS, 8.1 * TFLOPS, 320 * GB, 16 * GB, **_GPU,
-        source="NVIDIA T4 Tensor Core GPU datasheet (2019): FP16 mixed 65 TFLOPS, FP32 8.1 TFLOPS, 320 GB/s GDDR6",
+        "NVIDIA T4 16GB", 65 * TFLOPS, 8.1 * TFLOPS, 320 * GB, 16 * GB, **_gpu("t4", 40),
+        source="NVIDIA T4 Tensor Core GPU datasheet (2019): FP16 mixed 65 TFLOPS, FP32 8.1 TFLOPS, 320 GB/s GDDR6; 40 SMs (2,560 CUDA cores at 64 per Turing SM: NVIDIA Turing GPU Architecture whitepaper, 2018)",
     ),
     # Consumer GPUs.
     "rtx-4090": DeviceSpec(
-        "NVIDIA GeForce RTX 4090", 165.2 * TFLOPS, 82.6 * TFLOPS, 1008 * GB, 24 * GB, **_GPU,
-        source="NVIDIA Ada GPU architecture whitepaper v2.1 (2023), RTX 4090: FP16 tensor with FP32 accumulate 165.2 TFLOPS, TF32 82.6, 1008 GB/s",
+        "NVIDIA GeForce RTX 4090", 165.2 * TFLOPS, 82.6 * TFLOPS, 1008 * GB, 24 * GB, **_gpu("rtx-4090", 128),
+        source="NVIDIA Ada GPU architecture whitepaper v2.1 (2023), RTX 4090: FP16 tensor with FP32 accumulate 165.2 TFLOPS, TF32 82.6, 1008 GB/s; 128 SMs (same whitepaper)",
     ),
     "rtx-3090": DeviceSpec(
-        "NVIDIA GeForce RTX 3090", 71 * TFLOPS, 35.6 * TFLOPS, 936 * GB, 24 * GB, **_GPU,
-        source="NVIDIA Ampere GA102 GPU architecture whitepaper v2 (2021), RTX 3090: FP16 tensor with FP32 accumulate 71 TFLOPS, TF32 35.6, 936 GB/s",
+        "NVIDIA GeForce RTX 3090", 71 * TFLOPS, 35.6 * TFLOPS, 936 * GB, 24 * GB, **_gpu("rtx-3090", 82),
+        source="NVIDIA Ampere GA102 GPU architecture whitepaper v2 (2021), RTX 3090: FP16 tensor with FP32 accumulate 71 TFLOPS, TF32 35.6, 936 GB/s; 82 SMs (same whitepaper)",
     ),
     # Edge boards.
     "jetson-agx-orin-64gb": DeviceSpec(
-        "NVIDIA Jetson AGX Orin 64GB", 42.5 * TFLOPS, 5.3 * TFLOPS, 204.8 * GB, 64 * GB, **_EDGE,
-        source="NVIDIA Jetson AGX Orin Series data sheet (2023): GPU 170 sparse INT8 TOPS = 42.5 dense FP16 TFLOPS, 5.3 FP32 TFLOPS, 204.8 GB/s LPDDR5",
+        "NVIDIA Jetson AGX Orin 64GB", 42.5 * TFLOPS, 5.3 * TFLOPS, 204.8 * GB, 64 * GB, **_gpu("jetson-agx-orin-64gb", 16),
+        source="NVIDIA Jetson AGX Orin Series data sheet (2023): GPU 170 sparse INT8 TOPS = 42.5 dense FP16 TFLOPS, 5.3 FP32 TFLOPS, 204.8 GB/s LPDDR5; 16 SMs (2,048 CUDA cores at 128 per Ampere SM, same data sheet)",
     ),
     "jetson-orin-nano-8gb": DeviceSpec(
-        "NVIDIA Jetson Orin Nano 8GB", 10 * TFLOPS, 1.28 * TFLOPS, 68 * GB, 8 * GB, **_EDGE,
-        source="NVIDIA Jetson Orin Nano Series data sheet (2023): 40 sparse INT8 TOPS = 10 dense FP16 TFLOPS, 1024 CUDA cores at 625 MHz, 68 GB/s LPDDR5",
+        "NVIDIA Jetson Orin Nano 8GB", 10 * TFLOPS, 1.28 * TFLOPS, 68 * GB, 8 * GB, **_gpu("jetson-orin-nano-8gb", 8),
+        source="NVIDIA Jetson Orin Nano Series data sheet (2023): 40 sparse INT8 TOPS = 10 dense FP16 TFLOPS, 1024 CUDA cores at 625 MHz, 68 GB/s LPDDR5; 8 SMs (1,024 CUDA cores at 128 per Ampere SM)",
     ),
     "jetson-nano": DeviceSpec(
-        "NVIDIA Jetson Nano 4GB", 472 * GFLOPS, 236 * GFLOPS, 25.6 * GB, 4 * GB, **_EDGE,
-        source="NVIDIA Jetson Nano module data sheet (2019): 472 GFLOPS FP16, 128 Maxwell cores, 25.6 GB/s LPDDR4",
+        "NVIDIA Jetson Nano 4GB", 472 * GFLOPS, 236 * GFLOPS, 25.6 * GB, 4 * GB, **_gpu("jetson-nano", 1),
+        source="NVIDIA Jetson Nano module data sheet (2019): 472 GFLOPS FP16, 128 Maxwell cores, 25.6 GB/s LPDDR4; 1 SM (128 Maxwell cores)",
     ),
     "raspberry-pi-5": DeviceSpec(
         "Raspberry Pi 5 8GB (4x Cortex-A76, 2.4 GHz)", 307.2 * GFLOPS, 153.6 * GFLOPS, 17.1 * GB, 8 * GB, **_CPU,

@@ -1,8 +1,9 @@
 """The GPU kernel model: a compute task priced as the sum of its kernels, each on its own roofline.
 
 A task of the schedule (``d2ft.schedule.Compute``: a block half of n subnets, a norm, the stem,
-the classifier) runs as a handful of kernels. On a device with ``sm_count`` set (a GPU) the
-cost model prices each kernel on its own (``task_time``):
+the classifier, a whole block of a depth-wise pipeline) runs as a handful of kernels. On a
+device with ``sm_count`` set (``DeviceSpec.kernel_model``) ``d2ft.cost.CostModel`` prices each
+kernel on its own (``task_time``), and the optimizer's update as one memory-bound kernel:
 
     t = kernel_launch_s + max(FLOP / (peak x efficiency x util(shape)), bytes / bandwidth)
 
@@ -11,7 +12,10 @@ cost model prices each kernel on its own (``task_time``):
   of each tile that holds real work (tile and wave quantisation: NVIDIA, "Matrix
   Multiplication Background User's Guide", Deep Learning Performance documentation, 2023,
   sections "Tile Quantization" and "Wave Quantization"), so small and narrow products run
-  far below peak, as measured;
+  far below peak, as measured; a product whose tiles fill less than one wave splits its
+  inner dimension over the idle SMs (split-K: the CUTLASS documentation, "Efficient GEMM in
+  CUDA", section "Parallelized Reductions"), each slice at least one tile deep, and pays
+  for writing and reading its fp32 partial sums;
 - elementwise kernels (softmax, GELU, LayerNorm, residual adds) are memory-bound: bytes read
   and written over the bandwidth;
 - attention is either fused (one kernel that never writes the score matrix, as PyTorch's
@@ -23,8 +27,8 @@ cost model prices each kernel on its own (``task_time``):
   recomputes the scores (2.5 times the forward FLOP: Dao et al. 2022, section 3.1).
 
 What it does not model: kernel fusion beyond the above (bias adds and activations fused into
-GEMM epilogues are counted as separate elementwise kernels only for GELU), split-K and stream-K
-GEMMs, tensor-core alignment penalties for odd sizes, clock boost and power limits, L2-cache
+GEMM epilogues are counted as separate elementwise kernels only for GELU), stream-K GEMMs and
+the library's exact choice of tile and split, tensor-core alignment penalties for odd sizes, clock boost and power limits, L2-cache
 reuse between kernels, and launch overlap under CUDA graphs.
 """
 
@@ -66,25 +70,50 @@ def elementwise(elements: int, flop_per_element: float = 0.0) -> Kernel:
     return Kernel("elementwise", elements=elements, flop=flop_per_element * elements)
 
 
+def split_k(kern: Kernel, sms: int) -> int:
+    """Slices of a GEMM's inner dimension: as many as the SMs its output tiles leave idle, each at
+    least ``TILE`` deep; 1 for a product that fills a wave, and for elementwise kernels.
+
+    >>> split_k(gemm(128, 128, 1024), 80), split_k(gemm(128, 128, 64), 80), split_k(gemm(128 * 8, 128 * 10, 4096), 80)
+    (8, 1, 1)
+    """
+    if kern.kind != "gemm":
+        return 1
+    tiles = math.ceil(kern.m / TILE) * math.ceil(kern.n / TILE) * kern.batch
+    if tiles >= sms:
+        return 1
+    return max(1, min(sms // tiles, math.ceil(kern.k / TILE)))
+
+
 def utilisation(kern: Kernel, sms: int) -> float:
     """The share of the device's tile slots that a GEMM fills with real work: tile quantisation (the
-    last tile row and column are partly empty) times wave quantisation (the last wave leaves SMs idle).
+    last tile row and column are partly empty) times wave quantisation (the last wave leaves SMs idle),
+    after split-K (``split_k``).
 
-    >>> round(utilisation(gemm(128, 128, 64), 80), 4)  # one tile for 80 SMs
+    >>> round(utilisation(gemm(128, 128, 64), 80), 4)  # one tile, too shallow to split, for 80 SMs
     0.0125
     >>> utilisation(gemm(128 * 8, 128 * 10, 64), 80)  # exactly one full wave
     1.0
+    >>> utilisation(gemm(128, 128, 1024), 80)  # one tile split eight ways: 8 of 80 SMs
+    0.1
     """
     tm, tn = math.ceil(kern.m / TILE), math.ceil(kern.n / TILE)
-    tiles = tm * tn * kern.batch
+    tiles = tm * tn * kern.batch * split_k(kern, sms)
     waves = math.ceil(tiles / sms)
     tile_fill = (kern.m * kern.n) / (tm * TILE * tn * TILE)
     return tile_fill * tiles / (waves * sms)
 
 
+def memory_bytes(kern: Kernel, dtype_bytes: int, sms: int) -> float:
+    """``Kernel.bytes_moved`` plus, for a split GEMM, its fp32 partial sums written and read once."""
+    s = split_k(kern, sms)
+    partials = 2 * s * kern.batch * kern.m * kern.n * 4 if s > 1 else 0
+    return kern.bytes_moved(dtype_bytes) + partials
+
+
 def kernel_time(spec, kern: Kernel, dtype_bytes: int) -> float:
     """One kernel's time on ``spec`` (module docstring), s."""
-    memory_s = kern.bytes_moved(dtype_bytes) / spec.mem_bandwidth
+    memory_s = memory_bytes(kern, dtype_bytes, spec.sm_count) / spec.mem_bandwidth
     if kern.kind == "gemm":
         rate = spec.peak(dtype_bytes) * spec.efficiency * utilisation(kern, spec.sm_count)
         return spec.kernel_launch_s + max(kern.flop / rate, memory_s)
@@ -113,6 +142,8 @@ def task_kernels(model, part: str, phase: str, heads: int, samples: int, fused: 
 def _forward_kernels(model, part: str, heads: int, b: int, fused: bool) -> list[Kernel]:
     N, D, hd = model.tokens, model.dim, model.head_dim
     tokens = b * N
+    if part in ("attn", "mlp") and heads <= 0:  # no subnet runs: no kernel
+        return []
     if part == "attn":
         n = heads
         att = [gemm(N, N, hd, b * n), gemm(N, hd, N, b * n)]  # scores Q K^T, then weights x V
@@ -131,6 +162,13 @@ def _forward_kernels(model, part: str, heads: int, b: int, fused: bool) -> list[
     if part == "embed":
         k = model.in_chans * model.patch ** 2
         return [gemm(b * model.patches, D, k), elementwise(3 * tokens * D, 1.0)]
+    if part == "block":  # a depth-wise stage's block: norm, attention, add, norm, MLP, add
+        halves = [_forward_kernels(model, "norm", heads, b, fused) + _forward_kernels(model, "attn", heads, b, fused)
+                  + _forward_kernels(model, "add", heads, b, fused)]
+        if model.mlp_hidden:
+            halves.append(_forward_kernels(model, "norm", heads, b, fused) + _forward_kernels(model, "mlp", heads, b, fused)
+                          + _forward_kernels(model, "add", heads, b, fused))
+        return [k for half in halves for k in half]
     if part == "head":
         heads_out = model.class_heads if model.num_classes else 0
         out = [elementwise(2 * tokens * D, 8.0)]  # the final norm
@@ -146,4 +184,10 @@ def task_time(spec, model, part: str, phase: str, heads: int, samples: int, dtyp
     return sum(kernel_time(spec, k, dtype_bytes) for k in kernels)
 
 
-__all__ = ["Kernel", "TILE", "elementwise", "gemm", "kernel_time", "task_kernels", "task_time", "utilisation"]
+def launch_time(spec, model, part: str, phase: str, heads: int, samples: int) -> float:
+    """The launch share of ``task_time``: kernels x ``spec.kernel_launch_s``, s."""
+    return len(task_kernels(model, part, phase, heads, samples, spec.fused_attention)) * spec.kernel_launch_s
+
+
+__all__ = ["Kernel", "TILE", "elementwise", "gemm", "kernel_time", "launch_time", "memory_bytes", "split_k", "task_kernels",
+           "task_time", "utilisation"]

@@ -4,9 +4,15 @@ Source: method.md, "The multiple knapsack". Every device k is a knapsack with a 
 capacity C_k (s per step) and optionally a communication capacity B_k (bytes per step).
 The items are the (micro-batch, subnet) pairs placed on k; op p earns A_p and costs:
 
-- time: t_k(p) per item (``CostModel.subnet_time``: exactly linear, because a task running
-  n equal subnets costs n times one subnet's roofline), plus the device's per-task
-  overhead once per (block, micro-batch, direction) in which it is active (x halves);
+- time: t_k(p) per item (``CostModel.subnet_time``), plus the device's per-block overhead
+  once per (block, micro-batch, direction) in which it is active
+  (``CostModel.block_overhead_s``). On a roofline device this is exact, because a task
+  running n equal subnets costs n times one subnet's roofline. On a kernel-model device (a
+  GPU), where a task's cost per subnet depends on how many it runs, it is a lower bound
+  (each subnet at its cheapest share of a task), and ``DeviceProblem.load`` prices every
+  block exactly (``CostModel.block_table``): solvers search with the linear model, check and
+  repair with the exact load, and the MIP's bound on the linear model bounds the exact
+  problem too;
 - bytes: per (block, micro-batch) in which the device is active, 2 x halves x a forward
   and as much again backward if any of its subnets there is FULL (design.md).
 The overhead and byte terms couple the subnets of one block on one device; the exact
@@ -24,6 +30,7 @@ maximum), and anything the cost model does not model.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from .cost import CostModel
@@ -84,15 +91,28 @@ class DeviceProblem:
     time: tuple[float, float, float]
     """t_k by level: seconds per item."""
     overhead_s: float
-    """Seconds per (block, micro-batch, direction) in which the device is active."""
+    """Seconds per (block, micro-batch) in which the device runs a subnet forward."""
     block_bytes: tuple[int, int, int]
     """Bytes per (block, micro-batch) by the level of the device's most active op there."""
     capacity_s: float
     """Seconds left for items after the fixed work."""
     capacity_bytes: float | None
     fixed_s: float = 0.0
+    overhead_bwd_s: float | None = None
+    """Seconds per (block, micro-batch) in which it runs one backward too; None: ``overhead_s``."""
+    block_table: tuple[tuple[float, ...], ...] | None = None
+    """``block_table[f][o]``: the exact time of one block's tasks with f items FULL and o FORWARD_ONLY
+    there, s, where the linear model (``time``, ``overhead_s``) is not exact (a kernel-model device:
+    ``CostModel.block_table``; the linear model is then a lower bound on it); None: the linear
+    model is exact."""
     blocks: dict[tuple[int, int], list[int]] = field(default_factory=dict)
     """(micro_batch, layer) -> indices of the items in it."""
+
+    @property
+    def overhead_at(self) -> tuple[float, float, float]:
+        """Block overhead by the level of the device's most active op there: SKIP, FORWARD_ONLY, FULL."""
+        bwd = self.overhead_s if self.overhead_bwd_s is None else self.overhead_bwd_s
+        return 0.0, self.overhead_s, self.overhead_s + bwd
 
     def __post_init__(self) -> None:
         self.blocks = {}
@@ -102,10 +122,17 @@ class DeviceProblem:
     def load(self, choice: list[int]) -> tuple[float, int]:
         """Exact item time (s, without fixed work) and bytes of a choice of op levels."""
         T, B, get = self.time, self.block_bytes, choice.__getitem__
-        t = sum(map(T.__getitem__, choice))
         levels = [max(map(get, idx)) for idx in self.blocks.values()]
+        nbytes = sum(map(B.__getitem__, levels))
+        if self.block_table is not None:
+            table, t = self.block_table, 0.0
+            for idx in self.blocks.values():
+                lv = list(map(get, idx))
+                t += table[lv.count(2)][lv.count(1)]
+            return t, nbytes
+        t = sum(map(T.__getitem__, choice))
         # one task forward where active, one more backward where some subnet is FULL
-        return t + self.overhead_s * sum(levels), sum(map(B.__getitem__, levels))
+        return t + sum(map(self.overhead_at.__getitem__, levels)), nbytes
 
     def fits(self, choice: list[int], slack: float = 1e-12) -> bool:
         t, nbytes = self.load(choice)
@@ -185,14 +212,15 @@ def build_problem(model, cluster, plan: Plan, scores: Scores, budget: Budget, op
     for name, caps in (("capacity_s", capacity_s), ("capacity_bytes", budget.capacity_bytes)):
         if caps is not None and len(caps) != K:
             raise ValueError(f"budget {name} gives {len(caps)} capacities for {K} devices")
-    halves = len(cm.halves)
     coord = cluster.coordinator_index
     devices, capacity_bytes = [], []
     for k, (name, spec) in enumerate(cluster.devices):
         remote = k != coord
         block_bytes = {op: cm.block_messages_bytes(op, b) if remote else 0 for op in Op}
-        items = [(m, l, h) for m in range(plan.micro_batches) for l, h in plan.subnets_of(k)]
+        own = plan.subnets_of(k)
+        items = [(m, l, h) for m in range(plan.micro_batches) for l, h in own]
         n_blocks = len({(m, l) for m, l, _ in items})
+        per_block = max(Counter(l for l, _ in own).values(), default=1)  # subnets it holds in one block
         if budget.capacity_bytes is not None:
             cap_b = budget.capacity_bytes[k]
         elif budget.comm_keep is not None:
@@ -203,8 +231,9 @@ def build_problem(model, cluster, plan: Plan, scores: Scores, budget: Budget, op
         devices.append(DeviceProblem(
             device=k, name=name, items=items,
             values=[tuple(scores.value(m, l, h, op) for op in LEVEL_OP) for m, l, h in items],
-            levels=tuple(op.level for op in ops), time=tuple(cm.subnet_time(k, op, b) for op in LEVEL_OP),
-            overhead_s=spec.task_overhead_s * halves, block_bytes=tuple(block_bytes[op] for op in LEVEL_OP),
+            levels=tuple(op.level for op in ops), time=tuple(cm.subnet_time(k, op, b, per_block) for op in LEVEL_OP),
+            overhead_s=cm.block_overhead_s(k, b, "fwd"), overhead_bwd_s=cm.block_overhead_s(k, b, "bwd"),
+            block_table=cm.block_table(k, b, per_block), block_bytes=tuple(block_bytes[op] for op in LEVEL_OP),
             capacity_s=capacity_s[k] - fixed[k], capacity_bytes=cap_b, fixed_s=fixed[k],
         ))
     problem = Problem(plan, devices, capacity_s, capacity_bytes, t_full, v_full)

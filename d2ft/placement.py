@@ -52,8 +52,8 @@ def device_rates(model, cluster, micro_batches: int, micro_batch_size: int, keep
     for k, (_, spec) in enumerate(cluster.devices):
         optimizer = model.subnet.params * optimizer_bytes_per_param(d) / spec.mem_bandwidth
         t = keep * micro_batches * cm.subnet_time(k, Op.FULL, b) + optimizer
-        optimizer += spec.task_overhead_s / model.depth  # one optimizer task, spread over the blocks
-        overhead = spec.task_overhead_s * keep * len(cm.halves) * 2 * micro_batches
+        optimizer += spec.memory_task_overhead_s / model.depth  # one optimizer task, spread over the blocks
+        overhead = (cm.block_overhead_s(k, b, "fwd") + cm.block_overhead_s(k, b, "bwd")) * keep * micro_batches
         free = spec.memory_bytes - (coord_mem if k == coord else 0)
         rates.append((coord_fixed if k == coord else 0.0, t, overhead, max(int(free // subnet_mem), 0)))
     return rates

@@ -1,7 +1,11 @@
 """Solvers for one device's op-selection knapsack: ``greedy``, ``dp`` and the exact ``mip``.
 
 Each takes a ``DeviceProblem`` and returns a ``DeviceSolution`` whose choice fits every
-capacity under the exact load (``DeviceProblem.fits``):
+capacity under the exact load (``DeviceProblem.fits``). Where the linear model is exact (every
+roofline device) they search it directly; where it is not (``DeviceProblem.block_table`` set: a
+kernel-model GPU, whose tasks cost more per subnet the fewer subnets they run), block
+configurations and single-item upgrades are priced by the exact load, and a solution that fits
+only the linear model is repaired (downgrades until it fits, then upgrades that still fit):
 
 - ``greedy``: value per cost, first fit. Starting from every item at the strategy's
   cheapest op, it repeatedly takes the upgrade with the highest value per unit of
@@ -17,7 +21,9 @@ capacity under the exact load (``DeviceProblem.fits``):
   is every item on one device here, reduce each stage to top-k by value.
 - ``mip``: the exact multiple-choice knapsack with indicator variables for a device's
   activity per block, in python-mip (CBC or HiGHS), warm-started from ``dp``, one thread,
-  fixed seed; stopping at the time limit with a gap is a valid result.
+  fixed seed; stopping at the time limit with a gap is a valid result. On a kernel-model
+  device it solves the linear relaxation: its solution is repaired to fit the exact load,
+  and its bound still bounds the exact optimum.
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ def _block_configs(dp: DeviceProblem, idx: list[int]) -> list[tuple[float, float
     best remaining by A_O. Every op mix is there, so the block's overhead and bytes are
     weighed against all they enable.
     """
-    V, T, lo, O, B = dp.values, dp.time, dp.levels[0], dp.overhead_s, dp.block_bytes
+    V, T, lo, O, B = dp.values, dp.time, dp.levels[0], dp.overhead_at, dp.block_bytes
     r = len(idx)
     can_f, can_o = 2 in dp.levels, 1 in dp.levels and lo == 0
     base_v = sum(V[i][lo] for i in idx)
@@ -77,7 +83,11 @@ def _block_configs(dp: DeviceProblem, idx: list[int]) -> list[tuple[float, float
                 if (nf, no) in configs and configs[nf, no][1] >= value:
                     continue
                 top = 2 if nf else (1 if no else lo)
-                time = base_t + nf * (T[2] - T[lo]) + no * (T[1] - T[lo]) + O * top
+                if dp.block_table is not None:  # exact: the items left at ``lo`` run at that level
+                    rest_n = r - nf - no
+                    time = dp.block_table[nf + rest_n * (lo == 2)][no + rest_n * (lo == 1)]
+                else:
+                    time = base_t + nf * (T[2] - T[lo]) + no * (T[1] - T[lo]) + O[top]
                 configs[nf, no] = (time, value, B[top], (tuple(full), tuple(rest[:no])))
     return list(configs.values())
 
@@ -128,39 +138,68 @@ def _eff(a, b, cap_t, cap_b) -> float:
     return (b[1] - a[1]) / c if c > 0 else math.inf
 
 
+class _Load:
+    """The exact load of a choice kept up to date item by item: per block, how many of its items are at
+    each level, and the block's time and bytes from those counts (``DeviceProblem.block_table`` where
+    it is set, else the linear model)."""
+
+    def __init__(self, dp: DeviceProblem, choice: list[int]) -> None:
+        self.dp, self.choice = dp, choice
+        self.block_of = {i: key for key, idx in dp.blocks.items() for i in idx}
+        self.counts = {key: [sum(choice[i] == lv for i in idx) for lv in (0, 1, 2)] for key, idx in dp.blocks.items()}
+        self.t, self.b = dp.load(choice)
+
+    def _block(self, n: list[int]) -> tuple[float, int]:
+        dp = self.dp
+        top = 2 if n[2] else 1 if n[1] else 0
+        if dp.block_table is not None:
+            return dp.block_table[n[2]][n[1]], dp.block_bytes[top]
+        T = dp.time
+        return n[0] * T[0] + n[1] * T[1] + n[2] * T[2] + dp.overhead_at[top], dp.block_bytes[top]
+
+    def delta(self, i: int, to: int) -> tuple[float, int]:
+        """(seconds, bytes) that moving item ``i`` to level ``to`` adds."""
+        n = self.counts[self.block_of[i]]
+        after = list(n)
+        after[self.choice[i]] -= 1
+        after[to] += 1
+        (t0, b0), (t1, b1) = self._block(n), self._block(after)
+        return t1 - t0, b1 - b0
+
+    def fits_after(self, dt: float, db: int) -> bool:
+        dp = self.dp
+        return (self.t + dt <= dp.capacity_s * (1 + 1e-12) + 1e-15
+                and (dp.capacity_bytes is None or self.b + db <= dp.capacity_bytes))
+
+    def move(self, i: int, to: int, dt: float, db: int) -> None:
+        n = self.counts[self.block_of[i]]
+        n[self.choice[i]] -= 1
+        n[to] += 1
+        self.choice[i] = to
+        self.t, self.b = self.t + dt, self.b + db
+
+
 def _fill(dp: DeviceProblem, start: list[int]) -> tuple[list[int], float]:
-    """Single-item upgrades by value per marginal cost, first fit, until nothing more fits."""
-    choice = list(start)
-    block_of = {i: key for key, idx in dp.blocks.items() for i in idx}
-    level = {key: max(choice[i] for i in idx) for key, idx in dp.blocks.items()}
-    used_t, used_b = dp.load(choice)
+    """Single-item upgrades by value per marginal cost, first fit, until nothing more fits (marginal
+    costs exact: ``_Load``)."""
+    load = _Load(dp, list(start))
+    choice, V = load.choice, dp.values
     cap_t, cap_b = dp.capacity_s, dp.capacity_bytes
-    T, B, O, V = dp.time, dp.block_bytes, dp.overhead_s, dp.values
-
-    def delta(i: int, to: int) -> tuple[float, float, int]:
-        lv = level[block_of[i]]
-        new = max(lv, to)
-        return V[i][to] - V[i][choice[i]], T[to] - T[choice[i]] + O * (new - lv), B[new] - B[lv]
-
     heap = []
     for i in range(len(choice)):
         for to in dp.levels:
-            if to > choice[i]:
-                dv, dt, db = delta(i, to)
-                if dv > 0:
-                    c = _cost(dt, db, cap_t, cap_b)
-                    heap.append((-(dv / c) if c > 0 else -math.inf, i, to))
+            if to > choice[i] and V[i][to] > V[i][choice[i]]:
+                dt, db = load.delta(i, to)
+                c = _cost(dt, db, cap_t, cap_b)
+                heap.append((-((V[i][to] - V[i][choice[i]]) / c) if c > 0 else -math.inf, i, to))
     heapq.heapify(heap)
     while heap:
         _, i, to = heapq.heappop(heap)
-        if to <= choice[i]:
+        if to <= choice[i] or V[i][to] <= V[i][choice[i]]:
             continue
-        dv, dt, db = delta(i, to)
-        if dv <= 0 or used_t + dt > cap_t * (1 + 1e-12) + 1e-15 or (cap_b is not None and used_b + db > cap_b):
-            continue
-        choice[i] = to
-        used_t, used_b = used_t + dt, used_b + db
-        level[block_of[i]] = max(level[block_of[i]], to)
+        dt, db = load.delta(i, to)
+        if load.fits_after(dt, db):
+            load.move(i, to, dt, db)
     return choice, dp.objective(choice)
 
 
@@ -223,7 +262,7 @@ def _stage(dp: DeviceProblem, choice: list[int], frm: int, to: int, score: list[
     inv_b = 0.0 if left_b is None else (1 / left_b if left_b > 0 else math.inf)
     c_item = dp.time[to] - dp.time[frm]
     c_one = c_item * inv_t if c_item > 0 else 0.0
-    O, B = dp.overhead_s, dp.block_bytes
+    O, B = dp.overhead_at, dp.block_bytes
     increments = []  # (-efficiency, order, key, items, dt, db)
     for key, idx in dp.blocks.items():
         pool = [i for i in idx if choice[i] == frm and score[i] > 0]
@@ -232,7 +271,7 @@ def _stage(dp: DeviceProblem, choice: list[int], frm: int, to: int, score: list[
         if len(pool) > 1:
             pool.sort(key=score.__getitem__, reverse=True)
         lv = max(map(choice.__getitem__, idx))
-        act_t = O * (to - lv) if to > lv else 0.0
+        act_t = O[to] - O[lv] if to > lv else 0.0
         act_b = B[to] - B[lv] if to > lv else 0
         fixed = (act_t * inv_t if act_t > 0 else 0.0) + (act_b * inv_b if act_b > 0 else 0.0)
         best_j, best_eff, gain = 1, -1.0, 0.0
@@ -261,23 +300,29 @@ def _stage(dp: DeviceProblem, choice: list[int], frm: int, to: int, score: list[
 
 
 def _repair(dp: DeviceProblem, choice: list[int]) -> list[int]:
-    """Downgrades items, least value lost per share of capacity freed first, until the choice fits."""
-    choice = list(choice)
-    lo = dp.levels[0]
-    while not dp.fits(choice):
-        best_i, best_ratio = None, math.inf
-        for i, c in enumerate(choice):
-            if c == lo:
-                continue
-            down = max(l for l in dp.levels if l < c)
-            freed = _share(dp.time[c] - dp.time[down], dp.capacity_s)
-            loss = dp.values[i][c] - dp.values[i][down]
-            ratio = loss / freed if freed > 0 else math.inf
-            if ratio < best_ratio or best_i is None:
-                best_i, best_ratio = i, ratio
-        if best_i is None:
-            break
-        choice[best_i] = max(l for l in dp.levels if l < choice[best_i])
+    """Downgrades items one level at a time, least value lost per share of capacity freed (by the linear
+    model) first, until the choice fits the exact load (``_Load``)."""
+    load = _Load(dp, list(choice))
+    choice, lo, V, T = load.choice, dp.levels[0], dp.values, dp.time
+    if load.fits_after(0.0, 0):
+        return choice
+
+    def entry(i: int) -> tuple[float, int, int]:
+        c = choice[i]
+        down = max(l for l in dp.levels if l < c)
+        freed = _share(T[c] - T[down], dp.capacity_s)
+        return ((V[i][c] - V[i][down]) / freed if freed > 0 else math.inf), i, c
+
+    heap = [entry(i) for i, c in enumerate(choice) if c != lo]
+    heapq.heapify(heap)
+    while heap and not load.fits_after(0.0, 0):
+        _, i, c = heapq.heappop(heap)
+        if choice[i] != c:
+            continue
+        down = max(l for l in dp.levels if l < c)
+        load.move(i, down, *load.delta(i, down))
+        if down != lo:
+            heapq.heappush(heap, entry(i))
     return choice
 
 
@@ -314,8 +359,9 @@ def mip_exact(dp: DeviceProblem, time_limit_s: float = 5.0, gap: float = 1e-4, b
                 model += yf[key] >= x[i][2]
     # Constraints in units of their capacity, so the solver's absolute tolerances (1e-6) are relative.
     st = 1 / dp.capacity_s if dp.capacity_s > 0 else 1.0
+    _, of, ob = dp.overhead_at
     model += (mip.xsum(dp.time[lv] * st * x[i][lv] for i in range(len(x)) for lv in L)
-              + mip.xsum(dp.overhead_s * st * (ya[k] + yf[k]) for k in dp.blocks)) <= dp.capacity_s * st
+              + mip.xsum(of * st * ya[k] + (ob - of) * st * yf[k] for k in dp.blocks)) <= dp.capacity_s * st
     if dp.capacity_bytes is not None:
         sb = 1 / dp.capacity_bytes if dp.capacity_bytes > 0 else 1.0
         bo, bf = dp.block_bytes[1] * sb, dp.block_bytes[2] * sb
@@ -332,9 +378,11 @@ def mip_exact(dp: DeviceProblem, time_limit_s: float = 5.0, gap: float = 1e-4, b
         return DeviceSolution(list(warm), warm_value, None, "heuristic")
     choice = [max(L, key=lambda lv: x[i][lv].x) for i in range(len(x))]
     value = dp.objective(choice)
+    if not dp.fits(choice) and dp.block_table is not None:  # fits the linear model only: repair it
+        choice, value = _fill(dp, _repair(dp, choice))
     if not dp.fits(choice) or value < warm_value:  # within the solver's tolerance only: keep the warm start
         choice, value = list(warm), warm_value
-    bound = max(model.objective_bound, value)
+    bound = max(model.objective_bound, value)  # the linear model is exact or a relaxation: a bound either way
     tol = max(gap, 1e-6) * max(abs(bound), 1e-12)  # the solver proves optimality to its own tolerance
     optimal = status == mip.OptimizationStatus.OPTIMAL and bound - value <= tol
     return DeviceSolution(choice, value, bound, "optimal" if optimal else "feasible")

@@ -69,21 +69,27 @@ class Analytical:
         self.halves = halves
         a = self.a = model.activation_bytes(micro_batch_size)
         specs = [s for _, s in cluster.devices]
-        self.overhead = np.array([s.task_overhead_s for s in specs])
-        # Per device and phase: one subnet's time, FLOP and bytes over all its halves (no overhead).
+        # Per device and phase: one subnet's FLOP and bytes over all its halves, and the time of a
+        # task of n = 0..heads subnets per half (the cost model's: n roofline times plus the task
+        # overhead, or the task's kernels on a kernel-model device).
         one = Plan.uniform(model, cluster, Op.FULL, 1, micro_batch_size, placement=[[0] * H] * L)
-        self.t_half = np.zeros((K, halves, 2))  # device, half, phase: one subnet's roofline time
+        self.t_task = np.zeros((K, halves, 2, H + 1))  # device, half, phase, subnets in the task
         self.flop_sub = np.zeros(2)
         self.bytes_sub = np.zeros(2)
+        n = np.arange(1, H + 1)
         for p, phase in enumerate(_PHASES):
             for j, half in enumerate(cm.halves):
                 for k, spec in enumerate(specs):
                     t = cm.price(Compute(k, phase, half, 0, 0, cm.half_work(half), samples=micro_batch_size))
-                    self.t_half[k, j, p] = spec.roofline_s(t.flop, t.bytes_moved, model.dtype_bytes,
-                                                           backward=phase == "bwd")
+                    if spec.kernel_model:
+                        self.t_task[k, j, p, 1:] = [cm.task_time(k, phase, half, i, micro_batch_size) for i in n]
+                    else:
+                        slope = spec.roofline_s(t.flop, t.bytes_moved, model.dtype_bytes, backward=phase == "bwd")
+                        self.t_task[k, j, p, 1:] = n * slope + spec.task_overhead_s
                 self.flop_sub[p] += t.flop
                 self.bytes_sub[p] += t.bytes_moved
-        self.t_sub = self.t_half.sum(1)  # (K, 2)
+        self.t_tasks = self.t_task.sum(1)  # (K, 2, n): both halves
+        self._k = np.arange(K)
         # Coordinator tasks of one micro-batch, with no device active: embed, head, norms, adds.
         tasks, _ = cm.tasks_and_messages(one.with_ops([[[Op.SKIP] * H] * L]))
         chain = [t for t in tasks if t.micro_batch == 0]
@@ -142,9 +148,8 @@ class Analytical:
         n_f = np.einsum("mlh,lhk->mlk", (lv >= 1).astype(float), self.onehot)  # subnets running forward
         n_b = np.einsum("mlh,lhk->mlk", (lv == 2).astype(float), self.onehot)  # ... and backward
         act_f, act_b = n_f > 0, n_b > 0
-        # Compute per device: subnet tasks and their overheads (one task per half and phase).
-        task_f = n_f * self.t_sub[:, 0] + act_f * (self.overhead * hv)
-        task_b = n_b * self.t_sub[:, 1] + act_b * (self.overhead * hv)
+        # Compute per device: its subnet tasks (one per half and phase).
+        task_f, task_b = self._task_times(n_f, 0), self._task_times(n_b, 1)
         busy = task_f.sum((0, 1)) + task_b.sum((0, 1))
         flop = n_f.sum((0, 1)) * self.flop_sub[0] + n_b.sum((0, 1)) * self.flop_sub[1]
         mem = n_f.sum((0, 1)) * self.bytes_sub[0] + n_b.sum((0, 1)) * self.bytes_sub[1]
@@ -205,8 +210,7 @@ class Analytical:
         n_f = np.einsum("nmlh,lhk->nmlk", (lv >= 1).astype(float), self.onehot)
         n_b = np.einsum("nmlh,lhk->nmlk", (lv == 2).astype(float), self.onehot)
         act_f, act_b = n_f > 0, n_b > 0
-        task_f = n_f * self.t_sub[:, 0] + act_f * (self.overhead * hv)
-        task_b = n_b * self.t_sub[:, 1] + act_b * (self.overhead * hv)
+        task_f, task_b = self._task_times(n_f, 0), self._task_times(n_b, 1)
         busy = task_f.sum((1, 2)) + task_b.sum((1, 2))  # (N, K)
         flop = n_f.sum((1, 2)) * self.flop_sub[0] + n_b.sum((1, 2)) * self.flop_sub[1]
         mem = n_f.sum((1, 2)) * self.bytes_sub[0] + n_b.sum((1, 2)) * self.bytes_sub[1]
@@ -241,12 +245,17 @@ class Analytical:
         return dict(step_time_s=step, busy_s=busy, flop=flop, mem_bytes=mem, sent_bytes=sent, recv_bytes=recv,
                     chains_s=chains, optimizer_s=opt)
 
+    def _task_times(self, n: np.ndarray, phase: int, half: int | None = None) -> np.ndarray:
+        """Per (..., device): the time of the device's task of n[..., k] subnets in ``phase``, both halves
+        or one."""
+        table = self.t_tasks[:, phase] if half is None else self.t_task[:, half, phase]
+        return table[self._k, n.astype(np.intp)]
+
     def _optimizer_times(self, trained: np.ndarray) -> np.ndarray:
         """``DeviceSpec.compute_time(0, P x bytes per parameter)`` per device for a (N, K) array of trained
         parameter counts: the optimizer task's overhead plus its memory time (0 where nothing trains)."""
         specs = [s for _, s in self.cluster.devices]
-        overhead = np.array([s.task_overhead_s if s.elementwise_overhead_s is None else s.elementwise_overhead_s
-                             for s in specs])
+        overhead = np.array([s.memory_task_overhead_s for s in specs])
         bw = np.array([s.mem_bandwidth for s in specs])
         nbytes = trained * self.opt_per_param
         return np.where(nbytes > 0, overhead + nbytes / bw, 0.0)
@@ -264,12 +273,12 @@ class Analytical:
 
     def _legs(self, n, active, phase: int, leg) -> np.ndarray:
         """Per (micro-batch, block): the sum over halves of the slowest active device's message in,
-        task (subnets plus one task overhead) and message out; 0 for a half with no device active."""
+        task and message out; 0 for a half with no device active."""
         total = 0.0
         queued = active * self.fan_hold  # (..., L, K)
         fan = self.fan_factor * (queued.sum(-1) - queued.max(-1))  # waiting behind the other messages
         for j in range(self.halves):
-            task = n * self.t_half[:, j, phase] + active * self.overhead
+            task = self._task_times(n, phase, j)
             total = total + np.where(active, task + leg, 0.0).max(-1) + fan
         return total
 

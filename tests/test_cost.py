@@ -188,3 +188,67 @@ def test_inference_prices_the_forward_pass_only(capsys):
     assert main(["cost", "--model", "vit_small_patch16_224", "--cluster", "lan-4x3090", "--inference", "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["inference"] and record["images_per_s"] > 0 and record["compute_saving"] == 0
+
+
+# ---- the kernel model (GPUs: d2ft.kernels) ----------------------------------------------------
+def _gpu_cluster(sms: int, launch: float) -> "Cluster":
+    from d2ft.catalogue import device, link
+    from d2ft.cluster import Cluster
+
+    spec = dataclasses.replace(device("a100-sxm4-80gb"), sm_count=sms, kernel_launch_s=launch)
+    return Cluster.star([(f"g{i}", spec) for i in range(3)], link("nvlink3"))
+
+
+VIT_S = ModelSpec.from_timm("vit_small_patch16_224", dtype_bytes=2)
+
+
+def test_a_gpu_task_costs_the_sum_of_its_kernels():
+    """Golden numbers: ViT-S/16 attention half, 3 heads, 8 images, on the A100 entry (108 SMs)."""
+    from d2ft import kernels
+    from d2ft.catalogue import device
+    from d2ft.schedule import Compute
+
+    cluster = _gpu_cluster(108, 19e-6)
+    spec, cm = cluster.device(0), CostModel(VIT_S, cluster)
+    task = cm.price(Compute(1, "fwd", "attn", 0, 0, VIT_S.subnet_attn, copies=3, samples=8, subnets=3))
+    kerns = kernels.task_kernels(VIT_S, "attn", "fwd", 3, 8, True)
+    # qkv (1576 x 576 x 384), fused attention (8 x 3 images x heads of 197 x 197 x 128), proj (1576 x 384 x 192)
+    assert [(k.m, k.n, k.k, k.batch) for k in kerns] == [(1576, 576, 384, 1), (197, 197, 128, 24), (1576, 384, 192, 1)]
+    assert task.time_s == pytest.approx(sum(kernels.kernel_time(spec, k, 2) for k in kerns), rel=1e-12)
+    assert task.time_s >= 3 * 19e-6 and device("a100-sxm4-80gb").kernel_model
+    # The qkv product: 13 x 5 = 65 tiles of 128 x 128 on 108 SMs, one wave, too many tiles to split K (108 // 65 = 1)
+    qkv = kerns[0]
+    assert kernels.utilisation(qkv, 108) == pytest.approx((1576 * 576) / (13 * 128 * 5 * 128) * 65 / 108)
+
+
+@given(st.integers(1, 132), st.sampled_from([0.0, 5e-6, 3e-5]), st.integers(1, 32))
+def test_the_knapsack_linear_model_bounds_every_gpu_task_from_below(sms, launch, b):
+    """block_overhead_s + n x subnet_time never exceeds the kernel model's task of n subnets, and equals
+    it for the task size where a subnet's share is least (the relaxation the planner's MIP bound needs)."""
+    cm = CostModel(VIT_S, _gpu_cluster(sms, launch))
+    for op, phases in ((Op.FORWARD_ONLY, ("fwd",)), (Op.FULL, ("fwd", "bwd"))):
+        over = sum(cm.block_overhead_s(1, b, p) for p in phases)
+        per = cm.subnet_time(1, op, b)
+        exact = [sum(cm.task_time(1, p, h, n, b) for p in phases for h in cm.halves) for n in range(1, VIT_S.heads + 1)]
+        assert all(over + n * per <= t * (1 + 1e-12) for n, t in enumerate(exact, 1))
+    table = cm.block_table(1, b, 3)
+    assert [len(row) for row in table] == [4, 3, 2, 1] and table[0][0] == 0
+    assert table[2][1] == pytest.approx(sum(cm.task_time(1, "fwd", h, 3, b) + cm.task_time(1, "bwd", h, 2, b)
+                                            for h in cm.halves))
+
+
+@given(plans(ModelSpec.vit(dim=64, depth=2, heads=4, img_size=32, patch=8, dtype_bytes=2), max_mb=2),
+       st.integers(1, 132), st.sampled_from([0.0, 1e-5]))
+def test_the_analytical_path_prices_gpu_tasks_as_the_cost_model_does(plan, sms, launch):
+    """On kernel-model devices (task cost not linear in its subnets) the analytical path's per-device
+    compute is still exactly the cost model's."""
+    import numpy as np
+
+    from simulator.analytical import Analytical
+
+    model = ModelSpec.vit(dim=64, depth=2, heads=4, img_size=32, patch=8, dtype_bytes=2)
+    cluster = _gpu_cluster(sms, launch)
+    plan = Plan(cluster.device_names, [[k % 3 for k in row] for row in plan.placement], plan.ops, plan.micro_batch_size)
+    cost = CostModel(model, cluster).step(plan)
+    busy = Analytical(model, cluster, plan.placement, plan.micro_batch_size).evaluate(plan)["busy_s"]
+    np.testing.assert_allclose(busy, [d.compute_s for d in cost.devices], rtol=1e-9)

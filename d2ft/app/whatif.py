@@ -77,13 +77,21 @@ def cmd_list(args: argparse.Namespace) -> int:
         "models": {n: f"{m.params / 1e6:.1f} M params, {m.depth}x{m.heads} subnets"
                    for n in timm_names() for m in [load_model(n)]},
         "devices": {k: f"{d.name}: {d.peak_flops / 1e12:g} TFLOPS 16-bit, {d.mem_bandwidth / 1e9:g} GB/s, "
-                       f"{fmt_bytes(d.memory_bytes)}" for k, d in catalogue.DEVICES.items()},
+                       f"{fmt_bytes(d.memory_bytes)}; {_pricing_text(d)}" for k, d in catalogue.DEVICES.items()},
         "links": {k: f"{l.name}: {l.bandwidth / 1e9:g} GB/s, {fmt_time(l.latency_s)}" for k, l in catalogue.LINKS.items()},
         "clusters": {k: ", ".join(f"{n}={s.name}" for n, s in catalogue.cluster_preset(k).devices)
                      + _hosts_text(catalogue.cluster_preset(k)) for k in catalogue.PRESETS},
     }[args.what]
     emit(args, items, "\n".join(f"{k:<34} {v}" for k, v in items.items()))
     return 0
+
+
+def _pricing_text(spec) -> str:
+    """How the cost model prices the device's tasks (d2ft.cost): kernel by kernel, or one roofline each."""
+    if spec.kernel_model:
+        return (f"kernel model: {spec.sm_count} SMs, {spec.efficiency:.0%} of peak, "
+                f"{fmt_time(spec.kernel_launch_s)} per kernel")
+    return f"roofline: {spec.efficiency:.0%} of peak, {fmt_time(spec.task_overhead_s)} per task"
 
 
 def _hosts_text(cluster) -> str:
