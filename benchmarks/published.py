@@ -128,12 +128,18 @@ def split(rows) -> list[str]:
     return out
 
 
+OPTIMIZER = "sgd"
+"""The training rows' update: timm's benchmark.py trains with ``--opt sgd`` by default (momentum 0.9)."""
+
+
 def model_spec(model: str, img: int, dtype_bytes: int):
-    """The ModelSpec of a row's timm model (patch-8 variants, not in the zoo, as their patch-16 ones with patch 8)."""
+    """The ModelSpec of a row's timm model (patch-8 variants, not in the zoo, as their patch-16 ones with patch
+    8), with the training rows' optimizer (``OPTIMIZER``)."""
     from d2ft import ModelSpec
 
     base, patch = (model.replace("patch8", "patch16"), 8) if "patch8" in model else (model, None)
-    return ModelSpec.from_timm(base, img_size=img, dtype_bytes=dtype_bytes, **({"patch": patch} if patch else {}))
+    return ModelSpec.from_timm(base, img_size=img, dtype_bytes=dtype_bytes, optimizer=OPTIMIZER,
+                               **({"patch": patch} if patch else {}))
 
 
 ROOFLINE = dict(sm_count=None, efficiency=0.5, task_overhead_s=20e-6, elementwise_overhead_s=None)
@@ -202,7 +208,7 @@ def kernel_table(row):
     for c in step_stream(plan, mspec, 0, inference=mode == "infer"):
         if getattr(c, "phase", None) == "opt":  # one memory-bound kernel
             compute.append(0.0)
-            memory.append(c.params * optimizer_bytes_per_param(d) / dev.mem_bandwidth)
+            memory.append(c.params * optimizer_bytes_per_param(d, mspec.optimizer) / dev.mem_bandwidth)
             continue
         if not hasattr(c, "part"):
             continue
@@ -239,6 +245,38 @@ def fit_kernels(rows, sets) -> dict[str, tuple[float, float]]:
     return out
 
 
+DECAY = (512, 384, 256, 192, 128, 96, 64, 48, 32, 24, 16, 12, 8)
+"""Batch sizes timm's benchmark.py tries in turn after an out-of-memory error, from its default 512 (two steps
+per power of two: ``timm.utils.decay_batch_step``). A training row run below 512 ran at the largest of these
+that fit the GPU; the one before it did not: a published bracket on peak memory."""
+
+
+def memory_records(rows, sets) -> list[dict]:
+    """Per training row run below timm's first batch: the cost model's peak memory (``CostModel.memory_breakdown``,
+    all-FULL on one GPU) at the row's batch, which fit, and at the batch tried before it, which did not, against
+    the GPU's memory; ``agrees`` when the prediction fits the first and not the second. ``scale_low`` and
+    ``scale_high`` bracket the factor the predicted peaks would need to agree."""
+    from d2ft import CostModel, Op, Plan
+    from d2ft.cluster import Cluster
+
+    out = []
+    for row, which in zip(rows, sets):
+        source, gpu, mode, model, img, batch, _, d = row
+        if mode != "train" or batch not in DECAY[1:]:
+            continue
+        mspec, dev = model_spec(model, img, d), row_device(row)
+        one = Cluster(devices=(("gpu", dev),), links=(), coordinator="gpu", name=gpu)
+        cm = CostModel(mspec, one)
+        up = DECAY[DECAY.index(batch) - 1]
+        fits, fails = (sum(cm.memory_breakdown(Plan.uniform(mspec, one, Op.FULL, 1, b))[0].values()) for b in (batch, up))
+        cap = dev.memory_bytes
+        out.append({"set": which, "kind": "memory", "source": source, "gpu": gpu, "model": model, "img_size": img,
+                    "fits_batch": batch, "fails_batch": up, "memory_bytes": cap, "predicted_peak_fits_bytes": fits,
+                    "predicted_peak_fails_bytes": fails, "agrees": fits <= cap < fails,
+                    "scale_low": cap / fails, "scale_high": cap / fits})
+    return out
+
+
 def summary(records: list[dict], label: str) -> dict:
     errors = [abs(r["ratio"] - 1) for r in records]
     by_size = {}
@@ -258,11 +296,22 @@ def main(argv=None) -> int:
                    help="kernels: the catalogue as shipped (d2ft.kernels: every kernel on its own roofline, "
                         "constants fitted per GPU kind on the calibration rows); roofline: the catalogue "
                         "before the kernel model (one roofline per task, efficiency 0.5, 20 us per task)")
+    p.add_argument("--memory", action="store_true",
+                   help="instead: predicted peak memory against the published brackets of timm's training rows "
+                        "(the batch that fit, the one before it that did not)")
     p.add_argument("--fit", action="store_true",
                    help="refit the kernel constants on the calibration rows and print them (first line) "
                         "beside the catalogue's")
     args = p.parse_args(argv)
     sets = split(ROWS)
+    if args.memory:
+        recs = memory_records(ROWS, sets)
+        for r in recs:
+            print(json.dumps(r))
+        mids = sorted(math.sqrt(r["scale_low"] * r["scale_high"]) for r in recs)
+        print(json.dumps({"set": "all", "kind": "memory", "rows": len(recs), "agree": sum(r["agrees"] for r in recs),
+                          "median_scale": statistics.median(mids)}))
+        return 0
     if args.fit:
         from d2ft.hardware import KERNEL_FITS
 

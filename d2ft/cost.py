@@ -15,7 +15,8 @@ and half (attention, then MLP):
 So a worker moves 8a per block and micro-batch when its most active subnet there is
 FULL, 4a when FORWARD_ONLY, 0 when SKIP (4a and 2a in heads-only mode). Subnets on the
 coordinator itself send nothing. A device runs its tasks one at a time, so its compute time
-is their sum. Every step ends with an AdamW update of the parameters that got gradients.
+is their sum. Every step ends with an optimizer update (AdamW, or SGD with momentum: ``ModelSpec.optimizer``)
+of the parameters that got gradients.
 
 A task's time depends on its device (``DeviceSpec``):
 
@@ -53,22 +54,34 @@ from .ops import Op
 from .plan import Plan
 from .schedule import Compute, Message, Task, step_stream
 
-# AdamW per parameter: read theta, g, m, v; write theta, m, v (Loshchilov & Hutter, ICLR 2019,
-# Algorithm 2), plus zeroing the gradient. Optimizer state is fp32 whatever the model dtype.
-_ADAM_STATE_BYTES = 2 * 4
+OPTIMIZER_STATE_BYTES = {"adamw": 2 * 4, "sgd": 4}
+"""Optimizer state per trained parameter, B, fp32 whatever the model dtype: AdamW's m and v
+(Loshchilov & Hutter, ICLR 2019, Algorithm 2); SGD with momentum's one buffer (PyTorch's
+``torch.optim.SGD``, the update of Sutskever et al., ICML 2013, eq. 1-2)."""
 
 
-STATE_BYTES_PER_PARAM = {4: (4, 4, 8), 2: (2, 2, 12)}
-"""(parameter, gradient, optimizer) bytes per trained parameter by element size. fp32: the parameter,
-its gradient, AdamW's m and v. 16-bit mixed precision: a 16-bit parameter and gradient plus an fp32
-master copy, m and v: 2 + 2 + 12 = 16 B, the accounting of Rajbhandari et al., "ZeRO", SC 2020,
-section 3.1 (K = 12). Every parameter a device holds is counted as trained (LoRA's frozen base
-weights would need no gradient or optimizer state: not modelled)."""
+def state_bytes_per_param(dtype_bytes: int, optimizer: str = "adamw") -> tuple[int, int, int]:
+    """(parameter, gradient, optimizer) bytes per trained parameter. fp32: the parameter, its gradient
+    and the optimizer state. 16-bit mixed precision: a 16-bit parameter and gradient plus an fp32 master
+    copy and the state: for AdamW 2 + 2 + 12 = 16 B, the accounting of Rajbhandari et al., "ZeRO", SC
+    2020, section 3.1 (K = 12). Every parameter a device holds is counted as trained (LoRA's frozen
+    base weights would need no gradient or optimizer state: not modelled).
+
+    >>> state_bytes_per_param(2), state_bytes_per_param(4, "sgd")
+    ((2, 2, 12), (4, 4, 4))
+    """
+    state = OPTIMIZER_STATE_BYTES[optimizer]
+    return (4, 4, state) if dtype_bytes >= 4 else (dtype_bytes, dtype_bytes, 4 + state)
 
 
-def optimizer_bytes_per_param(dtype_bytes: int) -> int:
-    """Memory traffic of one AdamW update per parameter, B: theta r/w, g r + zero, m and v r/w (fp32)."""
-    return 2 * dtype_bytes + 2 * dtype_bytes + 2 * _ADAM_STATE_BYTES
+def optimizer_bytes_per_param(dtype_bytes: int, optimizer: str = "adamw") -> int:
+    """Memory traffic of one update per parameter, B: theta read and written, the gradient read and
+    zeroed, the optimizer state read and written (AdamW's m and v, or SGD's momentum buffer).
+
+    >>> optimizer_bytes_per_param(4), optimizer_bytes_per_param(2, "sgd")
+    (32, 16)
+    """
+    return 2 * dtype_bytes + 2 * dtype_bytes + 2 * OPTIMIZER_STATE_BYTES[optimizer]
 
 
 @dataclass(frozen=True)
@@ -153,7 +166,7 @@ class CostModel:
         d = self.model.dtype_bytes
         spec = self._specs[c.device]
         if c.phase == "opt":
-            nbytes = float(c.params * optimizer_bytes_per_param(d))
+            nbytes = float(c.params * optimizer_bytes_per_param(d, self.model.optimizer))
             return Task(c.device, "opt", c.part, c.layer, c.micro_batch, 0.0, nbytes, spec.compute_time(0.0, nbytes, d))
         w, n, b = c.work, c.copies, c.samples
         P = w.params * d
@@ -257,14 +270,14 @@ class CostModel:
 
     def memory_breakdown(self, plan: Plan, inference: bool = False) -> list[dict[str, float]]:
         """Per device, the parts of its peak memory at the model's dtype, B: ``params``, ``grads``,
-        ``optimizer`` (``STATE_BYTES_PER_PARAM``) and ``activations`` (its largest micro-batch's saved
+        ``optimizer`` (``state_bytes_per_param``) and ``activations`` (its largest micro-batch's saved
         activations and received inputs). ``inference``: a forward pass: the parameters at the model's
         dtype, no gradients or optimizer state, and as activations the input and output of one block
         half (the coordinator also holds the residual stream), attention's score matrix not stored (a
         fused kernel's way). Not counted: the framework's own memory (CUDA context, allocator cache,
         communication buffers) and temporary workspace."""
         M, b = self.model, plan.micro_batch_size
-        p_bytes, g_bytes, o_bytes = STATE_BYTES_PER_PARAM[min(M.dtype_bytes, 4)]
+        p_bytes, g_bytes, o_bytes = state_bytes_per_param(M.dtype_bytes, M.optimizer)
         if inference:
             p_bytes, g_bytes, o_bytes = M.dtype_bytes, 0, 0
         held = [0] * self.cluster.num_devices
@@ -341,4 +354,5 @@ def _groups_by_device(plan: Plan) -> list[dict[int, list[int]]]:
     return groups
 
 
-__all__ = ["CostModel", "DeviceCost", "Message", "STATE_BYTES_PER_PARAM", "StepCost", "Task", "optimizer_bytes_per_param"]
+__all__ = ["CostModel", "DeviceCost", "Message", "OPTIMIZER_STATE_BYTES", "StepCost", "Task", "optimizer_bytes_per_param",
+           "state_bytes_per_param"]

@@ -119,6 +119,9 @@ class ModelSpec:
     """Bias on the fused qkv projection."""
     split_mlp: bool = True
     """Subnets include a 1/H slice of the MLP; False = heads only, MLP on the coordinator."""
+    optimizer: str = "adamw"
+    """The update the cost model prices: "adamw" (what d2ft trains with: m and v, fp32) or "sgd"
+    (with momentum: one fp32 buffer), ``d2ft.cost.OPTIMIZER_STATE_BYTES``."""
     name: str = "vit"
     """A label (the timm name when built from one)."""
 
@@ -142,6 +145,8 @@ class ModelSpec:
                 )
             if self.img_size % self.patch:
                 problems.append(f"img_size {self.img_size} is not a multiple of patch {self.patch}")
+        if self.optimizer not in ("adamw", "sgd"):
+            problems.append(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         raise_problems(f"ModelSpec {self.name!r}", problems)
 
     # ---- builders -----------------------------------------------------------------

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 
-from .cost import CostModel, optimizer_bytes_per_param
+from .cost import CostModel, optimizer_bytes_per_param, state_bytes_per_param
 from .errors import raise_problems
 from .ops import Op
 from .plan import Plan, check_plan_size, even_placement
@@ -45,12 +45,12 @@ def device_rates(model, cluster, micro_batches: int, micro_batch_size: int, keep
     probe = Plan.uniform(model, cluster, Op.FULL, micro_batches, b, placement=even_placement(model, cluster))
     tasks, _ = cm.tasks_and_messages(probe)
     coord_fixed = sum(t.time_s for t in tasks if t.device == coord and not t.subnets)
-    per_param_mem = 2 * d + 8  # parameter, gradient, AdamW m and v (fp32)
+    per_param_mem = sum(state_bytes_per_param(d, model.optimizer))  # parameter, gradient, optimizer state
     subnet_mem = model.subnet.params * per_param_mem + b * model.subnet.saved_bytes
     coord_mem = cm.peak_memory(Plan.uniform(model, cluster, Op.SKIP, 1, b, placement=probe.placement))[coord]
     rates = []
     for k, (_, spec) in enumerate(cluster.devices):
-        optimizer = model.subnet.params * optimizer_bytes_per_param(d) / spec.mem_bandwidth
+        optimizer = model.subnet.params * optimizer_bytes_per_param(d, model.optimizer) / spec.mem_bandwidth
         t = keep * micro_batches * cm.subnet_time(k, Op.FULL, b) + optimizer
         optimizer += spec.memory_task_overhead_s / model.depth  # one optimizer task, spread over the blocks
         overhead = (cm.block_overhead_s(k, b, "fwd") + cm.block_overhead_s(k, b, "bwd")) * keep * micro_batches

@@ -100,7 +100,7 @@ class Analytical:
         self.reduce_s = a / bw_c  # one more partial sum read by the coordinator's reduction
         self._init_messages(cluster, K, c, a)
         self.params_sub = model.subnet.params
-        self.opt_per_param = optimizer_bytes_per_param(model.dtype_bytes)
+        self.opt_per_param = optimizer_bytes_per_param(model.dtype_bytes, model.optimizer)
         self.coord_params = model.coordinator_work.params
         # Hosts sharing cores: (cores, 0/1 mask of their devices) per host.
         self.pools = [(cores, np.isin(np.arange(K), ks).astype(float)) for _, cores, ks in cluster.core_pools()]

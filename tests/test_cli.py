@@ -30,6 +30,11 @@ def test_cost_json(capsys, tmp_path):
     assert rec["comm_saving"] == pytest.approx(0.5)
     assert set(rec["devices"]) == {"h100", "a100", "v100", "t4"}
     assert json.loads(trace.read_text())["source"] == "cost-model"
+    code, out, _ = run(capsys, "cost", "--model", "vit_small_patch16_224", "--cluster", "mixed-4", "--json",
+                       "--optimizer", "sgd")
+    sgd = json.loads(out)["memory_bytes"]["fp32"][0]["optimizer"]
+    code, out, _ = run(capsys, "cost", "--model", "vit_small_patch16_224", "--cluster", "mixed-4", "--json")
+    assert sgd == json.loads(out)["memory_bytes"]["fp32"][0]["optimizer"] / 2
 
 
 def test_cost_of_a_plan_file(capsys, tmp_path):

@@ -73,3 +73,17 @@ def test_the_roofline_model_is_the_catalogue_before_the_kernel_model(capsys):
     row = published.ROWS[0]
     assert published.row_device(row, "roofline").sm_count is None
     assert published.predict(row, published.row_device(row, "roofline")) != published.predict(row, published.row_device(row))
+
+
+def test_peak_memory_is_held_against_the_published_batch_brackets(capsys):
+    """Each training row below timm's first batch gives a bracket: its batch fit the GPU, the one tried
+    before it did not. The records say whether the prediction agrees and by what factor it would."""
+    assert published.main(["--memory"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    rows, total = lines[:-1], lines[-1]
+    assert rows and all(r["fails_batch"] == published.DECAY[published.DECAY.index(r["fits_batch"]) - 1] for r in rows)
+    for r in rows:
+        assert r["predicted_peak_fails_bytes"] > r["predicted_peak_fits_bytes"] > 0
+        assert r["agrees"] == (r["predicted_peak_fits_bytes"] <= r["memory_bytes"] < r["predicted_peak_fails_bytes"])
+        assert r["scale_low"] < r["scale_high"]
+    assert total["rows"] == len(rows) and total["agree"] == sum(r["agrees"] for r in rows)

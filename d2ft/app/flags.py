@@ -56,7 +56,7 @@ SOLVER_HELP = f"{', '.join(SOLVERS)} (mip exact, dp the paper's two-stage heuris
 
 
 def add_model_cluster(p: argparse.ArgumentParser) -> None:
-    """--model, --cluster, --heads-only, --dtype-bytes (the what-if commands)."""
+    """--model, --cluster, --heads-only, --dtype-bytes, --optimizer (the what-if commands)."""
     p.add_argument("--model", default="vit_base_patch16_224",
                    help="timm model name (see `d2ft list models`) or a model.json file (default: %(default)s)")
     p.add_argument("--cluster", default="lan-4x3090",
@@ -65,6 +65,9 @@ def add_model_cluster(p: argparse.ArgumentParser) -> None:
                    help="subnets are attention heads only; the MLP stays whole on the coordinator")
     p.add_argument("--dtype-bytes", type=int, choices=(2, 4), default=None,
                    help="bytes per element: 2 (bf16/fp16) or 4 (fp32); default: the model's (4)")
+    p.add_argument("--optimizer", choices=("adamw", "sgd"), default=None,
+                   help="the update priced: adamw (m and v, 8 B of fp32 state per parameter; what `d2ft run` "
+                        "trains with) or sgd (with momentum, 4 B); default: the model's (adamw)")
 
 
 def add_step_shape(p, micro_batches: int = 4, micro_batch_size: int = 8) -> None:

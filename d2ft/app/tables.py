@@ -56,8 +56,9 @@ def memory_by_dtype(model, cluster, plan, inference: bool = False) -> dict[str, 
     return out
 
 
-def memory_table(memory: dict, devices: list[str], cluster) -> str:
+def memory_table(memory: dict, devices: list[str], cluster, optimizer: str = "adamw") -> str:
     """The memory estimate as a table: per device and dtype, each part and the total against capacity."""
+    from ..cost import state_bytes_per_param
     parts = ("params", "grads", "optimizer", "activations")
     rows = [f"{'memory':<10} {'dtype':<6} " + " ".join(f"{p:>11}" for p in parts) + f" {'total':>11} {'capacity':>11}  fits"]
     for k, dev in enumerate(devices):
@@ -67,8 +68,10 @@ def memory_table(memory: dict, devices: list[str], cluster) -> str:
             total = sum(m.values())
             rows.append(f"{dev:<10} {dtype:<6} " + " ".join(f"{fmt_bytes(m[p]):>11}" for p in parts)
                         + f" {fmt_bytes(total):>11} {fmt_bytes(capacity):>11}  {'yes' if total <= capacity else 'NO'}")
-    rows.append("bf16/fp16: 16-bit parameters, gradients and activations with fp32 master weights and AdamW moments "
-                "(16 B per trained parameter); not counted: the framework's own memory (CUDA context, allocator cache)")
+    state = {"adamw": "AdamW moments", "sgd": "SGD momentum"}[optimizer]
+    rows.append(f"bf16/fp16: 16-bit parameters, gradients and activations with fp32 master weights and {state} "
+                f"({sum(state_bytes_per_param(2, optimizer))} B per trained parameter); not counted: the framework's "
+                "own memory (CUDA context, allocator cache)")
     return "\n".join(rows)
 
 

@@ -33,6 +33,8 @@ def _model_and_cluster(args: argparse.Namespace):
         overrides["split_mlp"] = False
     if args.dtype_bytes:
         overrides["dtype_bytes"] = args.dtype_bytes
+    if getattr(args, "optimizer", None):
+        overrides["optimizer"] = args.optimizer
     return load_model(args.model, **overrides), load_cluster(args.cluster)
 
 
@@ -61,8 +63,8 @@ def _from_run(args: argparse.Namespace):
                                     "directory of `d2ft run`")
     step, plan = rundir.plan_at(run, args.step)
     model = load_model(str(run / rundir.MODEL_FILE))
-    if args.heads_only or args.dtype_bytes:
-        raise ValueError("--run simulates the run's own model: leave out --heads-only and --dtype-bytes")
+    if args.heads_only or args.dtype_bytes or getattr(args, "optimizer", None):
+        raise ValueError("--run simulates the run's own model: leave out --heads-only, --dtype-bytes and --optimizer")
     return model, load_cluster(str(run / rundir.CLUSTER_FILE)), Plan.from_dict(plan)
 
 
@@ -110,7 +112,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
         atomic_write_text(args.trace, Trace.from_cost(cost, meta=plan.meta).to_json())
     memory = memory_by_dtype(model, cluster, plan, inference=args.inference)
     record = {**step_record(cost), "memory_bytes": memory, "inference": args.inference}
-    text = step_table(cost) + "\n\n" + memory_table(memory, [n for n, _ in cluster.devices], cluster)
+    text = step_table(cost) + "\n\n" + memory_table(memory, [n for n, _ in cluster.devices], cluster, model.optimizer)
     if args.inference:
         record["images_per_s"] = plan.batch_size / cost.max_compute_s if cost.max_compute_s else None
         text = (f"inference: the forward pass of {plan.batch_size} images ({plan.micro_batches} micro-batches of "
