@@ -73,7 +73,13 @@ def run_rank(rank: int, world: int, init_method: str, job: Job, finish=None) -> 
     torch.set_num_threads(1)
     timeout = datetime.timedelta(seconds=job.timeout_s)
     backend = "nccl" if job.device == "cuda" else "gloo"
-    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world, timeout=timeout)
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if attempt:  # a torchrun restart: the store may still hold the dead attempt's addresses, so use fresh keys
+        store, _, _ = next(dist.rendezvous(init_method, rank, world, timeout=timeout))
+        store = dist.PrefixStore(f"d2ft/attempt-{attempt}", store)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
+    else:
+        dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world, timeout=timeout)
     try:
         train(rank, world, job)
         dist.barrier()  # no rank tears its gloo pairs down while a peer's last message is in flight

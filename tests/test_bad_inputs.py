@@ -53,6 +53,7 @@ def files(tmp_path_factory):
         _idx(unseen / f"{split}-images-idx3-ubyte.gz", np.zeros((len(labels), 16, 16)))
         _idx(unseen / f"{split}-labels-idx1-ubyte.gz", labels)
     (root / "bad.csv").write_text("a,b\n1,2\n")
+    (root / "notatrace.json").write_text('{"a": 1}')
     (root / "scores.json").write_text("{oops")
     halfrun = root / "halfrun"  # a run's metrics with no checkpoint
     halfrun.mkdir()
@@ -139,6 +140,9 @@ CLI = [  # (argv, exit status, what stderr must say); FILES/ is the fixture's fo
     (["sweep", "--keeps", "2", "--out", "FILES/s.csv"], 2, "keep ratio 2.0 is not in (0, 1]"),
     (["sweep", "--micro-batches", "x", "--out", "FILES/s.csv"], 2, "'x'"),
     (["compare", "FILES/nope.json", "FILES/nope.json"], 2, "trace file 'FILES/nope.json' does not exist"),
+    (["compare", "FILES/torn.safetensors", "FILES/torn.safetensors"], 2, "torn.safetensors"),
+    (["compare", "FILES/notatrace.json", "FILES/notatrace.json"], 2,
+     "notatrace.json is not a trace file (it has no 'source'); give one written by `d2ft simulate --trace`"),
     (["report", "FILES/empty"], 2, "holds no run"),
     (["report", "FILES/empty", "--sweep", "FILES/bad.csv"], 2, "is not a `d2ft sweep` CSV"),
     (["list", "gpus"], 2, "invalid choice: 'gpus'"),

@@ -139,8 +139,10 @@ def test_ctrl_c_says_where_the_run_stopped_and_how_to_resume(tmp_path):
 def test_a_killed_torchrun_job_resumes_exactly(tmp_path):
     """A worker of a 2-rank torchrun job killed mid-run: every rank is gone and torchrun fails; the same
     job relaunched with --resume continues from its last checkpoint, and its losses equal an
-    uninterrupted run's. (A job torchrun restarts by itself, with --max-restarts, takes the same
-    path: TORCHELASTIC_RESTART_COUNT > 0 means resume.)"""
+    uninterrupted run's. A job that torchrun restarts by itself (--max-restarts) resumes on its own
+    (TORCHELASTIC_RESTART_COUNT > 0), joining its process group under fresh store keys: with the dead
+    attempt's gloo addresses still in torchrun's store, the restarted ranks hung in
+    init_process_group."""
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     if torchrun is None:
         pytest.skip("torchrun is not installed beside this Python")
@@ -173,3 +175,26 @@ def test_a_killed_torchrun_job_resumes_exactly(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads((killed / "checkpoint.json").read_text())["step"] == 12
     assert _losses(killed) == _losses(tmp_path / "whole")
+    # torchrun restarting the job by itself (--max-restarts), launched as `d2ft run` is (without --nproc: the
+    # world size is torchrun's): it resumes on its own.
+    restarted = tmp_path / "restarted"
+    cmd = [torchrun, "--nproc-per-node", "2", "--max-restarts", "1", "--master-port", str(free_port()), "-m",
+           "d2ft.app.cli", "run", *ARGS[2:], "--steps", "12", "--slowdown", "1,4", "--out", str(restarted)]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        pointer = restarted / "checkpoint.json"
+        if pointer.exists() and json.loads(pointer.read_text())["step"] >= 3:
+            break
+        time.sleep(0.1)
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert workers, "torchrun started no workers"
+    os.kill(int(workers[-1]), signal.SIGKILL)
+    try:
+        out, err = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:  # leave no process behind (a restarted group that hangs is the failure)
+        subprocess.run(["pkill", "-KILL", "-P", str(proc.pid)])
+        proc.kill()
+        raise
+    assert proc.returncode == 0, "\n".join(line for line in err.splitlines() if "d2ft" in line or "rror" in line)[-3000:]
+    assert _losses(restarted) == _losses(tmp_path / "whole") and (restarted / "summary.json").is_file()

@@ -69,6 +69,24 @@ def test_the_run_command_maps_its_flags_onto_the_job_defaults():
     assert job_from_args(parse(command_line(job).split()[1:])) == job
 
 
+def test_under_torchrun_the_flags_are_checked_at_its_world_size(monkeypatch):
+    """`torchrun --nproc-per-node 2 -m d2ft.app.cli run --slowdown 1,4`: the job has 2 ranks, so its two
+    slowdown factors fit; not the default 4 ranks (which failed before every rank started)."""
+    from d2ft.app.cli import build_parser
+    from d2ft.app.runs import job_from_args
+
+    for k, v in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}.items():
+        monkeypatch.setenv(k, v)
+    argv = ["run", "--slowdown", "1,4"]
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    assert job_from_args(args).nproc == 2
+    argv = ["run", "--nproc", "3", "--slowdown", "1,4,1"]
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    assert job_from_args(args).nproc == 3  # given: kept, and run_under_torchrun names the mismatch
+
+
 def test_a_config_file_with_flags_over_it(tmp_path, capsys):
     """`d2ft run --config job.toml`: the file's fields, with the flags given on the command line over them;
     `--dry-run` writes such a file."""

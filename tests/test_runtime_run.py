@@ -70,6 +70,9 @@ def test_run_end_to_end_with_emulated_slowdown(tmp_path, capsys):
     phases = [e["ph"] for e in json.loads(chrome.read_text())["traceEvents"]]
     assert phases.count("s") == phases.count("f") == sum(e.kind == "transfer" for e in timeline.events) > 0
     assert "C" in phases and "open it in ui.perfetto.dev" in capsys.readouterr().out
+    assert main(["trace", str(tmp_path), "--chrome-trace", str(chrome), "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["messages"] == phases.count("s") and rec["out"] == str(chrome)
     assert main(["trace", str(tmp_path), "--step", "0", "--chrome-trace", str(chrome)]) == 2
     assert "recorded the timeline of step 2 only" in capsys.readouterr().err
 

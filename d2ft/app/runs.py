@@ -66,10 +66,14 @@ FLAGS = {  # d2ft run flag -> Job field, where the value carries over as it is
 
 
 def job_from_args(args):
-    """The ``runtime.job.Job`` of a ``d2ft run`` command line (``FLAGS`` map one to one onto fields)."""
+    """The ``runtime.job.Job`` of a ``d2ft run`` command line (``FLAGS`` map one to one onto fields). Under
+    torchrun without ``--nproc`` the job has torchrun's world size, so that it is checked as it will run."""
     from runtime.job import Job, LoraSpec
+    from runtime.run import under_torchrun
 
     fields = {field: getattr(args, flag) for flag, field in FLAGS.items()}
+    if under_torchrun() and "nproc" not in _given(args):
+        fields["nproc"] = int(os.environ["WORLD_SIZE"])
     if args.plan:  # a plan file runs as it is
         fields["strategy"] = None
     if args.lora:

@@ -62,6 +62,10 @@ def cmd_trace(args: argparse.Namespace) -> int:
     trace = _trace(str(path))
     atomic_write_text(args.chrome_trace, json.dumps(trace.to_chrome()))
     n_flows = sum(1 for e in trace.events if e.kind == "transfer")
+    if args.json:
+        print(json.dumps({"timeline": str(path), "out": str(args.chrome_trace), "events": len(trace.events),
+                          "messages": n_flows, "step_time_s": trace.step_time_s}))
+        return 0
     print(f"{path.name}: {len(trace.events)} events ({n_flows} messages as flows), step "
           f"{fmt_time(trace.step_time_s)}, written to {args.chrome_trace} (open it in ui.perfetto.dev)")
     return 0
@@ -76,6 +80,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--chrome-trace", required=True, metavar="FILE",
                    help="write the timeline here in Chrome trace-event JSON: compute per rank, messages as slices "
                         "and flow arrows, bytes in flight as a counter")
+    flags.add_json(p, "one JSON object: the timeline read, the file written, event and message counts, step time (s)")
 
 
 def _add_compare(sub) -> None:
