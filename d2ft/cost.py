@@ -244,10 +244,10 @@ class CostModel:
         >>> from d2ft.cluster import Cluster; from d2ft.catalogue import device, link
         >>> c = Cluster.star({"c": device("t4"), "w": device("t4")}, link("10gbe"))
         >>> m = ModelSpec.vit(dim=64, depth=1, heads=2, img_size=32, patch=16)
-        >>> CostModel(m, c).block_messages_bytes(Op.FULL, 1) == 8 * m.activation_bytes(1)
+        >>> CostModel(m, c).block_messages_bytes(Op.FULL, 1) == 8 * m.message_size(1)
         True
         """
-        return (2 + 2 * op.runs_backward) * len(self.halves) * self.model.activation_bytes(micro_batch_size) if op.runs_forward else 0
+        return (2 + 2 * op.runs_backward) * len(self.halves) * self.model.message_size(micro_batch_size) if op.runs_forward else 0
 
     # ---- a whole step -------------------------------------------------------------
     def stream(self, plan: Plan, inference: bool = False) -> list[Task | Message]:

@@ -119,6 +119,9 @@ class ModelSpec:
     """Bias on the fused qkv projection."""
     split_mlp: bool = True
     """Subnets include a 1/H slice of the MLP; False = heads only, MLP on the coordinator."""
+    message_dtype_bytes: int | None = None
+    """Bytes per element of the activations and gradients sent between devices: 2 for bf16 or fp16
+    messages (``d2ft run --message-dtype``); None: ``dtype_bytes``."""
     optimizer: str = "adamw"
     """The update the cost model prices: "adamw" (what d2ft trains with: m and v, fp32) or "sgd"
     (with momentum: one fp32 buffer), ``d2ft.cost.OPTIMIZER_STATE_BYTES``."""
@@ -145,6 +148,8 @@ class ModelSpec:
                 )
             if self.img_size % self.patch:
                 problems.append(f"img_size {self.img_size} is not a multiple of patch {self.patch}")
+        if self.message_dtype_bytes not in (None, 2, 4):
+            problems.append(f"message_dtype_bytes must be 2, 4 or None, got {self.message_dtype_bytes!r}")
         if self.optimizer not in ("adamw", "sgd"):
             problems.append(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         raise_problems(f"ModelSpec {self.name!r}", problems)
@@ -221,8 +226,13 @@ class ModelSpec:
         return self.depth * self.heads
 
     def activation_bytes(self, micro_batch_size: int) -> int:
-        """The execution model's message size a = b x N x D x dtype bytes (design.md)."""
+        """One block half's activations in memory, b x N x D x dtype bytes."""
         return micro_batch_size * self.tokens * self.dim * self.dtype_bytes
+
+    def message_size(self, micro_batch_size: int) -> int:
+        """The execution model's message size a = b x N x D x bytes per element on the wire (design.md):
+        the dtype's, or ``message_dtype_bytes``."""
+        return micro_batch_size * self.tokens * self.dim * (self.message_dtype_bytes or self.dtype_bytes)
 
     @property
     def messages_per_block(self) -> int:

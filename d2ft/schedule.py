@@ -151,7 +151,7 @@ def step_stream(plan: Plan, model: ModelSpec, coordinator: int, inference: bool 
     (module docstring). ``inference``: the forward pass only (evaluation or serving): no
     backward, no optimizer; FULL and FORWARD_ONLY both just run forward."""
     b = plan.micro_batch_size
-    a = model.activation_bytes(b)
+    a = model.message_size(b)
     out: list[Compute | Message] = []
     for m in range(plan.micro_batches):
         out.append(Compute(coordinator, "fwd", "embed", -1, m, model.embed, samples=b))
@@ -186,7 +186,7 @@ def _block(out: list, plan: Plan, model: ModelSpec, c: int, phase: str, l: int, 
                 out.append(Compute(k, phase, half, l, m, work[half], copies=n, samples=b, subnets=n))
                 if k != c:
                     out.append(Message(k, c, a, phase, half, l, m))
-            extra = len(running) * a  # the coordinator reads each device's partial sum once
+            extra = len(running) * model.activation_bytes(b)  # the coordinator reads each device's partial sum once
         else:  # heads-only: the whole MLP runs on the coordinator
             out.append(Compute(c, phase, "mlp", l, m, model.coordinator_mlp, samples=b))
             extra = 0

@@ -11,8 +11,9 @@ half sends and receives nothing there. Gradients accumulate over micro-batches; 
 steps its own optimizer over its own parameters.
 
 Messages are blocking point-to-point ``torch.distributed`` sends and receives of float
-tensors (gloo on CPU, NCCL on GPU); every byte sent and received is counted from the
-tensors themselves (``Counters``).
+tensors (gloo on CPU, NCCL on GPU), fp32 or, with ``Job.message_dtype``, bf16 or fp16 on the
+wire (rounded when sent, computed in fp32 when received); every byte sent and received is
+counted from the tensors on the wire (``Counters``).
 
 The coordinator sends a block half's input, computes its own subnets while the workers
 compute theirs, then receives their replies (and in backward: sends the output gradient,
@@ -20,8 +21,8 @@ runs its own subnets' backward, receives the input gradients), as the simulator 
 it. Not done (as in the cost model): overlap of compute and communication within a rank.
 
 Emulated ranks (``Coordinator(emulate=True)``) run all of this in one process without a
-message: the same placement, ops and sums, for accuracy studies free of communication and
-of the contention of ranks sharing cores.
+message: the same placement, ops and sums (and the same rounding where a 16-bit message would
+be), for accuracy studies free of communication and of the contention of ranks sharing cores.
 """
 
 from __future__ import annotations
@@ -58,8 +59,12 @@ class Counters:
     the step's start ("compute", "send" or "recv"; a compute interval's tag is the next message's)."""
 
 
+WIRE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""``Job.message_dtype`` -> the element type of messages on the wire."""
+
+
 class Link:
-    """Blocking point-to-point messages with byte and time counters.
+    """Blocking point-to-point messages with byte and time counters, ``wire``-typed on the wire.
 
     Everything a rank does between two messages is its compute. With ``slowdown`` f > 1
     (emulated heterogeneity) the rank sleeps (f - 1) times each such interval before its
@@ -67,8 +72,9 @@ class Link:
     """
 
     def __init__(self, counters: Counters, slowdown: float = 1.0, device: torch.device | None = None,
-                 rank: int = 0) -> None:
+                 rank: int = 0, wire: torch.dtype = torch.float32) -> None:
         self.c = counters
+        self.wire = wire
         self.rank = rank
         self.slowdown = slowdown
         self.device = device or torch.device("cpu")
@@ -96,8 +102,9 @@ class Link:
 
     def send(self, t: torch.Tensor, dst: int, tag: tuple) -> None:
         self.stretch(tag, dst)
+        t = t.detach().to(self.wire).contiguous()
         t0 = time.perf_counter()
-        dist.send(t.detach().contiguous(), dst)
+        dist.send(t, dst)
         self._mark = time.perf_counter()
         self.c.comm_s += self._mark - t0
         n = t.numel() * t.element_size()
@@ -105,9 +112,10 @@ class Link:
         self.c.messages.append(Message(self.rank, dst, n, *tag))
         self._event("send", t0, tag, dst, n)
 
-    def recv(self, shape, src: int, tag: tuple, dtype=torch.float32) -> torch.Tensor:
+    def recv(self, shape, src: int, tag: tuple) -> torch.Tensor:
+        """A float32 tensor of ``shape`` from ``src`` (received as ``wire``)."""
         self.stretch(tag, src)
-        buf = torch.empty(shape, dtype=dtype, device=self.device)
+        buf = torch.empty(shape, dtype=self.wire, device=self.device)
         t0 = time.perf_counter()
         dist.recv(buf, src)
         self._mark = time.perf_counter()
@@ -116,7 +124,7 @@ class Link:
         self.c.recv_bytes += n
         self.c.messages.append(Message(src, self.rank, n, *tag))
         self._event("recv", t0, tag, src, n)
-        return buf
+        return buf.float()
 
 
 def make_shards(model: nn.Module, plan, device: int, split_mlp: bool = True) -> nn.ModuleDict:
@@ -174,6 +182,20 @@ class _Gather(torch.autograd.Function):
         return grad.new_zeros(0), None, None, None, None, None
 
 
+class _Wire(torch.autograd.Function):
+    """Rounds a tensor through the wire dtype both ways: forward (an activation or a reply sent) and
+    backward (the gradient sent back), as a 16-bit message would (emulated ranks)."""
+
+    @staticmethod
+    def forward(ctx, t, wire):
+        ctx.wire = wire
+        return t.to(wire).to(t.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.to(ctx.wire).to(g.dtype), None
+
+
 class CoordinatorBlock(nn.Module):
     """What the coordinator keeps of a timm Block: norms, layer scales and the two output biases."""
 
@@ -199,14 +221,20 @@ class Coordinator(nn.Module):
     test time instead; the train-time form is what PyTorch's dropout does).
     """
 
-    def __init__(self, model: nn.Module, plan, device: int, emulate: bool = False, rescale_skips: bool = False) -> None:
+    def __init__(self, model: nn.Module, plan, device: int, emulate: bool = False, rescale_skips: bool = False,
+                 wire: torch.dtype = torch.float32) -> None:
         super().__init__()
+        self.wire = wire
         self.shards = make_shards(model, plan, device)
         others = range(len(plan.devices)) if emulate else ()
         self.peers = nn.ModuleDict({str(k): make_shards(model, plan, k) for k in others if k != device})
         model.blocks = nn.ModuleList(CoordinatorBlock(b) for b in model.blocks)  # drops the sliced weights
         self.model = model
         self.plan, self.device, self.rescale_skips = plan, device, rescale_skips
+
+    def _sent(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` as a peer would receive it (emulated ranks): rounded through the wire dtype, both ways."""
+        return t if self.wire == torch.float32 else _Wire.apply(t, self.wire)
 
     def held(self) -> list[tuple[str, BlockShard]]:
         """(block, shard) of every shard this process holds: its own, and with ``emulate`` every peer's."""
@@ -254,8 +282,9 @@ class Coordinator(nn.Module):
                 remote = _Gather.apply(token, y.shape, link, active, full, tag)
             else:  # emulated ranks: each peer's reply computed here, summed in the order they would arrive
                 remote = torch.zeros_like(y)
-                for k in active:
-                    remote = remote + _run(self.peers[str(k)], plan, k, l, m, half, y)
+                for k in active:  # each peer gets its own copy of the message, and its gradient comes back alone
+                    reply = _run(self.peers[str(k)], plan, k, l, m, half, self._sent(y))
+                    remote = remote + self._sent(reply)
             total = remote if total is None else remote + total
         if total is None:
             return torch.zeros_like(y)

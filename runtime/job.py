@@ -31,6 +31,8 @@ from d2ft.serial import toml_dumps, toml_loads
 
 LORA_TARGETS = ("q", "k", "v", "proj", "fc1", "fc2")
 """The weights a LoRA adapter may sit on: a head's Q, K, V slices, its proj columns, its MLP slice."""
+MESSAGE_DTYPES = {"fp32": 4, "bf16": 2, "fp16": 2}
+"""``Job.message_dtype``: bytes per element on the wire."""
 OPTIMIZERS = ("adamw", "sgd")
 LR_SCHEDULES = ("cosine", "constant")
 DEVICES = ("cpu", "cuda")
@@ -155,6 +157,9 @@ class Job:
     resume: bool = False
     """Continue the run in ``out_dir`` from its last checkpoint, exactly."""
     # ---- execution ----
+    message_dtype: str = "fp32"
+    """Element type of the activations and gradients sent between ranks: fp32, or bf16 / fp16 (half
+    the bytes; rounded on the wire, computed in fp32). The plan prices the messages it chooses."""
     device: str = "cpu"
     """cpu (gloo) or cuda (NCCL, one GPU per rank by local rank)."""
     port: int | None = None
@@ -206,7 +211,8 @@ class Job:
                 p.append(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
         if not _is_number(self.score_decay) or not 0 <= self.score_decay < 1:
             p.append(f"score_decay must be in [0, 1), got {self.score_decay!r}")
-        for name, valid in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES), ("device", DEVICES)):
+        for name, valid in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES), ("device", DEVICES),
+                            ("message_dtype", tuple(MESSAGE_DTYPES))):
             if getattr(self, name) not in valid:
                 p.append(f"{name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
         if self.port is not None and not (_is_int(self.port) and 1 <= self.port <= 65535):

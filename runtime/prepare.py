@@ -31,7 +31,7 @@ from d2ft.serial import atomic_write_text, read_json
 from d2ft.units import GB, GFLOPS, GiB
 
 from .job import VOLATILE, Job
-from .spec import model_spec_from_timm
+from .spec import job_spec
 from .weights import SHIPPED_CHECKPOINT, build_model, load_weights, read_metadata
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def _meta_model(job: Job):
 
 def spec_of(job: Job):
     """The ``ModelSpec`` of the job's model (no weights read)."""
-    return model_spec_from_timm(_meta_model(job), name=job.model)
+    return job_spec(_meta_model(job), job)
 
 
 def prepare(job: Job) -> Job:
@@ -100,7 +100,7 @@ def prepare(job: Job) -> Job:
         kwargs["num_classes"] = data.classes  # a new task's fresh classifier has its own classes
     job = job.replace(model=name, model_kwargs=kwargs, checkpoint=checkpoint or "none")
     meta_model = _meta_model(job)
-    spec = model_spec_from_timm(meta_model, name=name)
+    spec = job_spec(meta_model, job)
     subnets = spec.depth * spec.heads
     if job.plan_devices > subnets + 1:
         what = f"--emulate-ranks {job.emulate_ranks}" if job.emulate_ranks else f"--nproc {job.nproc}"

@@ -52,11 +52,11 @@ from d2ft.replan import Replanner
 from d2ft.serial import write_json
 
 from .checkpoint import choose_checkpoint, load_checkpoint, save_checkpoint
-from .executor import Coordinator, Counters, Link, Worker
+from .executor import WIRE, Coordinator, Counters, Link, Worker
 from .feed import Feed
 from .measure import metrics_line, state_bytes, subnet_scores, write_timeline
 from .optim import lr_of, make_optimizer
-from .spec import model_spec_from_timm
+from .spec import job_spec
 from .tracking import Tracker
 from .weights import build_model, export
 
@@ -94,10 +94,11 @@ class RankLoop:
         self.coord = job.coordinator
         self.is_coord = rank == self.coord
         model = build_model(job)
-        self.spec = model_spec_from_timm(model, name=job.model)
+        self.spec = job_spec(model, job)
         self.feed = Feed(job, model) if self.is_coord else None
         self.shape = (model.patch_embed.num_patches + model.num_prefix_tokens, model.embed_dim)
-        self.part = Coordinator(model, plan, rank, emulate=bool(job.emulate_ranks), rescale_skips=job.skip_rescale) \
+        self.part = Coordinator(model, plan, rank, emulate=bool(job.emulate_ranks), rescale_skips=job.skip_rescale,
+                                wire=WIRE[job.message_dtype]) \
             if self.is_coord else Worker(model, plan, rank, self.coord)
         del model  # a worker keeps only its shards
         if job.lora:
@@ -234,7 +235,7 @@ class RankLoop:
         counters = Counters()
         if step in self.timeline_steps:
             counters.events = []
-        link = Link(counters, self.slowdown, self.device, rank=self.rank)
+        link = Link(counters, self.slowdown, self.device, rank=self.rank, wire=WIRE[self.job.message_dtype])
         loss = logits = None
         if self.is_coord:
             x, y = (t.to(self.device) for t in self.feed.batch(step))  # data loading is not part of the step's cost
@@ -264,7 +265,7 @@ class RankLoop:
         sizes = [min(size, n - i) for i in range(0, n, size)]
         grid = [[Op.FORWARD_ONLY] * plan.heads for _ in range(plan.depth)]
         eval_plan = Plan(plan.devices, plan.placement, [grid] * len(sizes), size)
-        link = Link(Counters(), 1.0, self.device, rank=self.rank)
+        link = Link(Counters(), 1.0, self.device, rank=self.rank, wire=WIRE[self.job.message_dtype])
         if not self.is_coord:
             with torch.no_grad():
                 self.part.serve([(k, *self.shape) for k in sizes], eval_plan, link)

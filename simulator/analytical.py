@@ -67,7 +67,8 @@ class Analytical:
                 self.onehot[l, h, k] = 1.0
         halves = len(cm.halves)
         self.halves = halves
-        a = self.a = model.activation_bytes(micro_batch_size)
+        a = self.a = model.activation_bytes(micro_batch_size)  # in memory (the reductions)
+        wire = model.message_size(micro_batch_size)  # on the links
         specs = [s for _, s in cluster.devices]
         # Per device and phase: one subnet's FLOP and bytes over all its halves, and the time of a
         # task of n = 0..heads subnets per half (the cost model's: n roofline times plus the task
@@ -98,7 +99,8 @@ class Analytical:
         self.coord_bytes = sum(t.bytes_moved for t in chain)
         bw_c = specs[c].mem_bandwidth
         self.reduce_s = a / bw_c  # one more partial sum read by the coordinator's reduction
-        self._init_messages(cluster, K, c, a)
+        self._init_messages(cluster, K, c, wire)
+        self.wire = wire
         self.params_sub = model.subnet.params
         self.opt_per_param = optimizer_bytes_per_param(model.dtype_bytes, model.optimizer)
         self.coord_params = model.coordinator_work.params
@@ -167,7 +169,7 @@ class Analytical:
         busy += opt
         mem += trained_params * self.opt_per_param
         # Bytes: every active worker receives and returns a per half and phase.
-        msgs = (act_f.sum((0, 1)) + act_b.sum((0, 1))) * hv * self.a * self.remote
+        msgs = (act_f.sum((0, 1)) + act_b.sum((0, 1))) * hv * self.wire * self.remote
         sent = msgs.copy()
         sent[c] = msgs.sum()
         recv = sent.copy()
@@ -225,7 +227,7 @@ class Analytical:
         opt = self._optimizer_times(trained)
         busy += opt
         mem += trained * self.opt_per_param
-        msgs = (act_f.sum((1, 2)) + act_b.sum((1, 2))) * hv * self.a * self.remote
+        msgs = (act_f.sum((1, 2)) + act_b.sum((1, 2))) * hv * self.wire * self.remote
         sent = msgs.copy()
         sent[:, c] = msgs.sum(1)
         recv = sent.copy()

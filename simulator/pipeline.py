@@ -33,7 +33,7 @@ def pipeline_stream(plan, model, cluster) -> list[Task | Message]:
     cm = CostModel(model, cluster)
     c, b = cluster.coordinator_index, plan.micro_batch_size
     own = owners(plan)
-    a = model.activation_bytes(b)
+    a = model.message_size(b)
     shared = model.block_shared
     out: list[Task | Message] = []
 

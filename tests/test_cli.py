@@ -35,6 +35,10 @@ def test_cost_json(capsys, tmp_path):
     sgd = json.loads(out)["memory_bytes"]["fp32"][0]["optimizer"]
     code, out, _ = run(capsys, "cost", "--model", "vit_small_patch16_224", "--cluster", "mixed-4", "--json")
     assert sgd == json.loads(out)["memory_bytes"]["fp32"][0]["optimizer"] / 2
+    fp32 = json.loads(out)["comm_bytes"]
+    code, out, _ = run(capsys, "cost", "--model", "vit_small_patch16_224", "--cluster", "mixed-4", "--json",
+                       "--message-dtype", "bf16")
+    assert json.loads(out)["comm_bytes"] * 2 == fp32 > 0
 
 
 def test_cost_of_a_plan_file(capsys, tmp_path):

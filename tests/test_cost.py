@@ -269,3 +269,15 @@ def test_sgd_is_priced_with_one_momentum_buffer():
     assert opt == CostModel(MODEL, CLUSTER).memory_breakdown(plan)[0]["optimizer"] / 2
     with pytest.raises(ValueError, match="optimizer must be 'adamw' or 'sgd'"):
         dataclasses.replace(MODEL, optimizer="lion")
+
+
+def test_16_bit_messages_halve_the_bytes_and_nothing_else():
+    """message_dtype_bytes=2 (bf16 or fp16 messages of an fp32 model): every message is half as large; the
+    compute, FLOP and memory of the step are the same."""
+    half = dataclasses.replace(MODEL, message_dtype_bytes=2)
+    plan = Plan.uniform(MODEL, CLUSTER, Op.FULL, 2, 4)
+    a, b = CostModel(MODEL, CLUSTER).step(plan), CostModel(half, CLUSTER).step(plan)
+    assert b.comm_bytes * 2 == a.comm_bytes > 0 and b.compute_flop == a.compute_flop
+    assert [d.compute_s for d in b.devices] == [d.compute_s for d in a.devices]
+    assert [d.peak_memory_bytes for d in b.devices] == [d.peak_memory_bytes for d in a.devices]
+    assert half.message_size(4) * 2 == MODEL.message_size(4) == MODEL.activation_bytes(4)

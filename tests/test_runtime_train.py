@@ -227,6 +227,7 @@ def _plans(run_dir):
 @pytest.mark.parametrize("ranks, extra", [
     ("3", ("--strategy", "hybrid", "--keep", "0.5", "--skip-rescale")),
     ("2", ("--strategy", "hybrid", "--keep", "0.6", "--lora", "--lora-rank", "2")),
+    ("2", ("--strategy", "hybrid", "--keep", "0.6", "--message-dtype", "bf16")),
 ])
 def test_emulated_ranks_equal_real_ranks(idx_dir, tmp_path, ranks, extra):
     """--nproc 1 --emulate-ranks K runs K real ranks' placement, plans, losses and updates, without a message."""
@@ -245,6 +246,8 @@ def test_emulated_ranks_equal_real_ranks(idx_dir, tmp_path, ranks, extra):
     assert ours.keys() == theirs.keys()
     for k in ours:
         torch.testing.assert_close(ours[k], theirs[k], rtol=0, atol=1e-5)
+    if "bf16" in extra:  # the bytes measured on the wire are the cost model's at 2 B per element (fp32's are twice)
+        assert json.loads((real / "summary.json").read_text())["bytes_exact"]
 
 
 def test_lora_adapters_do_not_lock_in(idx_dir, tmp_path):

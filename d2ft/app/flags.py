@@ -65,6 +65,9 @@ def add_model_cluster(p: argparse.ArgumentParser) -> None:
                    help="subnets are attention heads only; the MLP stays whole on the coordinator")
     p.add_argument("--dtype-bytes", type=int, choices=(2, 4), default=None,
                    help="bytes per element: 2 (bf16/fp16) or 4 (fp32); default: the model's (4)")
+    p.add_argument("--message-dtype", choices=("fp32", "bf16", "fp16"), default=None,
+                   help="element type of the messages between devices: bf16 or fp16 halve their bytes; default: "
+                        "the model's dtype")
     p.add_argument("--optimizer", choices=("adamw", "sgd"), default=None,
                    help="the update priced: adamw (m and v, 8 B of fp32 state per parameter; what `d2ft run` "
                         "trains with) or sgd (with momentum, 4 B); default: the model's (adamw)")

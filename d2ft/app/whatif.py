@@ -35,6 +35,8 @@ def _model_and_cluster(args: argparse.Namespace):
         overrides["dtype_bytes"] = args.dtype_bytes
     if getattr(args, "optimizer", None):
         overrides["optimizer"] = args.optimizer
+    if getattr(args, "message_dtype", None):
+        overrides["message_dtype_bytes"] = 4 if args.message_dtype == "fp32" else 2
     return load_model(args.model, **overrides), load_cluster(args.cluster)
 
 
@@ -63,8 +65,9 @@ def _from_run(args: argparse.Namespace):
                                     "directory of `d2ft run`")
     step, plan = rundir.plan_at(run, args.step)
     model = load_model(str(run / rundir.MODEL_FILE))
-    if args.heads_only or args.dtype_bytes or getattr(args, "optimizer", None):
-        raise ValueError("--run simulates the run's own model: leave out --heads-only, --dtype-bytes and --optimizer")
+    if args.heads_only or args.dtype_bytes or getattr(args, "optimizer", None) or getattr(args, "message_dtype", None):
+        raise ValueError("--run simulates the run's own model: leave out --heads-only, --dtype-bytes, --optimizer "
+                         "and --message-dtype")
     return model, load_cluster(str(run / rundir.CLUSTER_FILE)), Plan.from_dict(plan)
 
 
