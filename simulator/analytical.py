@@ -90,7 +90,10 @@ class Analytical:
                 self.flop_sub[p] += t.flop
                 self.bytes_sub[p] += t.bytes_moved
         self.t_tasks = self.t_task.sum(1)  # (K, 2, n): both halves
-        self._k = np.arange(K)
+        # Flat copies for the lookups of _task_times: entry k * (H + 1) + n of each (phase) or (half, phase).
+        self._offset = np.arange(K) * (H + 1)
+        self._flat = {(None, p): self.t_tasks[:, p].ravel() for p in range(2)}
+        self._flat.update({(j, p): self.t_task[:, j, p].ravel() for j in range(halves) for p in range(2)})
         # Coordinator tasks of one micro-batch, with no device active: embed, head, norms, adds.
         tasks, _ = cm.tasks_and_messages(one.with_ops([[[Op.SKIP] * H] * L]))
         chain = [t for t in tasks if t.micro_batch == 0]
@@ -250,8 +253,9 @@ class Analytical:
     def _task_times(self, n: np.ndarray, phase: int, half: int | None = None) -> np.ndarray:
         """Per (..., device): the time of the device's task of n[..., k] subnets in ``phase``, both halves
         or one."""
-        table = self.t_tasks[:, phase] if half is None else self.t_task[:, half, phase]
-        return table[self._k, n.astype(np.intp)]
+        idx = n.astype(np.intp)
+        idx += self._offset
+        return np.take(self._flat[half, phase], idx)
 
     def _optimizer_times(self, trained: np.ndarray) -> np.ndarray:
         """``DeviceSpec.compute_time(0, P x bytes per parameter)`` per device for a (N, K) array of trained
