@@ -216,6 +216,13 @@ class Cluster:
         return self.latency(a, b) + nbytes / self.bottleneck_bandwidth(a, b)
 
     # ---- derived clusters ---------------------------------------------------------
+    def with_link_bandwidth(self, bandwidth: float) -> "Cluster":
+        """A copy whose every link carries ``bandwidth`` B/s per direction (latencies kept)."""
+        if not (isinstance(bandwidth, (int, float)) and bandwidth > 0):
+            raise ValueError(f"link bandwidth must be > 0 B/s, got {bandwidth!r}")
+        links = tuple((a, b, dataclasses.replace(l, bandwidth=bandwidth)) for a, b, l in self.links)
+        return dataclasses.replace(self, links=links)
+
     def with_slowdown(self, factors: Iterable[float]) -> "Cluster":
         """A copy whose device i computes ``factors[i]`` times slower (emulated heterogeneity)."""
         factors = list(factors)

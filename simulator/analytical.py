@@ -110,6 +110,18 @@ class Analytical:
         # Hosts sharing cores: (cores, 0/1 mask of their devices) per host.
         self.pools = [(cores, np.isin(np.arange(K), ks).astype(float)) for _, cores, ks in cluster.core_pools()]
 
+    def with_link_bandwidth(self, bandwidth: float) -> "Analytical":
+        """This estimator for the cluster with every link at ``bandwidth`` B/s
+        (``simulator.sweep.with_link_bandwidth``): the compute tables are shared, only the message
+        terms are rebuilt (what-if sweeps over bandwidth pay the compute tables once). Its figures equal
+        those of an ``Analytical`` built on that cluster (``Cluster.with_link_bandwidth``)."""
+        import copy
+
+        out = copy.copy(self)
+        out.cluster = self.cluster.with_link_bandwidth(bandwidth)
+        out._init_messages(out.cluster, self.cluster.num_devices, self.coord, self.wire)
+        return out
+
     def _init_messages(self, cluster, K: int, c: int, a: float) -> None:
         """Per device: message times to and from the coordinator, link hold times, the fan-out queue."""
         # Messages: time from the coordinator to k and back, with nothing else on the route.

@@ -5,6 +5,12 @@ counts, link bandwidths and device counts; every point is planned (``d2ft.plan_s
 with the speed-aware placement) and simulated against the all-FULL plan on the same
 placement. A point that no plan can meet gives a record with an ``error`` and no figures;
 the sweep goes on. ``analysis`` turns the records into a DataFrame.
+
+On the analytical path the points that differ only in link bandwidth share their plan (the
+placement and the op plan are priced by compute, which links do not change; a
+communication budget is in bytes) and their compute tables: each is planned once, and
+each bandwidth costs one ``Analytical.with_link_bandwidth`` and two evaluations. The records
+are the same as planning and simulating every point on its own (tests/test_simulator.py).
 """
 
 from __future__ import annotations
@@ -34,10 +40,7 @@ RECORD_FIELDS = (
 
 def with_link_bandwidth(cluster: Cluster, bandwidth: float) -> Cluster:
     """A copy of ``cluster`` whose every link carries ``bandwidth`` B/s per direction."""
-    if not bandwidth > 0:
-        raise ValueError(f"link bandwidth must be > 0 B/s, got {bandwidth!r}")
-    links = tuple((a, b, dataclasses.replace(l, bandwidth=bandwidth)) for a, b, l in cluster.links)
-    return dataclasses.replace(cluster, links=links)
+    return cluster.with_link_bandwidth(bandwidth)
 
 
 def resized(cluster: Cluster, devices: int) -> Cluster:
@@ -94,6 +97,22 @@ def sweep(
     clusters = [load_cluster(c) if isinstance(c, str) else c for c in clusters]
     grid = list(itertools.product(models, clusters, device_counts, link_bandwidths, strategies, keeps, comm_keeps,
                                   micro_batches, micro_batch_sizes))
+    axes = (models, clusters, device_counts, link_bandwidths, strategies, keeps, comm_keeps, micro_batches,
+            micro_batch_sizes)
+    if path == "analytical":  # the points of one plan, at every bandwidth, together
+        records: list = [None] * len(grid)
+        sizes = [len(a) for a in axes]
+        done = 0
+        for pos in itertools.product(*(range(n) for n in sizes[:3] + sizes[4:])):
+            head = [a[i] for a, i in zip(axes[:3] + axes[4:], pos)]
+            rows = [pos[:3] + (j,) + pos[3:] for j in range(sizes[3])]
+            for row, record in zip(rows, _points(*head[:3], list(link_bandwidths), *head[3:], solver=solver,
+                                                  seed=seed)):
+                records[_flat_index(row, sizes)] = record
+                done += 1
+                if progress:
+                    progress(done, len(grid))
+        return records
     records = []
     for done, point in enumerate(grid, 1):
         records.append(_point(*point, solver=solver, path=path, seed=seed))
@@ -102,7 +121,42 @@ def sweep(
     return records
 
 
-def _point(model, cluster, n_devices, bandwidth, strategy, keep, comm_keep, mbs, b, solver, path, seed) -> dict:
+def _flat_index(index: tuple, sizes: list[int]) -> int:
+    """The position of ``index`` in ``itertools.product`` over axes of ``sizes``."""
+    flat = 0
+    for i, n in zip(index, sizes):
+        flat = flat * n + i
+    return flat
+
+
+def _points(model, cluster, n_devices, bandwidths, strategy, keep, comm_keep, mbs, b, solver, seed):
+    """The analytical records of one plan at every bandwidth of ``bandwidths`` (``_point``'s figures)."""
+    from .analytical import Analytical
+
+    if n_devices is not None:
+        cluster = resized(cluster, n_devices)
+    planning = cluster if bandwidths[0] is None else with_link_bandwidth(cluster, bandwidths[0])
+    first = _point(model, cluster, n_devices=None, bandwidth=bandwidths[0], strategy=strategy, keep=keep,
+                   comm_keep=comm_keep, mbs=mbs, b=b, solver=solver, path="analytical", seed=seed, keep_plan=True)
+    plan = first.pop("_plan", None)
+    yield first
+    if len(bandwidths) == 1:
+        return
+    if plan is None:  # no plan fits: the same error at every bandwidth
+        for bw in bandwidths[1:]:
+            yield {**first, "link_bandwidth": bw}
+        return
+    full = Plan.uniform(model, planning, Op.FULL, mbs, b, placement=plan.placement)
+    base = Analytical(model, planning, plan.placement, b)
+    for bw in bandwidths[1:]:
+        an = Analytical(model, cluster, plan.placement, b) if bw is None else base.with_link_bandwidth(bw)
+        step, full_step = an.evaluate(plan)["step_time_s"], an.evaluate(full)["step_time_s"]
+        yield {**first, "link_bandwidth": bw, "step_time_s": step, "full_step_time_s": full_step,
+               "speedup": full_step / step if step else None}
+
+
+def _point(model, cluster, n_devices, bandwidth, strategy, keep, comm_keep, mbs, b, solver, path, seed,
+           keep_plan: bool = False) -> dict:
     if n_devices is not None:
         cluster = resized(cluster, n_devices)
     if bandwidth is not None:
@@ -129,6 +183,8 @@ def _point(model, cluster, n_devices, bandwidth, strategy, keep, comm_keep, mbs,
         max_peak_memory_bytes=max(d.peak_memory_bytes for d in trace.devices.values()),
         status=report.status, objective=report.objective, solve_time_s=report.solve_time_s,
     )
+    if keep_plan:
+        record["_plan"] = plan
     return record
 
 

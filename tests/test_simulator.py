@@ -167,6 +167,31 @@ def test_sweep_records_and_errors():
                              LinkSpec("l", 1e9)), 4)
 
 
+def test_a_sweep_over_bandwidths_equals_every_point_planned_and_simulated_alone():
+    """The analytical sweep plans each point once for all its bandwidths and rebuilds only the message
+    terms (Analytical.with_link_bandwidth): every record equals planning and simulating that point on its
+    own, in the grid's order, the as-built links (None) included."""
+    import itertools
+
+    from simulator.sweep import _point
+
+    axes = dict(strategies=["hybrid"], keeps=[0.5, 0.8], micro_batches=[2], micro_batch_sizes=[4],
+                link_bandwidths=[None, 1.25e8, 3e9], device_counts=[None, 3], comm_keeps=[None, 0.5])
+    model, cluster = ModelSpec.from_timm("vit_tiny_patch16_224"), cluster_preset("lan-4x3090")
+    seen = []
+    records = sweep([model], [cluster], **axes, progress=lambda done, total: seen.append((done, total)))
+    grid = list(itertools.product([model], [cluster], axes["device_counts"], axes["link_bandwidths"],
+                                  axes["strategies"], axes["keeps"], axes["comm_keeps"], axes["micro_batches"],
+                                  axes["micro_batch_sizes"]))
+    assert len(records) == len(grid) and seen[-1] == (len(grid), len(grid))
+    for point, rec in zip(grid, records):
+        alone = _point(*point, solver="dp", path="analytical", seed=0)
+        for key in alone:
+            if key != "solve_time_s":
+                assert rec[key] == (pytest.approx(alone[key], rel=1e-9) if isinstance(alone[key], float) else alone[key]), key
+    assert len({r["link_bandwidth"] for r in records}) == 3 and any(r["error"] is None for r in records)
+
+
 def test_bad_input_is_explained():
     model, cluster = ModelSpec.from_timm("vit_small_patch16_224"), cluster_preset("lan-4x3090")
     other = Plan.uniform(tiny_model(), cluster, Op.FULL)
