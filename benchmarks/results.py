@@ -355,7 +355,8 @@ def bench(quick: bool) -> None:
 
     runs = {"planner-speed": ["benchmarks/planner.py", "--suite", "speed", "--repeat", "1" if quick else "5"],
             "planner-quality": ["benchmarks/planner.py", "--suite", "quality", "--instances", "5" if quick else "100"],
-            "simulator": ["benchmarks/simulator.py"] + (["--repeat", "3", "--evals", "200"] if quick else [])}
+            "simulator": ["benchmarks/simulator.py"] + (["--repeat", "3", "--evals", "200", "--sweep-points", "10000"]
+                                                        if quick else [])}
     for name, argv in runs.items():
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
@@ -813,7 +814,15 @@ def _bench_markdown(b) -> list[str]:
                       "plan": [r["case"] for r in recs], "events": [r["events"] for r in recs],
                       "graph simulation, median (ms)": [1e3 * r["graph_median_s"] for r in recs],
                       "analytical evaluations per s": [r["analytical_evals_per_s"] for r in recs],
+                      **({"batched evaluations per s": [r["batched_evals_per_s"] for r in recs]}
+                         if all("batched_evals_per_s" in r for r in recs) else {}),
                       "analytical vs graph step time (%)": [100 * r["relative_difference"] for r in recs]})), ""]
+        sw = next((r for r in b.loc["simulator", "records"] if r.get("case") == "sweep"), None)
+        if sw:
+            lines += [f"A what-if sweep (`simulator.sweep`, analytical path) over {sw['points']:,} points ({sw['plans']} "
+                      "plans: hybrid at 10 keep ratios x 4 micro-batch counts, each at every link bandwidth from 1e8 "
+                      f"to 1e11 B/s): {sw['seconds']:.1f} s, {sw['points_per_s']:,.0f} points per second, planning "
+                      "included.", ""]
     return lines
 
 

@@ -10,6 +10,10 @@ after building its precomputed tables once (that build is reported separately), 
 batched (``Analytical.evaluate_batch``) over --batch plans of the same placement at once
 (median of 3), printed as ``batched_evals_per_s`` beside ``analytical_evals_per_s``.
 
+Case ``sweep``: ``simulator.sweep`` over --sweep-points points of the same model and cluster,
+hybrid at 10 keep ratios x 4 micro-batch counts x as many link bandwidths (1e8 to 1e11 B/s,
+log-spaced) as make up the points: its wall time and points per second (one run).
+
     .venv/bin/python benchmarks/simulator.py
 """
 
@@ -39,6 +43,8 @@ def main(argv=None) -> int:
     p.add_argument("--evals", type=int, default=2000, help="analytical evaluations per plan")
     p.add_argument("--batch", type=int, default=10_000,
                    help="plans per batched analytical evaluation (seeded random ops on the case's placement)")
+    p.add_argument("--sweep-points", type=int, default=100_000,
+                   help="points of the sweep case (10 keeps x 4 micro-batch counts x bandwidths); 0: skip it")
     args = p.parse_args(argv)
     model, cluster = ModelSpec.from_timm("vit_base_patch16_224"), cluster_preset("dgx-a100")
     hybrid = plan_step(model, cluster, "hybrid", "dp", keep=0.6, micro_batches=8, micro_batch_size=8).plan
@@ -81,6 +87,20 @@ def main(argv=None) -> int:
         summary[name] = {k: rec[k] for k in ("graph_median_s", "graph_networkx_median_s", "analytical_evals_per_s",
                                              "batched_evals_per_s",
                                              "relative_difference")}
+    if args.sweep_points:
+        from simulator import sweep
+
+        keeps, counts = [0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 1.0], [1, 2, 4, 8]
+        bandwidths = list(np.geomspace(1e8, 1e11, max(1, args.sweep_points // (len(keeps) * len(counts)))))
+        t0 = time.perf_counter()
+        records = sweep([model], [cluster], strategies=["hybrid"], keeps=keeps, micro_batches=counts,
+                        micro_batch_sizes=[8], link_bandwidths=bandwidths)
+        seconds = time.perf_counter() - t0
+        rec = dict(case="sweep", model=model.name, cluster=cluster.name, points=len(records),
+                   plans=len(keeps) * len(counts), errors=sum(r["error"] is not None for r in records),
+                   seconds=seconds, points_per_s=len(records) / seconds)
+        print(json.dumps(rec), flush=True)
+        summary["sweep"] = {k: rec[k] for k in ("points", "seconds", "points_per_s")}
     print(json.dumps({"case": "summary", **summary}))
     return 0
 

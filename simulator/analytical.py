@@ -130,8 +130,13 @@ class Analytical:
         self.msg_back = np.array([0.0 if k == c else cluster.transfer_time(self.names[k], self.names[c], a)
                                   for k in range(K)])
         self.remote = np.array([0.0 if k == c else 1.0 for k in range(K)])
-        # Link load: hold time of one message on each link direction of k's routes.
+        # The same with every link at one bandwidth B (evaluate_batch's link_bandwidth): latency + a / B.
+        self.latency = np.array([0.0 if k == c else cluster.latency(self.names[c], self.names[k])
+                                 + cluster.latency(self.names[k], self.names[c]) for k in range(K)])
+        # Link load: hold time of one message on each link direction of k's routes (and how many of k's
+        # messages cross it, for a uniform bandwidth).
         self.link_hold: dict[tuple, np.ndarray] = {}
+        self.link_uses: dict[tuple, np.ndarray] = {}
         for k in range(K):
             if k == c:
                 continue
@@ -141,6 +146,7 @@ class Analytical:
                 for u, v, link in hops:
                     key = (u, v) if link.duplex else frozenset((u, v))
                     self.link_hold.setdefault(key, np.zeros((K, 2)))[k, direction] += a / bw
+                    self.link_uses.setdefault(key, np.zeros((K, 2)))[k, direction] += 1
         # Fan-out: the coordinator's messages of one block half take turns on its first hop.
         self.fan_hold = np.zeros(K)
         self.fan_factor = 1.0
@@ -210,17 +216,25 @@ class Analytical:
         """The op levels (0 SKIP, 1 FORWARD_ONLY, 2 FULL) of ``plans`` as one (N, micro_batch, layer, head) array."""
         return np.stack([self._levels(p) for p in plans])
 
-    def evaluate_batch(self, levels: np.ndarray) -> dict:
+    def evaluate_batch(self, levels: np.ndarray, link_bandwidth=None) -> dict:
         """``evaluate`` of N plans at once, as array computations over ``levels`` (N, micro_batch, layer, head)
         (``levels(plans)``; every plan has this placement and micro-batch size). The same figures as
         ``evaluate`` per plan (to rounding), with a leading plan axis: step_time_s (N,), busy_s, flop,
-        mem_bytes, sent_bytes, recv_bytes, optimizer_s (N, K), chains_s (N, M)."""
+        mem_bytes, sent_bytes, recv_bytes, optimizer_s (N, K), chains_s (N, M).
+
+        ``link_bandwidth`` (N,), B/s: plan i is evaluated with every link at ``link_bandwidth[i]``, as
+        ``with_link_bandwidth(link_bandwidth[i]).evaluate`` would (a what-if over bandwidth in one
+        array computation)."""
         lv = np.asarray(levels)
         if lv.ndim != 4 or lv.shape[2:] != self.onehot.shape[:2]:
             raise ValueError(f"levels must be (plans, micro_batches, {self.onehot.shape[0]}, {self.onehot.shape[1]}), "
                              f"got {lv.shape}")
+        bw = None if link_bandwidth is None else np.asarray(link_bandwidth, dtype=float)
+        if bw is not None and (bw.shape != (len(lv),) or not (bw > 0).all()):
+            raise ValueError(f"link_bandwidth must give one bandwidth > 0 B/s per plan ({len(lv)}), got shape {bw.shape}")
         if len(lv) > self.CHUNK:  # chunks whose temporaries stay in cache: memory traffic bounds this path
-            parts = [self.evaluate_batch(lv[i:i + self.CHUNK]) for i in range(0, len(lv), self.CHUNK)]
+            parts = [self.evaluate_batch(lv[i:i + self.CHUNK], None if bw is None else bw[i:i + self.CHUNK])
+                     for i in range(0, len(lv), self.CHUNK)]
             return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         N, M = lv.shape[:2]
         c, hv = self.coord, self.halves
@@ -246,16 +260,22 @@ class Analytical:
         sent = msgs.copy()
         sent[:, c] = msgs.sum(1)
         recv = sent.copy()
-        leg = self.msg + self.msg_back
-        blocks_f = self._legs(n_f, act_f, 0, leg)  # (N, M, L)
-        blocks_b = self._legs(n_b, act_b, 1, leg)
+        if bw is None:
+            leg, fan_hold, holds = self.msg + self.msg_back, self.fan_hold, list(self.link_hold.values())
+        else:  # every link at bw[i]: each message takes latency + a / bw[i] (Cluster.transfer_time)
+            per = (self.wire / bw)[:, None]  # (N, 1): s per message on one link
+            leg = (self.latency + 2 * self.remote * per)[:, None, None, :]
+            fan_hold = (self.remote * per)[:, None, None, :]
+            holds = [u[None] * per[:, :, None] for u in self.link_uses.values()]  # (N, K, 2) each
+        blocks_f = self._legs(n_f, act_f, 0, leg, fan_hold)  # (N, M, L)
+        blocks_b = self._legs(n_b, act_b, 1, leg, fan_hold)
         chains = self.coord_fixed + reduce.sum(2) + blocks_f.sum(2) + blocks_b.sum(2)  # (N, M)
         if self.order == "sequential":
             step = chains.sum(1) + self._tail_batch(act_b, blocks_b, opt, chains)
         else:
             uses = ((act_f + act_b).sum((1, 2)) * hv).astype(float)  # (N, K)
-            links = np.max([np.einsum("nk,kd->nd", uses, h).max(1) for h in self.link_hold.values()], axis=0) \
-                if self.link_hold else np.zeros(N)
+            links = np.max([np.einsum("nk,kd->nd" if h.ndim == 2 else "nk,nkd->nd", uses, h).max(1) for h in holds],
+                           axis=0) if holds else np.zeros(N)
             step = np.maximum(np.maximum(busy.max(1), links), chains.max(1) + opt.max(1))
         for cores, mask in self.pools:  # a host's work over its cores
             step = np.maximum(step, busy @ mask / cores)
@@ -289,11 +309,11 @@ class Analytical:
         waits[:, c] = opt[:, c]
         return waits.max(1)
 
-    def _legs(self, n, active, phase: int, leg) -> np.ndarray:
+    def _legs(self, n, active, phase: int, leg, fan_hold=None) -> np.ndarray:
         """Per (micro-batch, block): the sum over halves of the slowest active device's message in,
         task and message out; 0 for a half with no device active."""
         total = 0.0
-        queued = active * self.fan_hold  # (..., L, K)
+        queued = active * (self.fan_hold if fan_hold is None else fan_hold)  # (..., L, K)
         fan = self.fan_factor * (queued.sum(-1) - queued.max(-1))  # waiting behind the other messages
         for j in range(self.halves):
             task = self._task_times(n, phase, j)

@@ -9,15 +9,17 @@ the sweep goes on. ``analysis`` turns the records into a DataFrame.
 On the analytical path the points that differ only in link bandwidth share their plan (the
 placement and the op plan are priced by compute, which links do not change; a
 communication budget is in bytes) and their compute tables: each is planned once, and
-each bandwidth costs one ``Analytical.with_link_bandwidth`` and two evaluations. The records
+all its bandwidths are evaluated as one array computation (``Analytical.evaluate_batch`` with
+``link_bandwidth``). The records
 are the same as planning and simulating every point on its own (tests/test_simulator.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from typing import Callable, Sequence
+
+import numpy as np
 
 from d2ft.cluster import Cluster
 from d2ft.cost import CostModel
@@ -148,9 +150,19 @@ def _points(model, cluster, n_devices, bandwidths, strategy, keep, comm_keep, mb
         return
     full = Plan.uniform(model, planning, Op.FULL, mbs, b, placement=plan.placement)
     base = Analytical(model, planning, plan.placement, b)
-    for bw in bandwidths[1:]:
-        an = Analytical(model, cluster, plan.placement, b) if bw is None else base.with_link_bandwidth(bw)
-        step, full_step = an.evaluate(plan)["step_time_s"], an.evaluate(full)["step_time_s"]
+    rest = bandwidths[1:]
+    given = np.array([bw for bw in rest if bw is not None], dtype=float)
+    steps = {}
+    if len(given):  # every bandwidth at once: the plan and the all-FULL plan, one row each per bandwidth
+        lv = base.levels([plan, full])
+        out = base.evaluate_batch(np.repeat(lv, len(given), axis=0), np.concatenate([given, given]))["step_time_s"]
+        steps = dict(zip(given.tolist(), zip(out[:len(given)], out[len(given):])))
+    for bw in rest:
+        if bw is None:
+            an = Analytical(model, cluster, plan.placement, b)
+            step, full_step = an.evaluate(plan)["step_time_s"], an.evaluate(full)["step_time_s"]
+        else:
+            step, full_step = (float(x) for x in steps[float(bw)])
         yield {**first, "link_bandwidth": bw, "step_time_s": step, "full_step_time_s": full_step,
                "speedup": full_step / step if step else None}
 

@@ -296,3 +296,24 @@ def test_the_flat_scheduler_equals_the_networkx_one_event_for_event(data):
     assert flat["start"] == [ref["start"][n] for n in g.nodes] and flat["end"] == [ref["end"][n] for n in g.nodes]
     assert flat["makespan_s"] == ref["makespan_s"] and flat["critical_path"] == ref["critical_path"]
     assert simulate(plan, model, cluster, order=order).step_time_s == ref["makespan_s"]
+
+
+@settings(max_examples=20)
+@given(st.data())
+def test_batched_evaluation_over_link_bandwidths_equals_a_cluster_rebuilt_at_each(data):
+    """evaluate_batch(levels, link_bandwidth) gives plan i at bandwidth i what an Analytical built on the
+    cluster with every link at that bandwidth gives (to 1e-9), in both orders."""
+    import numpy as np
+
+    model, cluster = tiny_model(depth=3, heads=2), star(3, latency=1e-6)
+    order = data.draw(st.sampled_from(["sequential", "interleaved"]))
+    plan = data.draw(plans(model, cluster, max_mb=2))
+    bws = data.draw(st.lists(st.floats(1e6, 1e12), min_size=1, max_size=4))
+    an = Analytical(model, cluster, plan.placement, plan.micro_batch_size, order=order)
+    together = an.evaluate_batch(an.levels([plan] * len(bws)), np.array(bws))
+    for i, bw in enumerate(bws):
+        alone = Analytical(model, with_link_bandwidth(cluster, bw), plan.placement, plan.micro_batch_size,
+                           order=order).evaluate(plan)
+        assert an.with_link_bandwidth(bw).evaluate(plan)["step_time_s"] == pytest.approx(alone["step_time_s"], rel=1e-12)
+        for key, value in alone.items():
+            np.testing.assert_allclose(together[key][i], value, rtol=1e-9, atol=1e-15, err_msg=key)
