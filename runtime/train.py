@@ -311,8 +311,13 @@ class RankLoop:
     def _progress_bar(self, start: int):
         if not (self.is_coord and self.job.progress):
             return None
+        import threading
+
         from tqdm import tqdm
 
+        # One bar in one process: a thread lock. tqdm's default also makes a multiprocessing lock, a
+        # semaphore that this rank's os._exit never releases ("leaked semaphore objects" at the end).
+        tqdm.set_lock(threading.RLock())
         return tqdm(total=self.job.steps, initial=start, unit="step", file=sys.stderr, desc=self.job.label,
                     dynamic_ncols=True)
 
