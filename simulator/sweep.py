@@ -201,8 +201,27 @@ def _point(model, cluster, n_devices, bandwidth, strategy, keep, comm_keep, mbs,
 
 
 def parse_list(text: str, kind: Callable = str) -> list:
-    """Parses "a,b,c" into a list, converting each item with ``kind``; "none" gives None."""
-    return [None if item.strip().lower() == "none" else kind(item.strip()) for item in text.split(",") if item.strip()]
+    """Parses "a,b,c" into a list, converting each item with ``kind``; "none" gives None; for numbers,
+    "lo:hi:n" gives n values from lo to hi, evenly spaced on a log scale (a decade-spanning what-if).
+
+    >>> parse_list("1e8:1e10:3,none", float)
+    [100000000.0, 1000000000.0, 10000000000.0, None]
+    """
+    out = []
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        if item.lower() == "none":
+            out.append(None)
+        elif kind in (int, float) and item.count(":") == 2:
+            lo, hi, n = item.split(":")
+            lo, hi, n = float(lo), float(hi), int(n)
+            if not (0 < lo and 0 < hi and n >= 1):
+                raise ValueError(f"{item!r}: a range is lo:hi:n with lo, hi > 0 and n >= 1")
+            out += [kind(v) for v in np.geomspace(lo, hi, n).tolist()]
+        else:
+            out.append(kind(item))
+    return out
 
 
 __all__ = ["RECORD_FIELDS", "parse_list", "resized", "sweep", "with_link_bandwidth"]

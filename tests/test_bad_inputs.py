@@ -139,6 +139,7 @@ CLI = [  # (argv, exit status, what stderr must say); FILES/ is the fixture's fo
     (["simulate", "--path", "fast"], 2, "invalid choice: 'fast'"),
     (["sweep", "--keeps", "2", "--out", "FILES/s.csv"], 2, "keep ratio 2.0 is not in (0, 1]"),
     (["sweep", "--micro-batches", "x", "--out", "FILES/s.csv"], 2, "'x'"),
+    (["sweep", "--link-bandwidths", "1e8:0:3", "--out", "FILES/s.csv"], 2, "'1e8:0:3': a range is lo:hi:n"),
     (["compare", "FILES/nope.json", "FILES/nope.json"], 2, "trace file 'FILES/nope.json' does not exist"),
     (["compare", "FILES/torn.safetensors", "FILES/torn.safetensors"], 2, "torn.safetensors"),
     (["compare", "FILES/notatrace.json", "FILES/notatrace.json"], 2,

@@ -329,7 +329,8 @@ def _add_sweep(sub) -> None:
     p.add_argument("--micro-batches", default="4", help="comma-separated micro-batches per step")
     p.add_argument("--micro-batch-sizes", default="8", help="comma-separated images per micro-batch")
     p.add_argument("--link-bandwidths", default="none",
-                   help="comma-separated bandwidths for every link, B/s (1.25e9 = 10 Gb/s), or none: as built")
+                   help="comma-separated bandwidths for every link, B/s (1.25e9 = 10 Gb/s), or none: as built; "
+                        "lo:hi:n gives n log-spaced values (1e8:1e11:1000)")
     p.add_argument("--devices", default="none", help="comma-separated device counts (star clusters), or none")
     p.add_argument("--solver", default="dp", help=f"{flags.SOLVER_HELP} (default: %(default)s)")
     p.add_argument("--path", choices=("graph", "analytical"), default="analytical", help="simulator path")
