@@ -10,9 +10,8 @@ The items are the (micro-batch, subnet) pairs placed on k; op p earns A_p and co
   running n equal subnets costs n times one subnet's roofline. On a kernel-model device (a
   GPU), where a task's cost per subnet depends on how many it runs, it is a lower bound
   (each subnet at its cheapest share of a task), and ``DeviceProblem.load`` prices every
-  block exactly (``CostModel.block_table``): solvers search with the linear model, check and
-  repair with the exact load, and the MIP's bound on the linear model bounds the exact
-  problem too;
+  block exactly (``CostModel.block_table``): the heuristics search with the linear model and
+  check and repair with the exact load, and the MIP prices block configurations exactly;
 - bytes: per (block, micro-batch) in which the device is active, 2 x halves x a forward
   and as much again backward if any of its subnets there is FULL (design.md).
 The overhead and byte terms couple the subnets of one block on one device; the exact
@@ -141,6 +140,47 @@ class DeviceProblem:
 
     def objective(self, choice: list[int]) -> float:
         return sum(v[c] for v, c in zip(self.values, choice))
+
+
+class IncrementalLoad:
+    """The exact load of a choice kept up to date item by item: per block, how many of its items are at
+    each level, and the block's time and bytes from those counts (``DeviceProblem.block_table`` where
+    it is set, else the linear model)."""
+
+    def __init__(self, dp: DeviceProblem, choice: list[int]) -> None:
+        self.dp, self.choice = dp, choice
+        self.block_of = {i: key for key, idx in dp.blocks.items() for i in idx}
+        self.counts = {key: [sum(choice[i] == lv for i in idx) for lv in (0, 1, 2)] for key, idx in dp.blocks.items()}
+        self.t, self.b = dp.load(choice)
+
+    def _block(self, n: list[int]) -> tuple[float, int]:
+        dp = self.dp
+        top = 2 if n[2] else 1 if n[1] else 0
+        if dp.block_table is not None:
+            return dp.block_table[n[2]][n[1]], dp.block_bytes[top]
+        T = dp.time
+        return n[0] * T[0] + n[1] * T[1] + n[2] * T[2] + dp.overhead_at[top], dp.block_bytes[top]
+
+    def delta(self, i: int, to: int) -> tuple[float, int]:
+        """(seconds, bytes) that moving item ``i`` to level ``to`` adds."""
+        n = self.counts[self.block_of[i]]
+        after = list(n)
+        after[self.choice[i]] -= 1
+        after[to] += 1
+        (t0, b0), (t1, b1) = self._block(n), self._block(after)
+        return t1 - t0, b1 - b0
+
+    def fits_after(self, dt: float, db: int) -> bool:
+        dp = self.dp
+        return (self.t + dt <= dp.capacity_s * (1 + 1e-12) + 1e-15
+                and (dp.capacity_bytes is None or self.b + db <= dp.capacity_bytes))
+
+    def move(self, i: int, to: int, dt: float, db: int) -> None:
+        n = self.counts[self.block_of[i]]
+        n[self.choice[i]] -= 1
+        n[to] += 1
+        self.choice[i] = to
+        self.t, self.b = self.t + dt, self.b + db
 
 
 LEVEL_OP = tuple(sorted(Op, key=lambda op: op.level))

@@ -22,8 +22,8 @@ only the linear model is repaired (downgrades until it fits, then upgrades that 
 - ``mip``: the exact multiple-choice knapsack with indicator variables for a device's
   activity per block, in python-mip (CBC or HiGHS), warm-started from ``dp``, one thread,
   fixed seed; stopping at the time limit with a gap is a valid result. On a kernel-model
-  device it solves the linear relaxation: its solution is repaired to fit the exact load,
-  and its bound still bounds the exact optimum.
+  device each block instead chooses one configuration (how many items FULL, how many
+  FORWARD_ONLY) priced by ``block_table``, so the MIP is exact there too.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from .knapsack import DeviceProblem
+from .knapsack import DeviceProblem, IncrementalLoad
 
 
 @dataclass(frozen=True)
@@ -138,51 +138,10 @@ def _eff(a, b, cap_t, cap_b) -> float:
     return (b[1] - a[1]) / c if c > 0 else math.inf
 
 
-class _Load:
-    """The exact load of a choice kept up to date item by item: per block, how many of its items are at
-    each level, and the block's time and bytes from those counts (``DeviceProblem.block_table`` where
-    it is set, else the linear model)."""
-
-    def __init__(self, dp: DeviceProblem, choice: list[int]) -> None:
-        self.dp, self.choice = dp, choice
-        self.block_of = {i: key for key, idx in dp.blocks.items() for i in idx}
-        self.counts = {key: [sum(choice[i] == lv for i in idx) for lv in (0, 1, 2)] for key, idx in dp.blocks.items()}
-        self.t, self.b = dp.load(choice)
-
-    def _block(self, n: list[int]) -> tuple[float, int]:
-        dp = self.dp
-        top = 2 if n[2] else 1 if n[1] else 0
-        if dp.block_table is not None:
-            return dp.block_table[n[2]][n[1]], dp.block_bytes[top]
-        T = dp.time
-        return n[0] * T[0] + n[1] * T[1] + n[2] * T[2] + dp.overhead_at[top], dp.block_bytes[top]
-
-    def delta(self, i: int, to: int) -> tuple[float, int]:
-        """(seconds, bytes) that moving item ``i`` to level ``to`` adds."""
-        n = self.counts[self.block_of[i]]
-        after = list(n)
-        after[self.choice[i]] -= 1
-        after[to] += 1
-        (t0, b0), (t1, b1) = self._block(n), self._block(after)
-        return t1 - t0, b1 - b0
-
-    def fits_after(self, dt: float, db: int) -> bool:
-        dp = self.dp
-        return (self.t + dt <= dp.capacity_s * (1 + 1e-12) + 1e-15
-                and (dp.capacity_bytes is None or self.b + db <= dp.capacity_bytes))
-
-    def move(self, i: int, to: int, dt: float, db: int) -> None:
-        n = self.counts[self.block_of[i]]
-        n[self.choice[i]] -= 1
-        n[to] += 1
-        self.choice[i] = to
-        self.t, self.b = self.t + dt, self.b + db
-
-
 def _fill(dp: DeviceProblem, start: list[int]) -> tuple[list[int], float]:
     """Single-item upgrades by value per marginal cost, first fit, until nothing more fits (marginal
-    costs exact: ``_Load``)."""
-    load = _Load(dp, list(start))
+    costs exact: ``IncrementalLoad``)."""
+    load = IncrementalLoad(dp, list(start))
     choice, V = load.choice, dp.values
     cap_t, cap_b = dp.capacity_s, dp.capacity_bytes
     heap = []
@@ -301,8 +260,8 @@ def _stage(dp: DeviceProblem, choice: list[int], frm: int, to: int, score: list[
 
 def _repair(dp: DeviceProblem, choice: list[int]) -> list[int]:
     """Downgrades items one level at a time, least value lost per share of capacity freed (by the linear
-    model) first, until the choice fits the exact load (``_Load``)."""
-    load = _Load(dp, list(choice))
+    model) first, until the choice fits the exact load (``IncrementalLoad``)."""
+    load = IncrementalLoad(dp, list(choice))
     choice, lo, V, T = load.choice, dp.levels[0], dp.values, dp.time
     if load.fits_after(0.0, 0):
         return choice
@@ -335,7 +294,8 @@ def _share(x: float, capacity: float) -> float:
 # ---- mip -----------------------------------------------------------------------------------
 def mip_exact(dp: DeviceProblem, time_limit_s: float = 5.0, gap: float = 1e-4, backend: str = "CBC",
               seed: int = 0, warm: list[int] | None = None) -> DeviceSolution:
-    """The exact knapsack in python-mip with block-activity indicators (module docstring)."""
+    """The exact knapsack in python-mip: block-activity indicators on the linear model, block configurations
+    where ``dp.block_table`` prices blocks exactly (module docstring)."""
     import mip
 
     warm = warm if warm is not None else dp_two_stage(dp).choice
@@ -346,31 +306,20 @@ def mip_exact(dp: DeviceProblem, time_limit_s: float = 5.0, gap: float = 1e-4, b
     model.max_mip_gap = gap
     L = dp.levels
     x = [{lv: model.add_var(var_type=mip.BINARY) for lv in L} for _ in dp.items]
-    ya = {key: model.add_var(var_type=mip.BINARY) for key in dp.blocks}  # active forward
-    yf = {key: model.add_var(var_type=mip.BINARY) for key in dp.blocks}  # active backward (some FULL)
     for i, xi in enumerate(x):
         model += mip.xsum(xi.values()) == 1
-    for key, idx in dp.blocks.items():
-        for i in idx:
-            run = [x[i][lv] for lv in L if lv >= 1]
-            if run:
-                model += ya[key] >= mip.xsum(run)
-            if 2 in L:
-                model += yf[key] >= x[i][2]
     # Constraints in units of their capacity, so the solver's absolute tolerances (1e-6) are relative.
     st = 1 / dp.capacity_s if dp.capacity_s > 0 else 1.0
-    _, of, ob = dp.overhead_at
-    model += (mip.xsum(dp.time[lv] * st * x[i][lv] for i in range(len(x)) for lv in L)
-              + mip.xsum(of * st * ya[k] + (ob - of) * st * yf[k] for k in dp.blocks)) <= dp.capacity_s * st
-    if dp.capacity_bytes is not None:
-        sb = 1 / dp.capacity_bytes if dp.capacity_bytes > 0 else 1.0
-        bo, bf = dp.block_bytes[1] * sb, dp.block_bytes[2] * sb
-        model += mip.xsum(bo * ya[k] + (bf - bo) * yf[k] for k in dp.blocks) <= dp.capacity_bytes * sb
-    model.objective = mip.xsum(dp.values[i][lv] * x[i][lv] for i in range(len(x)) for lv in L)
+    sb = 1 / dp.capacity_bytes if dp.capacity_bytes else 1.0
     start = [(x[i][lv], 1.0 if warm[i] == lv else 0.0) for i in range(len(x)) for lv in L]
-    for key, idx in dp.blocks.items():
-        lvl = max(warm[i] for i in idx)
-        start += [(ya[key], float(lvl >= 1)), (yf[key], float(lvl >= 2))]
+    if dp.block_table is None:
+        time_expr, bytes_expr = _linear_block_terms(model, dp, x, warm, st, sb, start)
+    else:
+        time_expr, bytes_expr = _exact_block_terms(model, dp, x, warm, st, sb, start)
+    model += time_expr <= dp.capacity_s * st
+    if dp.capacity_bytes is not None:
+        model += bytes_expr <= dp.capacity_bytes * sb
+    model.objective = mip.xsum(dp.values[i][lv] * x[i][lv] for i in range(len(x)) for lv in L)
     model.start = start
     status = model.optimize(max_seconds=max(time_limit_s, 0.01))
     warm_value = dp.objective(warm)
@@ -378,14 +327,58 @@ def mip_exact(dp: DeviceProblem, time_limit_s: float = 5.0, gap: float = 1e-4, b
         return DeviceSolution(list(warm), warm_value, None, "heuristic")
     choice = [max(L, key=lambda lv: x[i][lv].x) for i in range(len(x))]
     value = dp.objective(choice)
-    if not dp.fits(choice) and dp.block_table is not None:  # fits the linear model only: repair it
-        choice, value = _fill(dp, _repair(dp, choice))
     if not dp.fits(choice) or value < warm_value:  # within the solver's tolerance only: keep the warm start
         choice, value = list(warm), warm_value
-    bound = max(model.objective_bound, value)  # the linear model is exact or a relaxation: a bound either way
+    bound = max(model.objective_bound, value)
     tol = max(gap, 1e-6) * max(abs(bound), 1e-12)  # the solver proves optimality to its own tolerance
     optimal = status == mip.OptimizationStatus.OPTIMAL and bound - value <= tol
     return DeviceSolution(choice, value, bound, "optimal" if optimal else "feasible")
+
+
+def _linear_block_terms(model, dp: DeviceProblem, x, warm, st: float, sb: float, start: list):
+    """Time and bytes of the linear model: item costs plus block-activity indicators (forward, backward)."""
+    import mip
+
+    L = dp.levels
+    ya = {key: model.add_var(var_type=mip.BINARY) for key in dp.blocks}  # active forward
+    yf = {key: model.add_var(var_type=mip.BINARY) for key in dp.blocks}  # active backward (some FULL)
+    for key, idx in dp.blocks.items():
+        for i in idx:
+            run = [x[i][lv] for lv in L if lv >= 1]
+            if run:
+                model += ya[key] >= mip.xsum(run)
+            if 2 in L:
+                model += yf[key] >= x[i][2]
+        lvl = max(warm[i] for i in idx)
+        start += [(ya[key], float(lvl >= 1)), (yf[key], float(lvl >= 2))]
+    _, of, ob = dp.overhead_at
+    time_expr = (mip.xsum(dp.time[lv] * st * x[i][lv] for i in range(len(x)) for lv in L)
+                 + mip.xsum(of * st * ya[k] + (ob - of) * st * yf[k] for k in dp.blocks))
+    bo, bf = dp.block_bytes[1] * sb, dp.block_bytes[2] * sb
+    return time_expr, mip.xsum(bo * ya[k] + (bf - bo) * yf[k] for k in dp.blocks)
+
+
+def _exact_block_terms(model, dp: DeviceProblem, x, warm, st: float, sb: float, start: list):
+    """Time and bytes priced exactly (``dp.block_table``): per block, one configuration (f items FULL, o
+    FORWARD_ONLY, the rest SKIP) chosen by an indicator, the item counts tied to it."""
+    import mip
+
+    L, T, B = dp.levels, dp.block_table, dp.block_bytes
+    time_terms, byte_terms = [], []
+    for key, idx in dp.blocks.items():
+        r = len(idx)
+        configs = [(f, o) for f in range(r + 1) for o in range(r + 1 - f)
+                   if (f == 0 or 2 in L) and (o == 0 or 1 in L) and (f + o == r or 0 in L)]
+        z = {c: model.add_var(var_type=mip.BINARY) for c in configs}
+        model += mip.xsum(z.values()) == 1
+        for lv, part in ((2, 0), (1, 1)):
+            if lv in L:
+                model += mip.xsum(x[i][lv] for i in idx) == mip.xsum(c[part] * v for c, v in z.items())
+        counts = (sum(warm[i] == 2 for i in idx), sum(warm[i] == 1 for i in idx))
+        start += [(v, 1.0 if c == counts else 0.0) for c, v in z.items()]
+        time_terms += [T[f][o] * st * v for (f, o), v in z.items()]
+        byte_terms += [B[2 if f else 1 if o else 0] * sb * v for (f, o), v in z.items()]
+    return mip.xsum(time_terms), mip.xsum(byte_terms)
 
 
 def timed(fn, *args, **kwargs):
