@@ -167,21 +167,25 @@ def _claim(out: Path) -> None:
 
 def measure_fidelity(run_dir: str | Path, profile: str | Path, nproc: int, plans=FIDELITY_PLANS, each: int = 6,
                      micro_batch_size: int = 16, micro_batches: int = 2, seed: int = 0, assumed=None,
-                     label: str | None = None):
+                     label: str | None = None, slowdown: list[float] | None = None):
     """Measures ``plans`` on ``nproc`` local ranks against the simulator; one row per plan.
 
     One run of the shipped backbone executes each (strategy, keep) of ``plans`` (planned on
     the cluster in ``profile``, one placement for all) for ``each`` steps, in ``run_dir``; a
     finished run of the same plans there is read, not repeated. Measured figures are medians
     over each plan's steps but the first (which pays for the change of plan); compute is
-    summed over ranks, bytes are those sent by every rank. ``assumed``, a second cluster, adds
-    its prediction as ``assumed_step_time_s``.
+    summed over ranks, bytes are those sent by every rank; per rank, its compute and its wait,
+    the part of the step it is not computing (``rank_*`` lists, rank order). ``assumed``, a second cluster, adds its prediction as
+    ``assumed_step_time_s``. ``slowdown`` (one factor per rank) emulates a heterogeneous cluster:
+    the ranks run that much slower, and the profile is planned and simulated slowed alike.
     """
     from runtime.prepare import claimed, prepare
     from runtime.run import launch
 
     run_dir, profile = Path(run_dir), Path(profile)
     calibrated = Cluster.from_json(profile.read_text())
+    if slowdown:
+        calibrated = calibrated.with_slowdown(slowdown)
     previous = rundir.read_job(run_dir) if (run_dir / rundir.JOB_FILE).is_file() else {}
     if run_dir.exists() and any(run_dir.iterdir()) and not previous.get("schedule"):
         raise ValueError(f"{run_dir} holds something other than a plan measurement; choose another folder")
@@ -201,7 +205,7 @@ def measure_fidelity(run_dir: str | Path, profile: str | Path, nproc: int, plans
                                    schedule=schedule, schedule_steps_each=each, micro_batches=micro_batches,
                                    micro_batch_size=micro_batch_size, steps=each * len(plans), checkpoint_every=0,
                                    evaluate=False, progress=label is not None, label=label or "",
-                                   out_dir=str(run_dir)))
+                                   out_dir=str(run_dir), slowdown=tuple(slowdown) if slowdown else None))
         with claimed(job):
             launch(job)
         lines = rundir.read_jsonl(run_dir / rundir.METRICS_FILE)
@@ -216,9 +220,19 @@ def _fidelity_rows(lines, schedule, plans, each, spec, calibrated, nproc, micro_
     rows = []
     for i, (plan, (strategy, keep)) in enumerate(zip(schedule, plans)):
         window = lines[i * each + 1:(i + 1) * each] or lines[i * each:(i + 1) * each]
+        trace = simulate(plan, spec, calibrated)
+        names = list(trace.devices)
         row = {"plan": f"{strategy} keep {keep:g}" if strategy != "full" else "full", "strategy": strategy,
                "keep": keep, "nproc": nproc, "micro_batch_size": micro_batch_size,
-               "predicted_step_time_s": simulate(plan, spec, calibrated).step_time_s,
+               "predicted_step_time_s": trace.step_time_s,
+               "rank_predicted_compute_s": [trace.devices[n].busy_s for n in names],
+               "rank_measured_compute_s": [statistics.median(r["devices"][k]["busy_s"] for r in window)
+                                           for k in range(len(names))] if "devices" in window[0] else None,
+               # a rank's wait: the part of the step it is not computing (messages and waiting for them)
+               "rank_predicted_wait_s": [trace.step_time_s - trace.devices[n].busy_s for n in names],
+               "rank_measured_wait_s": [statistics.median(r["devices"][k]["wall_s"] - r["devices"][k]["busy_s"]
+                                                          for r in window) for k in range(len(names))]
+               if "devices" in window[0] else None,
                "measured_step_time_s": statistics.median(r["step_time_s"] for r in window),
                "predicted_compute_s": window[0]["predicted_compute_s"],
                "measured_compute_s": statistics.median(r["measured_compute_s"] for r in window),
