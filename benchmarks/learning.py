@@ -73,7 +73,7 @@ ARMS = {  # name -> Job fields over the common ones
     "layerdrop": dict(strategy="layerdrop", keep=0.6),
     "lora-full": dict(strategy="full", keep=1.0, lora=True),
     "lora-hybrid": dict(strategy="hybrid", keep=0.6, lora=True),
-    "probe": dict(strategy=None, keep=1.0, lora=True),
+    "probe": dict(strategy="full", keep=1.0, lora=True),  # its fixed plan replaces the strategy (_probe)
 }
 """``probe``: every subnet FORWARD_ONLY with LoRA's freezing, so only the classifier trains: the frozen probe."""
 MAX_EPOCHS, PLATEAU, SEEDS, BATCH = 30, 0.005, (0, 1, 2), (2, 16)

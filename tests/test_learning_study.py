@@ -54,3 +54,16 @@ def test_the_learning_section_tabulates_paired_differences_and_goals(tmp_path):
     by_goal = {g: met for g, _, met in goals}
     assert by_goal["hybrid at -40% compute within 1 point of full (fmnist0-4 -> fmnist5-9)"] is True
     assert by_goal["hybrid ahead of random by 2 points (fmnist0-4 -> fmnist5-9)"] is True
+
+
+def test_every_arm_builds_its_job():
+    """Each arm of the study is a valid job of its combination; the probe runs every subnet FORWARD_ONLY
+    (only the classifier trains). The probe's job once failed at construction, after hours of other arms."""
+    from d2ft.ops import Op
+
+    for arm in learning.ARMS:
+        job = learning._job("A", arm, 0, 0.01, "fashion-mnist-5to9", f"A-{arm}-s0", skip_rescale=False)
+        if arm == "probe":
+            job = learning._probe(job)
+            assert job.strategy is None and {op for grid in job.plan.ops for row in grid for op in row} == {Op.FORWARD_ONLY}
+        assert job.emulate_ranks == 4 and (job.lora is not None) == (arm in ("lora-full", "lora-hybrid", "probe"))
