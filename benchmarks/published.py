@@ -14,12 +14,20 @@ fitting: within each (source, GPU, mode), rows sorted by measured throughput alt
 calibration, validation, calibration, ... Rows whose precision the source does not state are
 "reference" rows, in neither set.
 
+Training rows are priced with the optimizer they ran (timm's benchmark: SGD with momentum).
+The catalogue's GPU constants (``d2ft.hardware.KERNEL_FITS``) are the fit of the calibration
+rows (``--fit`` refits and says whether they agree); ``--model roofline`` prices every row as
+the catalogue did before the kernel model, for the before-and-after table; ``--memory`` holds
+the predicted peak memory against the batch sizes the training rows could and could not fit.
+
 Prints one JSON line per row (predicted, measured, ratio), then one summary line per set and
 mode (rows, share within 10%, median absolute error, median signed error per size class:
-Ti/S, B, L/H), and a final line with ``set`` "all".
+Ti/S, B, L/H), and a final line with ``set`` "all" (scored rows only).
 
-    .venv/bin/python benchmarks/published.py
-    .venv/bin/python benchmarks/published.py --set validation
+    .venv/bin/python benchmarks/published.py                 # the kernel model, as shipped
+    .venv/bin/python benchmarks/published.py --set validation --model roofline
+    .venv/bin/python benchmarks/published.py --fit | head -1
+    .venv/bin/python benchmarks/published.py --memory
 
 Sources:
 - timm (Wightman, github.com/huggingface/pytorch-image-models), results/ at commit
