@@ -29,7 +29,8 @@ from d2ft.knapsack import Budget, build_problem
 from d2ft.placement import plan_placement
 from d2ft.planner import STRATEGIES
 from d2ft.scores import synthetic
-from d2ft.solvers import dp_two_stage, greedy, mip_exact
+from d2ft.exact import mip_exact
+from d2ft.solvers import dp_two_stage, greedy
 
 
 def problem(model, cluster, micro_batches, keep, strategy, seed, micro_batch_size=8):

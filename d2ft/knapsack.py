@@ -142,6 +142,16 @@ class DeviceProblem:
         return sum(v[c] for v, c in zip(self.values, choice))
 
 
+def block_cost(dp: DeviceProblem, n: list[int]) -> tuple[float, int]:
+    """(seconds, bytes) of one block of ``dp`` with n[level] of its items at each level (0, 1, 2): the
+    exact ``block_table`` where it is set, else the linear model."""
+    top = 2 if n[2] else 1 if n[1] else 0
+    if dp.block_table is not None:
+        return dp.block_table[n[2]][n[1]], dp.block_bytes[top]
+    T = dp.time
+    return n[0] * T[0] + n[1] * T[1] + n[2] * T[2] + dp.overhead_at[top], dp.block_bytes[top]
+
+
 class IncrementalLoad:
     """The exact load of a choice kept up to date item by item: per block, how many of its items are at
     each level, and the block's time and bytes from those counts (``DeviceProblem.block_table`` where
@@ -154,12 +164,7 @@ class IncrementalLoad:
         self.t, self.b = dp.load(choice)
 
     def _block(self, n: list[int]) -> tuple[float, int]:
-        dp = self.dp
-        top = 2 if n[2] else 1 if n[1] else 0
-        if dp.block_table is not None:
-            return dp.block_table[n[2]][n[1]], dp.block_bytes[top]
-        T = dp.time
-        return n[0] * T[0] + n[1] * T[1] + n[2] * T[2] + dp.overhead_at[top], dp.block_bytes[top]
+        return block_cost(self.dp, n)
 
     def delta(self, i: int, to: int) -> tuple[float, int]:
         """(seconds, bytes) that moving item ``i`` to level ``to`` adds."""

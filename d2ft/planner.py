@@ -22,7 +22,8 @@ from .knapsack import Budget, Problem, build_problem
 from .ops import Op
 from .plan import Plan, check_plan_size, even_placement
 from .scores import Scores, random_scores, synthetic
-from .solvers import DeviceSolution, dp_two_stage, greedy, mip_exact, timed
+from .exact import mip_exact
+from .solvers import DeviceSolution, dp_two_stage, greedy, timed
 
 STRATEGIES: dict[str, tuple[Op, ...]] = {
     "backward": (Op.FULL, Op.FORWARD_ONLY),

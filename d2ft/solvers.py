@@ -18,8 +18,10 @@ only the linear model is repaired (downgrades until it fits, then upgrades that 
   picks which of those also run backward (value s_bwd). Costs are charged as if every
   item paid its own block's overhead and bytes (an upper bound, so the result fits); a
   greedy pass then spends what the shared blocks left over. Items of equal cost, which
-  is every item on one device here, reduce each stage to top-k by value.
-- ``mip``: the exact multiple-choice knapsack with indicator variables for a device's
+  is every item on one device here, reduce each stage to top-k by value. Where blocks are
+  priced exactly (a kernel-model GPU), each stage takes a block's items at their exact
+  marginal costs instead (``_stage_exact``).
+- ``mip`` (``d2ft.exact``): the exact multiple-choice knapsack with indicator variables for a device's
   activity per block, in python-mip (CBC or HiGHS), warm-started from ``dp``, one thread,
   fixed seed; stopping at the time limit with a gap is a valid result. On a kernel-model
   device each block instead chooses one configuration (how many items FULL, how many
@@ -33,7 +35,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from .knapsack import DeviceProblem, IncrementalLoad
+from .knapsack import DeviceProblem, IncrementalLoad, block_cost
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,8 @@ def _stage(dp: DeviceProblem, choice: list[int], frm: int, to: int, score: list[
     left_b = (dp.capacity_bytes - used_b) * share if dp.capacity_bytes is not None else None
     inv_t = 1 / left_t if left_t > 0 else math.inf
     inv_b = 0.0 if left_b is None else (1 / left_b if left_b > 0 else math.inf)
+    if dp.block_table is not None:
+        return _stage_exact(dp, choice, frm, to, score, left_t, left_b, inv_t, inv_b)
     c_item = dp.time[to] - dp.time[frm]
     c_one = c_item * inv_t if c_item > 0 else 0.0
     O, B = dp.overhead_at, dp.block_bytes
@@ -258,6 +262,57 @@ def _stage(dp: DeviceProblem, choice: list[int], frm: int, to: int, score: list[
             blocked.add(key)
 
 
+def _stage_exact(dp: DeviceProblem, choice: list[int], frm: int, to: int, score: list[float], left_t: float,
+                 left_b: float | None, inv_t: float, inv_b: float) -> None:
+    """``_stage`` where blocks are priced exactly (``dp.block_table``): a block's j-th item costs what
+    moving it adds to the block's exact time, so its increments (the most efficient prefix, then one item
+    at a time, in score order) are taken through a heap, each block's next one only after the last."""
+    def norm(dt: float, db: int) -> float:
+        return (dt * inv_t if dt > 0 else 0.0) + (db * inv_b if db > 0 else 0.0)
+
+    heap, chains = [], {}
+    for key, idx in dp.blocks.items():
+        pool = [i for i in idx if choice[i] == frm and score[i] > 0]
+        if not pool:
+            continue
+        pool.sort(key=score.__getitem__, reverse=True)
+        n = [sum(choice[i] == lv for i in idx) for lv in (0, 1, 2)]
+        t0, b0 = block_cost(dp, n)
+        costs = []  # (dt, db) of moving the first j items, j = 1..len(pool)
+        for j in range(1, len(pool) + 1):
+            after = list(n)
+            after[frm] -= j
+            after[to] += j
+            t, b = block_cost(dp, after)
+            costs.append((t - t0, b - b0))
+        gain, best_j, best_eff = 0.0, 1, -1.0
+        for j, i in enumerate(pool, 1):
+            gain += score[i]
+            c = norm(*costs[j - 1])
+            eff = gain / c if c > 0 else math.inf
+            if eff > best_eff:
+                best_j, best_eff = j, eff
+        chains[key] = (pool, costs)
+        heapq.heappush(heap, (-best_eff, len(chains), key, 0, best_j))
+    while heap:
+        _, order, key, done, upto = heapq.heappop(heap)
+        pool, costs = chains[key]
+        dt = costs[upto - 1][0] - (costs[done - 1][0] if done else 0.0)
+        db = costs[upto - 1][1] - (costs[done - 1][1] if done else 0)
+        if not (dt <= left_t * (1 + 1e-12) + 1e-15 and (left_b is None or db <= left_b)):
+            continue  # this block takes nothing more
+        left_t -= dt
+        if left_b is not None:
+            left_b -= db
+        for i in pool[done:upto]:
+            choice[i] = to
+        if upto < len(pool):  # the block's next item, at its exact marginal cost
+            ndt = costs[upto][0] - costs[upto - 1][0]
+            ndb = costs[upto][1] - costs[upto - 1][1]
+            c = norm(ndt, ndb)
+            heapq.heappush(heap, (-(score[pool[upto]] / c) if c > 0 else -math.inf, order, key, upto, upto + 1))
+
+
 def _repair(dp: DeviceProblem, choice: list[int]) -> list[int]:
     """Downgrades items one level at a time, least value lost per share of capacity freed (by the linear
     model) first, until the choice fits the exact load (``IncrementalLoad``)."""
@@ -289,96 +344,6 @@ def _share(x: float, capacity: float) -> float:
     if capacity > 0:
         return x / capacity
     return math.inf if x > 0 else 0.0
-
-
-# ---- mip -----------------------------------------------------------------------------------
-def mip_exact(dp: DeviceProblem, time_limit_s: float = 5.0, gap: float = 1e-4, backend: str = "CBC",
-              seed: int = 0, warm: list[int] | None = None) -> DeviceSolution:
-    """The exact knapsack in python-mip: block-activity indicators on the linear model, block configurations
-    where ``dp.block_table`` prices blocks exactly (module docstring)."""
-    import mip
-
-    warm = warm if warm is not None else dp_two_stage(dp).choice
-    if not dp.items:
-        return DeviceSolution([], 0.0, 0.0, "optimal")
-    model = mip.Model(sense=mip.MAXIMIZE, solver_name=backend)
-    model.verbose, model.threads, model.seed = 0, 1, seed
-    model.max_mip_gap = gap
-    L = dp.levels
-    x = [{lv: model.add_var(var_type=mip.BINARY) for lv in L} for _ in dp.items]
-    for i, xi in enumerate(x):
-        model += mip.xsum(xi.values()) == 1
-    # Constraints in units of their capacity, so the solver's absolute tolerances (1e-6) are relative.
-    st = 1 / dp.capacity_s if dp.capacity_s > 0 else 1.0
-    sb = 1 / dp.capacity_bytes if dp.capacity_bytes else 1.0
-    start = [(x[i][lv], 1.0 if warm[i] == lv else 0.0) for i in range(len(x)) for lv in L]
-    if dp.block_table is None:
-        time_expr, bytes_expr = _linear_block_terms(model, dp, x, warm, st, sb, start)
-    else:
-        time_expr, bytes_expr = _exact_block_terms(model, dp, x, warm, st, sb, start)
-    model += time_expr <= dp.capacity_s * st
-    if dp.capacity_bytes is not None:
-        model += bytes_expr <= dp.capacity_bytes * sb
-    model.objective = mip.xsum(dp.values[i][lv] * x[i][lv] for i in range(len(x)) for lv in L)
-    model.start = start
-    status = model.optimize(max_seconds=max(time_limit_s, 0.01))
-    warm_value = dp.objective(warm)
-    if status not in (mip.OptimizationStatus.OPTIMAL, mip.OptimizationStatus.FEASIBLE):
-        return DeviceSolution(list(warm), warm_value, None, "heuristic")
-    choice = [max(L, key=lambda lv: x[i][lv].x) for i in range(len(x))]
-    value = dp.objective(choice)
-    if not dp.fits(choice) or value < warm_value:  # within the solver's tolerance only: keep the warm start
-        choice, value = list(warm), warm_value
-    bound = max(model.objective_bound, value)
-    tol = max(gap, 1e-6) * max(abs(bound), 1e-12)  # the solver proves optimality to its own tolerance
-    optimal = status == mip.OptimizationStatus.OPTIMAL and bound - value <= tol
-    return DeviceSolution(choice, value, bound, "optimal" if optimal else "feasible")
-
-
-def _linear_block_terms(model, dp: DeviceProblem, x, warm, st: float, sb: float, start: list):
-    """Time and bytes of the linear model: item costs plus block-activity indicators (forward, backward)."""
-    import mip
-
-    L = dp.levels
-    ya = {key: model.add_var(var_type=mip.BINARY) for key in dp.blocks}  # active forward
-    yf = {key: model.add_var(var_type=mip.BINARY) for key in dp.blocks}  # active backward (some FULL)
-    for key, idx in dp.blocks.items():
-        for i in idx:
-            run = [x[i][lv] for lv in L if lv >= 1]
-            if run:
-                model += ya[key] >= mip.xsum(run)
-            if 2 in L:
-                model += yf[key] >= x[i][2]
-        lvl = max(warm[i] for i in idx)
-        start += [(ya[key], float(lvl >= 1)), (yf[key], float(lvl >= 2))]
-    _, of, ob = dp.overhead_at
-    time_expr = (mip.xsum(dp.time[lv] * st * x[i][lv] for i in range(len(x)) for lv in L)
-                 + mip.xsum(of * st * ya[k] + (ob - of) * st * yf[k] for k in dp.blocks))
-    bo, bf = dp.block_bytes[1] * sb, dp.block_bytes[2] * sb
-    return time_expr, mip.xsum(bo * ya[k] + (bf - bo) * yf[k] for k in dp.blocks)
-
-
-def _exact_block_terms(model, dp: DeviceProblem, x, warm, st: float, sb: float, start: list):
-    """Time and bytes priced exactly (``dp.block_table``): per block, one configuration (f items FULL, o
-    FORWARD_ONLY, the rest SKIP) chosen by an indicator, the item counts tied to it."""
-    import mip
-
-    L, T, B = dp.levels, dp.block_table, dp.block_bytes
-    time_terms, byte_terms = [], []
-    for key, idx in dp.blocks.items():
-        r = len(idx)
-        configs = [(f, o) for f in range(r + 1) for o in range(r + 1 - f)
-                   if (f == 0 or 2 in L) and (o == 0 or 1 in L) and (f + o == r or 0 in L)]
-        z = {c: model.add_var(var_type=mip.BINARY) for c in configs}
-        model += mip.xsum(z.values()) == 1
-        for lv, part in ((2, 0), (1, 1)):
-            if lv in L:
-                model += mip.xsum(x[i][lv] for i in idx) == mip.xsum(c[part] * v for c, v in z.items())
-        counts = (sum(warm[i] == 2 for i in idx), sum(warm[i] == 1 for i in idx))
-        start += [(v, 1.0 if c == counts else 0.0) for c, v in z.items()]
-        time_terms += [T[f][o] * st * v for (f, o), v in z.items()]
-        byte_terms += [B[2 if f else 1 if o else 0] * sb * v for (f, o), v in z.items()]
-    return mip.xsum(time_terms), mip.xsum(byte_terms)
 
 
 def timed(fn, *args, **kwargs):

@@ -12,7 +12,8 @@ from d2ft.knapsack import Budget, build_problem
 from d2ft.plan import even_placement
 from d2ft.planner import BASELINES, STRATEGIES, plan_step
 from d2ft.scores import Scores, random_scores, synthetic
-from d2ft.solvers import dp_two_stage, greedy, mip_exact
+from d2ft.exact import mip_exact
+from d2ft.solvers import dp_two_stage, greedy
 from tests.conftest import tiny_model
 
 
