@@ -10,8 +10,8 @@ The items are the (micro-batch, subnet) pairs placed on k; op p earns A_p and co
   running n equal subnets costs n times one subnet's roofline. On a kernel-model device (a
   GPU), where a task's cost per subnet depends on how many it runs, it is a lower bound
   (each subnet at its cheapest share of a task), and ``DeviceProblem.load`` prices every
-  block exactly (``CostModel.block_table``): the heuristics search with the linear model and
-  check and repair with the exact load, and the MIP prices block configurations exactly;
+  block exactly (``CostModel.block_table``), as greedy's block configurations, dp's stages
+  and the MIP's block configurations do (``d2ft.solvers``, ``d2ft.exact``);
 - bytes: per (block, micro-batch) in which the device is active, 2 x halves x a forward
   and as much again backward if any of its subnets there is FULL (design.md).
 The overhead and byte terms couple the subnets of one block on one device; the exact
