@@ -163,16 +163,13 @@ class IncrementalLoad:
         self.counts = {key: [sum(choice[i] == lv for i in idx) for lv in (0, 1, 2)] for key, idx in dp.blocks.items()}
         self.t, self.b = dp.load(choice)
 
-    def _block(self, n: list[int]) -> tuple[float, int]:
-        return block_cost(self.dp, n)
-
     def delta(self, i: int, to: int) -> tuple[float, int]:
         """(seconds, bytes) that moving item ``i`` to level ``to`` adds."""
         n = self.counts[self.block_of[i]]
         after = list(n)
         after[self.choice[i]] -= 1
         after[to] += 1
-        (t0, b0), (t1, b1) = self._block(n), self._block(after)
+        (t0, b0), (t1, b1) = block_cost(self.dp, n), block_cost(self.dp, after)
         return t1 - t0, b1 - b0
 
     def fits_after(self, dt: float, db: int) -> bool:

@@ -74,7 +74,7 @@ class Analytical:
         # task of n = 0..heads subnets per half (the cost model's: n roofline times plus the task
         # overhead, or the task's kernels on a kernel-model device).
         one = Plan.uniform(model, cluster, Op.FULL, 1, micro_batch_size, placement=[[0] * H] * L)
-        self.t_task = np.zeros((K, halves, 2, H + 1))  # device, half, phase, subnets in the task
+        t_task = np.zeros((K, halves, 2, H + 1))  # device, half, phase, subnets in the task
         self.flop_sub = np.zeros(2)
         self.bytes_sub = np.zeros(2)
         n = np.arange(1, H + 1)
@@ -83,17 +83,18 @@ class Analytical:
                 for k, spec in enumerate(specs):
                     t = cm.price(Compute(k, phase, half, 0, 0, cm.half_work(half), samples=micro_batch_size))
                     if spec.kernel_model:
-                        self.t_task[k, j, p, 1:] = [cm.task_time(k, phase, half, i, micro_batch_size) for i in n]
+                        t_task[k, j, p, 1:] = [cm.task_time(k, phase, half, i, micro_batch_size) for i in n]
                     else:
                         slope = spec.roofline_s(t.flop, t.bytes_moved, model.dtype_bytes, backward=phase == "bwd")
-                        self.t_task[k, j, p, 1:] = n * slope + spec.task_overhead_s
+                        t_task[k, j, p, 1:] = n * slope + spec.task_overhead_s
                 self.flop_sub[p] += t.flop
                 self.bytes_sub[p] += t.bytes_moved
-        self.t_tasks = self.t_task.sum(1)  # (K, 2, n): both halves
-        # Flat copies for the lookups of _task_times: entry k * (H + 1) + n of each (phase) or (half, phase).
+        # Flat tables for the lookups of _task_times: entry k * (H + 1) + n, per (half, phase) and with
+        # half None both halves summed.
         self._offset = np.arange(K) * (H + 1)
-        self._flat = {(None, p): self.t_tasks[:, p].ravel() for p in range(2)}
-        self._flat.update({(j, p): self.t_task[:, j, p].ravel() for j in range(halves) for p in range(2)})
+        both = t_task.sum(1)
+        self._flat = {(None, p): both[:, p].ravel() for p in range(2)}
+        self._flat.update({(j, p): t_task[:, j, p].ravel() for j in range(halves) for p in range(2)})
         # Coordinator tasks of one micro-batch, with no device active: embed, head, norms, adds.
         tasks, _ = cm.tasks_and_messages(one.with_ops([[[Op.SKIP] * H] * L]))
         chain = [t for t in tasks if t.micro_batch == 0]
@@ -109,18 +110,6 @@ class Analytical:
         self.coord_params = model.coordinator_work.params
         # Hosts sharing cores: (cores, 0/1 mask of their devices) per host.
         self.pools = [(cores, np.isin(np.arange(K), ks).astype(float)) for _, cores, ks in cluster.core_pools()]
-
-    def with_link_bandwidth(self, bandwidth: float) -> "Analytical":
-        """This estimator for the cluster with every link at ``bandwidth`` B/s
-        (``simulator.sweep.with_link_bandwidth``): the compute tables are shared, only the message
-        terms are rebuilt (what-if sweeps over bandwidth pay the compute tables once). Its figures equal
-        those of an ``Analytical`` built on that cluster (``Cluster.with_link_bandwidth``)."""
-        import copy
-
-        out = copy.copy(self)
-        out.cluster = self.cluster.with_link_bandwidth(bandwidth)
-        out._init_messages(out.cluster, self.cluster.num_devices, self.coord, self.wire)
-        return out
 
     def _init_messages(self, cluster, K: int, c: int, a: float) -> None:
         """Per device: message times to and from the coordinator, link hold times, the fan-out queue."""
@@ -222,9 +211,9 @@ class Analytical:
         ``evaluate`` per plan (to rounding), with a leading plan axis: step_time_s (N,), busy_s, flop,
         mem_bytes, sent_bytes, recv_bytes, optimizer_s (N, K), chains_s (N, M).
 
-        ``link_bandwidth`` (N,), B/s: plan i is evaluated with every link at ``link_bandwidth[i]``, as
-        ``with_link_bandwidth(link_bandwidth[i]).evaluate`` would (a what-if over bandwidth in one
-        array computation)."""
+        ``link_bandwidth`` (N,), B/s: plan i is evaluated with every link at ``link_bandwidth[i]``, as an
+        ``Analytical`` of ``cluster.with_link_bandwidth(link_bandwidth[i])`` would (a what-if over
+        bandwidth in one array computation that shares the compute tables)."""
         lv = np.asarray(levels)
         if lv.ndim != 4 or lv.shape[2:] != self.onehot.shape[:2]:
             raise ValueError(f"levels must be (plans, micro_batches, {self.onehot.shape[0]}, {self.onehot.shape[1]}), "

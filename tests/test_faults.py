@@ -136,6 +136,19 @@ def test_ctrl_c_says_where_the_run_stopped_and_how_to_resume(tmp_path):
     assert f"resume with: d2ft run --resume --out {run}" in lines[-1]
 
 
+def _kill_a_worker_after(proc, run, step: int) -> None:
+    """SIGKILLs one worker of the torchrun ``proc`` once ``run`` has checkpointed ``step`` (waits up to 120 s)."""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        pointer = run / "checkpoint.json"
+        if pointer.exists() and json.loads(pointer.read_text())["step"] >= step:
+            break
+        time.sleep(0.1)
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert workers, "torchrun started no workers"
+    os.kill(int(workers[-1]), signal.SIGKILL)
+
+
 def test_a_killed_torchrun_job_resumes_exactly(tmp_path):
     """A worker of a 2-rank torchrun job killed mid-run: every rank is gone and torchrun fails; the same
     job relaunched with --resume continues from its last checkpoint, and its losses equal an
@@ -158,15 +171,7 @@ def test_a_killed_torchrun_job_resumes_exactly(tmp_path):
     assert whole.returncode == 0, whole.stderr[-2000:]
     killed = tmp_path / "killed"
     proc = subprocess.Popen(launch(killed), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        pointer = killed / "checkpoint.json"
-        if pointer.exists() and json.loads(pointer.read_text())["step"] >= 3:
-            break
-        time.sleep(0.1)
-    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    assert workers, "torchrun started no workers"
-    os.kill(int(workers[-1]), signal.SIGKILL)
+    _kill_a_worker_after(proc, killed, step=3)
     proc.communicate(timeout=120)
     assert proc.returncode != 0 and json.loads((killed / "checkpoint.json").read_text())["step"] < 12
     again = subprocess.run(launch(killed), env=ENV, capture_output=True, text=True, timeout=120)
@@ -181,15 +186,7 @@ def test_a_killed_torchrun_job_resumes_exactly(tmp_path):
     cmd = [torchrun, "--nproc-per-node", "2", "--max-restarts", "1", "--master-port", str(free_port()), "-m",
            "d2ft.app.cli", "run", *ARGS[2:], "--steps", "12", "--slowdown", "1,4", "--out", str(restarted)]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        pointer = restarted / "checkpoint.json"
-        if pointer.exists() and json.loads(pointer.read_text())["step"] >= 3:
-            break
-        time.sleep(0.1)
-    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    assert workers, "torchrun started no workers"
-    os.kill(int(workers[-1]), signal.SIGKILL)
+    _kill_a_worker_after(proc, restarted, step=3)
     try:
         out, err = proc.communicate(timeout=240)
     except subprocess.TimeoutExpired:  # leave no process behind (a restarted group that hangs is the failure)

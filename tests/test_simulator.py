@@ -168,9 +168,9 @@ def test_sweep_records_and_errors():
 
 
 def test_a_sweep_over_bandwidths_equals_every_point_planned_and_simulated_alone():
-    """The analytical sweep plans each point once for all its bandwidths and rebuilds only the message
-    terms (Analytical.with_link_bandwidth): every record equals planning and simulating that point on its
-    own, in the grid's order, the as-built links (None) included."""
+    """The analytical sweep plans each point once and evaluates all its bandwidths together
+    (Analytical.evaluate_batch with link_bandwidth): every record equals planning and simulating that
+    point on its own, in the grid's order, the as-built links (None) included."""
     import itertools
 
     from simulator.sweep import _point
@@ -314,6 +314,5 @@ def test_batched_evaluation_over_link_bandwidths_equals_a_cluster_rebuilt_at_eac
     for i, bw in enumerate(bws):
         alone = Analytical(model, with_link_bandwidth(cluster, bw), plan.placement, plan.micro_batch_size,
                            order=order).evaluate(plan)
-        assert an.with_link_bandwidth(bw).evaluate(plan)["step_time_s"] == pytest.approx(alone["step_time_s"], rel=1e-12)
         for key, value in alone.items():
             np.testing.assert_allclose(together[key][i], value, rtol=1e-9, atol=1e-15, err_msg=key)
