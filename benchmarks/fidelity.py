@@ -6,7 +6,11 @@ Groups (``--groups``; all by default):
   profiles are calibrated at;
 - ``r2-b8``, ``r3-b8``, ``r4-b8``: the same at size 8, held out (nothing was fitted there);
 - ``r4-b16-slow``: 4 ranks emulating a heterogeneous cluster (``--slowdown 1,1,2,4``), planned and
-  simulated on the profile slowed alike.
+  simulated on the profile slowed alike;
+- ``r2-b16-lora``: 2 ranks training LoRA adapters (rank 4 on q, v: ``d2ft run --lora``), priced as
+  LoRA (``ModelSpec.lora_rank``); its rows also carry ``as_full_step_time_s``, the same plans priced
+  as full fine-tuning (what the cost model did before it priced LoRA), and its line
+  ``as_full_median_abs_step_error``.
 
 Each group runs the demo's 12 plans (strategies x keep ratios: ``d2ft.app.demo.FIDELITY_PLANS``) of
 the shipped backbone, ``--each`` steps each, in one run (``measure_fidelity``: one placement, the
@@ -20,9 +24,14 @@ relative error: ``median_abs_step_error``, ``p90_abs_step_error``, ``worst_abs_s
 per rank, compute and wait (the part of the step a rank is not computing) as
 ``median_abs_compute_error``, ``p90_abs_compute_error``, ``median_signed_compute_error``,
 ``median_abs_wait_error``, ``median_signed_wait_error``; ``spearman`` (rank agreement of step time
-across the group's plans); ``bytes_exact`` (every plan's measured bytes equal the cost model's).
+across the group's plans); ``bytes_exact`` (every plan's measured bytes equal the cost model's);
+``before_median_abs_step_error`` and ``before_spearman``: the same plans predicted on the profile as
+``d2ft calibrate`` wrote it before it measured core sharing (``previous_profile``); with
+``--repeat``, ``rerun_median_abs_step_difference`` and ``rerun_median_signed_step_difference``: the
+same plans measured again right after, against the first measurement (the machine's own noise).
 
     .venv/bin/python benchmarks/fidelity.py               # every group (about 15 min on 2 idle cores)
+    .venv/bin/python benchmarks/fidelity.py --quick       # r2-b16, r4-b8, r4-b16 at 3 steps (under 10 min)
     .venv/bin/python benchmarks/fidelity.py --groups r2-b16 --each 3
 
 Measured times include everything this machine does meanwhile: run it on idle cores, and remove
@@ -45,6 +54,9 @@ sys.path.insert(0, os.path.dirname(_HERE))
 RUNS = Path(os.path.dirname(_HERE)) / "runs" / "results" / "fidelity-bench"
 GROUPS = {f"r{n}-b{b}": dict(nproc=n, micro_batch_size=b) for b in (16, 8) for n in (2, 3, 4)}
 GROUPS["r4-b16-slow"] = dict(nproc=4, micro_batch_size=16, slowdown=[1.0, 1.0, 2.0, 4.0])
+GROUPS["r2-b16-lora"] = dict(nproc=2, micro_batch_size=16, lora=True)
+QUICK = ("r2-b16", "r4-b8", "r4-b16")
+"""``--quick``: these groups, 3 steps per plan (under 10 minutes on 2 idle cores)."""
 CALIBRATED_SIZE = 16
 """Micro-batch size the profiles are fitted at; the b8 groups are held out."""
 
@@ -73,9 +85,12 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 
 def summarise(group: str, rows: list[dict]) -> dict:
-    """One group's line (module docstring) from ``measure_fidelity`` rows."""
+    """One group's line (module docstring) from ``measure_fidelity`` rows; rows that carry
+    ``before_step_time_s`` (the same plans on the profile as calibrate wrote it before hosts:
+    ``previous_profile``) add ``before_median_abs_step_error`` and ``before_spearman``."""
     rel = lambda p, m: (p - m) / m  # noqa: E731
     step = [rel(r["predicted_step_time_s"], r["measured_step_time_s"]) for r in rows]
+    before = [rel(r["before_step_time_s"], r["measured_step_time_s"]) for r in rows if "before_step_time_s" in r]
     compute, wait = [], []
     for r in rows:
         if r.get("rank_measured_compute_s"):
@@ -95,7 +110,67 @@ def summarise(group: str, rows: list[dict]) -> dict:
            "median_signed_wait_error": statistics.median(wait) / statistics.median(steps) if wait else None,
            "spearman": spearman([r["predicted_step_time_s"] for r in rows], steps) if len(rows) > 1 else None,
            "bytes_exact": all(r["predicted_sent_bytes"] == r["measured_sent_bytes"] for r in rows)}
+    as_full = [rel(r["as_full_step_time_s"], r["measured_step_time_s"]) for r in rows if "as_full_step_time_s" in r]
+    if as_full and len(as_full) == len(rows):
+        out["as_full_median_abs_step_error"] = statistics.median(abs(e) for e in as_full)
+    rerun = [rel(r["rerun_step_time_s"], r["measured_step_time_s"]) for r in rows if "rerun_step_time_s" in r]
+    if rerun and len(rerun) == len(rows):
+        out["rerun_median_abs_step_difference"] = statistics.median(abs(e) for e in rerun)
+        out["rerun_median_signed_step_difference"] = statistics.median(rerun)
+    if before and len(before) == len(rows):
+        out["before_median_abs_step_error"] = statistics.median(abs(e) for e in before)
+        out["before_spearman"] = spearman([r["before_step_time_s"] for r in rows], steps) if len(rows) > 1 else None
     return out
+
+
+def previous_profile(path: Path):
+    """The profile at ``path`` as ``d2ft calibrate`` wrote it before it measured core sharing and fitted
+    ranks in situ (until 2026-12-01): every rank at its microbenchmarks' speed alone, no host, and with
+    more workers than cores each worker slowed by workers / cores (os cores). The "before" of the
+    benchmark's comparison."""
+    import dataclasses
+
+    from d2ft.cluster import Cluster
+
+    raw = json.loads(path.with_suffix(".raw.json").read_text())
+    cluster = Cluster.from_dict(raw["microbenchmark_profile"]) if "microbenchmark_profile" in raw else \
+        Cluster.from_json(path.read_text())  # before the in-situ fit
+    spec = cluster.device(0)
+    loss = raw.get("contention_slowdown", 1.0)
+    alone = dataclasses.replace(spec.scaled(1 / loss), name=spec.name) if loss != 1 else spec
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    share = max((cluster.num_devices - 1) / cores, 1.0)
+    devices = tuple((n, alone if k == 0 else alone.scaled(share)) for k, (n, _) in enumerate(cluster.devices))
+    return dataclasses.replace(cluster, devices=devices, hosts=())
+
+
+def run_group(group: str, each: int, repeat: bool = False) -> list[dict]:
+    """Measures (or reads back) one group's plans; rows of ``measure_fidelity`` with ``before_step_time_s``.
+    ``repeat``: the same plans measured once more, in a second run right after, as ``rerun_step_time_s``
+    (how much this machine's own step times move between two runs: the floor under any prediction)."""
+    from d2ft.app.demo import measure_fidelity
+    from runtime.job import LoraSpec
+
+    spec = GROUPS[group]
+    profile = profile_for(spec["nproc"])
+    lora = LoraSpec() if spec.get("lora") else None
+    runs = [f"{group}-e{each}"] + [f"{group}-e{each}-rerun"] * repeat
+    frames = [measure_fidelity(RUNS / name, profile, spec["nproc"], each=each, micro_batch_size=spec["micro_batch_size"],
+                               slowdown=spec.get("slowdown"), assumed={"before": previous_profile(profile)}, lora=lora)
+              for name in runs]
+    rows = [{**row, "group": group, "each": each} for row in frames[0].to_dict("records")]
+    for row, again in zip(rows, frames[-1].to_dict("records") if repeat else []):
+        row["rerun_step_time_s"] = again["measured_step_time_s"]
+    if lora:  # the same plans priced as full fine-tuning, as the cost model did before it priced LoRA
+        from d2ft import Cluster, Plan
+        from d2ft.app.demo import backbone_spec
+        from d2ft.rundir import read_job
+        from simulator import simulate
+
+        cluster, full = Cluster.from_json(profile.read_text()), backbone_spec()
+        for row, plan in zip(rows, read_job(RUNS / runs[0])["schedule"]):
+            row["as_full_step_time_s"] = simulate(Plan.from_dict(plan), full, cluster).step_time_s
+    return rows
 
 
 def profile_for(nproc: int) -> Path:
@@ -118,25 +193,25 @@ def profile_for(nproc: int) -> Path:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 epilog="Runs and profiles go to runs/results/fidelity-bench/ and are reused.")
-    p.add_argument("--groups", default=",".join(GROUPS), help=f"comma-separated of {', '.join(GROUPS)}")
-    p.add_argument("--each", type=int, default=6, help="steps per plan (the first is left out; default: 6)")
+    p.add_argument("--groups", default=None, help=f"comma-separated of {', '.join(GROUPS)} (default: all)")
+    p.add_argument("--each", type=int, default=None, help="steps per plan (the first is left out; default: 6, --quick 3)")
+    p.add_argument("--quick", action="store_true", help=f"groups {', '.join(QUICK)} at 3 steps per plan (under 10 min)")
+    p.add_argument("--repeat", action="store_true",
+                   help="measure every group twice, one run after the other: the rerun_* fields say how far this "
+                        "machine's own step times move between two runs of the same plans (twice the time)")
     args = p.parse_args(argv)
-    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    groups = [g.strip() for g in (args.groups or ",".join(QUICK if args.quick else GROUPS)).split(",") if g.strip()]
     bad = [g for g in groups if g not in GROUPS]
     if bad:
         p.error(f"unknown groups {bad}; choose from {', '.join(GROUPS)}")
-    if args.each < 2:
+    each = args.each or (3 if args.quick else 6)
+    if each < 2:
         p.error("--each must be at least 2 (the first step of each plan is left out)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from d2ft.app.demo import measure_fidelity
-
     every = []
     for g in groups:
-        spec = GROUPS[g]
-        print(f"[fidelity] {g}: 12 plans x {args.each} steps ...", file=sys.stderr, flush=True)
-        frame = measure_fidelity(RUNS / f"{g}-e{args.each}", profile_for(spec["nproc"]), spec["nproc"], each=args.each,
-                                 micro_batch_size=spec["micro_batch_size"], slowdown=spec.get("slowdown"))
-        rows = frame.to_dict("records")
+        print(f"[fidelity] {g}: 12 plans x {each} steps ...", file=sys.stderr, flush=True)
+        rows = run_group(g, each, args.repeat)
         every += rows
         print(json.dumps(summarise(g, rows)), flush=True)
     print(json.dumps(summarise("all", every)), flush=True)

@@ -39,8 +39,10 @@ Not modelled: overlap of compute and communication and any waiting (the simulato
 schedules the timeline), the loss, data loading, framework overhead beyond the per-task
 or per-kernel constants, memory held by the framework (CUDA context, allocator cache,
 communication buffers), and micro-batches in flight at once (peak memory assumes one
-micro-batch's activations at a time); on the roofline also kernel fusion and the
-softmax/GELU FLOP; on the kernel model what ``d2ft.kernels`` lists.
+micro-batch's activations at a time); under LoRA the merge of the adapters into their weight
+and the adapters' own products (``d2ft.work.lora_linear``), and the merged weight's gradient in
+memory; on the roofline also kernel fusion and the softmax/GELU FLOP; on the kernel model what
+``d2ft.kernels`` lists.
 """
 
 from __future__ import annotations
@@ -64,8 +66,8 @@ def state_bytes_per_param(dtype_bytes: int, optimizer: str = "adamw") -> tuple[i
     """(parameter, gradient, optimizer) bytes per trained parameter. fp32: the parameter, its gradient
     and the optimizer state. 16-bit mixed precision: a 16-bit parameter and gradient plus an fp32 master
     copy and the state: for AdamW 2 + 2 + 12 = 16 B, the accounting of Rajbhandari et al., "ZeRO", SC
-    2020, section 3.1 (K = 12). Every parameter a device holds is counted as trained (LoRA's frozen
-    base weights would need no gradient or optimizer state: not modelled).
+    2020, section 3.1 (K = 12). Frozen parameters (LoRA's base: ``Work.frozen_params``) hold only
+    the parameter itself.
 
     >>> state_bytes_per_param(2), state_bytes_per_param(4, "sgd")
     ((2, 2, 12), (4, 4, 4))
@@ -169,11 +171,11 @@ class CostModel:
             nbytes = float(c.params * optimizer_bytes_per_param(d, self.model.optimizer))
             return Task(c.device, "opt", c.part, c.layer, c.micro_batch, 0.0, nbytes, spec.compute_time(0.0, nbytes, d))
         w, n, b = c.work, c.copies, c.samples
-        P = w.params * d
+        P, G = w.params * d, w.trained_params * d
         if c.phase == "fwd":
             flop, nbytes = n * b * w.fwd_flop, n * (P + b * w.fwd_act_bytes)
-        else:
-            flop, nbytes = n * b * w.bwd_flop, n * (P + 2 * P + b * (w.ig_act_bytes + w.wg_act_bytes))
+        else:  # read the weights, read-modify-write the gradients of those that train
+            flop, nbytes = n * b * w.bwd_flop, n * (P + 2 * G + b * (w.ig_act_bytes + w.wg_act_bytes))
         nbytes += c.extra_bytes
         if spec.kernel_model:
             heads = c.subnets if c.part == "block" else c.copies
@@ -280,12 +282,13 @@ class CostModel:
         p_bytes, g_bytes, o_bytes = state_bytes_per_param(M.dtype_bytes, M.optimizer)
         if inference:
             p_bytes, g_bytes, o_bytes = M.dtype_bytes, 0, 0
-        held = [0] * self.cluster.num_devices
-        held[self._coord] = M.coordinator_work.params
+        held, trained = [0] * self.cluster.num_devices, [0] * self.cluster.num_devices
+        held[self._coord], trained[self._coord] = M.coordinator_work.params, M.coordinator_work.trained_params
         subnet = M.subnet  # a computed property: once
         for row in plan.placement:
             for k in row:
                 held[k] += subnet.params
+                trained[k] += subnet.trained_params
         acts = [0.0] * self.cluster.num_devices
         if inference:
             a = M.activation_bytes(b)
@@ -303,8 +306,8 @@ class CostModel:
                         inputs = 0 if k == self._coord else len(self.halves) * M.activation_bytes(b)
                         mb[k] += n_full * b * subnet.saved_bytes + inputs
             acts = [max(x, y) for x, y in zip(acts, mb)]
-        return [{"params": n * p_bytes, "grads": n * g_bytes, "optimizer": n * o_bytes, "activations": x}
-                for n, x in zip(held, acts)]
+        return [{"params": n * p_bytes, "grads": t * g_bytes, "optimizer": t * o_bytes, "activations": x}
+                for n, t, x in zip(held, trained, acts)]
 
     def inference_memory(self, plan: Plan) -> list[float]:
         """Per device, the memory of a forward pass of ``plan``, B (``memory_breakdown(plan, inference=True)``)."""

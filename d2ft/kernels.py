@@ -26,7 +26,8 @@ kernel on its own (``task_time``), and the optimizer's update as one memory-boun
   kernel per forward one, reading the saved input and the gradient; fused attention's backward
   recomputes the scores (2.5 times the forward FLOP: Dao et al. 2022, section 3.1).
 
-What it does not model: kernel fusion beyond the above (bias adds and activations fused into
+Under LoRA (``ModelSpec.lora_rank``) a frozen weight's weight-gradient product is left out (the
+stem's always), as ``d2ft.work`` counts it. What it does not model: kernel fusion beyond the above (bias adds and activations fused into
 GEMM epilogues are counted as separate elementwise kernels only for GELU), stream-K GEMMs and
 the library's exact choice of tile and split, tensor-core alignment penalties for odd sizes, clock boost and power limits, L2-cache
 reuse between kernels, and launch overlap under CUDA graphs.
@@ -123,9 +124,13 @@ def kernel_time(spec, kern: Kernel, dtype_bytes: int) -> float:
 def task_kernels(model, part: str, phase: str, heads: int, samples: int, fused: bool) -> list[Kernel]:
     """The kernels of one schedule entry: ``part`` of ``model`` for ``heads`` subnets (block halves) and
     ``samples`` images, forward or backward ("fwd", "bwd")."""
+    if part == "block" and phase == "bwd":  # a depth-wise stage's block: its parts' backward kernels
+        parts = ("norm", "attn", "add") + (("norm", "mlp", "add") if model.mlp_hidden else ())
+        return [k for p in parts for k in task_kernels(model, p, "bwd", heads, samples, fused)]
     fwd = _forward_kernels(model, part, heads, samples, fused)
     if phase == "fwd":
         return fwd
+    frozen = _frozen_products(model, part, len(fwd))
     out = []
     for i, k in enumerate(fwd):
         if k.kind == "elementwise":
@@ -135,8 +140,25 @@ def task_kernels(model, part: str, phase: str, heads: int, samples: int, fused: 
         else:
             if not (part == "embed" and i == 0):  # no gradient with respect to the pixels
                 out.append(gemm(k.m, k.k, k.n, k.batch))  # input gradient: dY (m x n) @ W^T (n x k)
-            out.append(gemm(k.k, k.n, k.m, k.batch))  # weight gradient: X^T (k x m) @ dY (m x n)
+            if i not in frozen:
+                out.append(gemm(k.k, k.n, k.m, k.batch))  # weight gradient: X^T (k x m) @ dY (m x n)
     return out
+
+
+def _frozen_products(model, part: str, n: int) -> set[int]:
+    """Indices of a part's forward GEMMs whose weights are frozen (LoRA, ``d2ft.work.lora_linear``): no
+    weight-gradient product. qkv and proj of a head, fc1 and fc2 of an MLP slice, as their adapters go;
+    the stem always."""
+    if not getattr(model, "lora_rank", 0):
+        return set()
+    targets = set(model.lora_targets)
+    if part == "attn":
+        return {i for i, adapted in ((0, bool(targets & {"q", "k", "v"})), (n - 1, "proj" in targets)) if not adapted}
+    if part == "mlp":
+        if not model.split_mlp:
+            return {0, n - 1}
+        return {i for i, adapted in ((0, "fc1" in targets), (n - 1, "fc2" in targets)) if not adapted}
+    return {0} if part == "embed" else set()
 
 
 def _forward_kernels(model, part: str, heads: int, b: int, fused: bool) -> list[Kernel]:

@@ -20,6 +20,10 @@ Counting conventions (one place for all of them):
   unfused, in the model's dtype. Parameter bytes are separate (``Work.params``), because
   weights are read once per micro-batch, not per sample.
 
+LoRA (``lora_rank`` > 0) is priced as the runtime trains it (``d2ft.work.lora_linear``): the frozen
+base gets no weight gradient and no optimizer state, the adapted weights' merged gradient and the
+adapters do; the coordinator's parts are frozen but the classifier's head.
+
 Not modelled: fused kernels (flash attention never writes the N x N scores), dropout,
 the softmax and GELU FLOP, the loss, global-average-pooling heads, relative position
 biases and register tokens.
@@ -27,59 +31,14 @@ biases and register tokens.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 
 from .errors import raise_problems
 from .serial import fields_dict, from_fields
 from .units import FLOP_PER_MAC
+from .work import LORA_TARGETS, Work, attention_work, frozen, mlp_work
 from .zoo import timm_config
-
-
-@dataclass(frozen=True)
-class Work:
-    """The work of one part of the model for ONE sample.
-
-    A micro-batch of b samples costs b times the FLOP and activation bytes below, plus
-    the parameter traffic, which does not depend on b.
-    """
-
-    params: int = 0
-    """Parameters held by this part (count)."""
-    fwd_flop: float = 0.0
-    """Forward FLOP per sample."""
-    ig_flop: float = 0.0
-    """Backward input-gradient FLOP per sample."""
-    wg_flop: float = 0.0
-    """Backward weight-gradient FLOP per sample."""
-    fwd_act_bytes: float = 0.0
-    """Activation bytes read and written per sample in forward (B)."""
-    ig_act_bytes: float = 0.0
-    """Activation bytes read and written per sample for the input gradient (B)."""
-    wg_act_bytes: float = 0.0
-    """Activation bytes read per sample for the weight gradient (B)."""
-    saved_bytes: float = 0.0
-    """Activation bytes kept from forward for backward, per sample (B)."""
-
-    def __add__(self, other: "Work") -> "Work":
-        return Work(*(getattr(self, f) + getattr(other, f) for f in _WORK_FIELDS))
-
-    def __mul__(self, k: int) -> "Work":
-        return Work(*(getattr(self, f) * k for f in _WORK_FIELDS))
-
-    @property
-    def bwd_flop(self) -> float:
-        """Backward FLOP per sample (input- plus weight-gradient)."""
-        return self.ig_flop + self.wg_flop
-
-    @property
-    def train_flop(self) -> float:
-        """Forward plus backward FLOP per sample."""
-        return self.fwd_flop + self.ig_flop + self.wg_flop
-
-
-_WORK_FIELDS = tuple(f.name for f in dataclasses.fields(Work))
 
 
 @dataclass(frozen=True)
@@ -125,6 +84,11 @@ class ModelSpec:
     optimizer: str = "adamw"
     """The update the cost model prices: "adamw" (what d2ft trains with: m and v, fp32) or "sgd"
     (with momentum: one fp32 buffer), ``d2ft.cost.OPTIMIZER_STATE_BYTES``."""
+    lora_rank: int = 0
+    """LoRA (``d2ft run --lora``): every subnet's ``lora_targets`` get rank-r adapters and only they
+    and the classifier train, the rest frozen; 0: no LoRA, everything trains."""
+    lora_targets: tuple[str, ...] = ("q", "v")
+    """The subnet weights with adapters, of ``LORA_TARGETS`` (read only with ``lora_rank`` > 0)."""
     name: str = "vit"
     """A label (the timm name when built from one)."""
 
@@ -152,6 +116,14 @@ class ModelSpec:
             problems.append(f"message_dtype_bytes must be 2, 4 or None, got {self.message_dtype_bytes!r}")
         if self.optimizer not in ("adamw", "sgd"):
             problems.append(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        if not isinstance(self.lora_rank, int) or isinstance(self.lora_rank, bool) or self.lora_rank < 0:
+            problems.append(f"lora_rank must be a non-negative integer, got {self.lora_rank!r}")
+        elif self.lora_rank:
+            bad = [t for t in self.lora_targets if t not in LORA_TARGETS or (t in ("fc1", "fc2") and not self.split_mlp)]
+            if bad or not self.lora_targets:
+                problems.append(f"lora_targets must be some of {', '.join(LORA_TARGETS)} (fc1 and fc2 only with "
+                                f"split_mlp), got {', '.join(self.lora_targets) or 'none'}")
         raise_problems(f"ModelSpec {self.name!r}", problems)
 
     # ---- builders -----------------------------------------------------------------
@@ -243,12 +215,12 @@ class ModelSpec:
     @property
     def subnet_attn(self) -> Work:
         """The attention half of one subnet: one head (all subnets of a model are equal)."""
-        return _attention_work(self, self.head_dim, self.qkv_bias)
+        return attention_work(self, self.head_dim, self.qkv_bias)
 
     @property
     def subnet_mlp(self) -> Work:
         """The MLP half of one subnet: a 1/H slice of the MLP (empty in heads-only mode)."""
-        return _mlp_work(self, self.mlp_slice)
+        return mlp_work(self, self.mlp_slice)
 
     @property
     def subnet(self) -> Work:
@@ -257,27 +229,33 @@ class ModelSpec:
 
     @property
     def norm(self) -> Work:
-        """One LayerNorm over the N x D tokens (each block has two, before each half)."""
+        """One LayerNorm over the N x D tokens (each block has two, before each half); frozen under LoRA."""
         N, D, d = self.tokens, self.dim, self.dtype_bytes
-        return Work(
+        return self._coordinator_part(Work(
             params=2 * D,  # weight and bias
             fwd_act_bytes=2 * N * D * d,  # read x, write norm(x)
             ig_act_bytes=2 * N * D * d,
             wg_act_bytes=2 * N * D * d,  # read x and the output gradient
             saved_bytes=N * D * d,  # its input
-        )
+        ))
 
     @property
     def residual(self) -> Work:
-        """One half's residual update x + ls * (sum of contributions + bias), without the reduction."""
+        """One half's residual update x + ls * (sum of contributions + bias), without the reduction; frozen
+        under LoRA."""
         N, D, d = self.tokens, self.dim, self.dtype_bytes
         ls = 1 if self.layer_scale else 0
-        return Work(
+        return self._coordinator_part(Work(
             params=D + ls * D,  # the proj or fc2 bias, and the LayerScale gamma
             fwd_act_bytes=(3 + 2 * ls) * N * D * d,  # add reads two and writes one; scaling reads and writes one
             ig_act_bytes=(3 + 2 * ls) * N * D * d,
             wg_act_bytes=2 * ls * N * D * d,  # gamma's gradient reads the branch output and the grad
-        )
+        ))
+
+    def _coordinator_part(self, work: Work) -> Work:
+        """``work`` of a coordinator part as this spec trains it: frozen under LoRA (only the adapters and
+        the classifier's head train there: ``runtime.train.apply_lora``)."""
+        return frozen(work) if self.lora_rank else work
 
     @property
     def block_shared(self) -> Work:
@@ -291,17 +269,18 @@ class ModelSpec:
     @property
     def coordinator_mlp(self) -> Work:
         """The whole MLP in heads-only mode (it stays on the coordinator); empty otherwise."""
-        return Work() if self.split_mlp else _mlp_work(self, self.mlp_hidden)
+        return Work() if self.split_mlp else mlp_work(self, self.mlp_hidden)
 
     @property
     def embed(self) -> Work:
-        """The stem: patch embedding (a strided conv), prefix tokens and position embedding."""
+        """The stem: patch embedding (a strided conv), prefix tokens and position embedding; frozen under
+        LoRA (then its backward does nothing: no gradient is needed with respect to the pixels)."""
         N, Np, D, d = self.tokens, self.patches, self.dim, self.dtype_bytes
         k = self.in_chans * self.patch**2
         pos_tokens = N if self.pos_embed_prefix else Np
         macs = Np * k * D  # the conv is a (Np x k) @ (k x D) matmul
         pixels = self.in_chans * self.img_size**2
-        return Work(
+        return self._coordinator_part(Work(
             params=k * D + D + self.prefix_tokens * D + pos_tokens * D,
             fwd_flop=FLOP_PER_MAC * macs,
             ig_flop=0.0,  # no gradient is needed with respect to the pixels
@@ -310,11 +289,12 @@ class ModelSpec:
             ig_act_bytes=2 * N * D * d,
             wg_act_bytes=(pixels + Np * D) * d,
             saved_bytes=pixels * d,
-        )
+        ))
 
     @property
     def classifier(self) -> Work:
-        """Final norm and the classifier head(s) on the prefix token(s)."""
+        """Final norm and the classifier head(s) on the prefix token(s); under LoRA the norm is frozen and
+        the head(s) train."""
         N, D, K, d = self.tokens, self.dim, self.num_classes, self.dtype_bytes
         heads = self.class_heads if K else 0
         macs = heads * D * K  # each head maps one token (class or distillation) to K logits
@@ -327,6 +307,7 @@ class ModelSpec:
             ig_act_bytes=(2 * N * D + heads * (D + K)) * d,
             wg_act_bytes=(2 * N * D + heads * (D + K)) * d,
             saved_bytes=N * D * d,
+            frozen_params=2 * D if self.lora_rank else 0,
         )
 
     @property
@@ -348,43 +329,3 @@ class ModelSpec:
     def forward_macs(self) -> float:
         """Forward multiply-adds per sample (the figure papers quote as 'FLOPs')."""
         return self.total.fwd_flop / FLOP_PER_MAC
-
-
-def _attention_work(spec: ModelSpec, hd: int, qkv_bias: bool) -> Work:
-    """One head of width ``hd``: its qkv rows, Q K^T, softmax, A V and its proj columns."""
-    N, D, d = spec.tokens, spec.dim, spec.dtype_bytes
-    linear = N * D * 3 * hd + N * hd * D  # qkv slice (N x D @ D x 3hd) + proj slice (N x hd @ hd x D)
-    attn = 2 * N * N * hd  # Q K^T (N x hd @ hd x N) and A V (N x N @ N x hd)
-    return Work(
-        params=3 * hd * D + (3 * hd if qkv_bias else 0) + D * hd,
-        fwd_flop=FLOP_PER_MAC * (linear + attn),
-        ig_flop=FLOP_PER_MAC * (linear + 2 * attn),  # dQ, dK and dA, dV: two products per matmul
-        wg_flop=FLOP_PER_MAC * linear,
-        # qkv: read x, write q,k,v; scores: read q,k, write N x N; softmax: read, write N x N;
-        # A V: read A and v, write out; proj: read out, write N x D.
-        fwd_act_bytes=(2 * N * D + 8 * N * hd + 4 * N * N) * d,
-        ig_act_bytes=(2 * N * D + 8 * N * hd + 4 * N * N) * d,
-        wg_act_bytes=(2 * N * D + 4 * N * hd) * d,  # (x, dqkv) for qkv; (out, dy) for proj
-        saved_bytes=(4 * N * hd + N * N) * d,  # q, k, v, attention probabilities, head output
-    )
-
-
-def _mlp_work(spec: ModelSpec, m: int) -> Work:
-    """An MLP slice of ``m`` hidden units: fc1 rows with their bias, GELU, fc2 columns.
-
-    The fc2 bias belongs to the whole block and is counted in ``block_shared``.
-    """
-    if m == 0:
-        return Work()
-    N, D, d = spec.tokens, spec.dim, spec.dtype_bytes
-    macs = 2 * N * D * m  # fc1 (N x D @ D x m) + fc2 (N x m @ m x D)
-    return Work(
-        params=2 * D * m + m,
-        fwd_flop=FLOP_PER_MAC * macs,
-        ig_flop=FLOP_PER_MAC * macs,
-        wg_flop=FLOP_PER_MAC * macs,
-        fwd_act_bytes=(2 * N * D + 4 * N * m) * d,  # fc1: read x, write h; GELU: read, write; fc2: read, write
-        ig_act_bytes=(2 * N * D + 4 * N * m) * d,
-        wg_act_bytes=(2 * N * D + 2 * N * m) * d,
-        saved_bytes=2 * N * m * d,  # fc1 output and GELU output
-    )

@@ -137,12 +137,13 @@ def participants(plan: Plan, layer: int, micro_batch: int, phase: str) -> dict[i
 
 def trained_params(plan: Plan, model: ModelSpec, coordinator: int) -> list[int]:
     """Per device, how many parameters get a gradient in a step of ``plan`` (the coordinator's own
-    work always; a subnet's when it is FULL in any micro-batch)."""
+    work always; a subnet's when it is FULL in any micro-batch; frozen ones never: ``Work.trained_params``)."""
     counts = [0] * len(plan.devices)
-    counts[coordinator] = model.coordinator_work.params
+    counts[coordinator] = model.coordinator_work.trained_params
     full = {(l, h) for grid in plan.ops for l, row in enumerate(grid) for h, op in enumerate(row) if op is Op.FULL}
+    trained = model.subnet.trained_params  # under LoRA its adapters only
     for l, h in full:
-        counts[plan.placement[l][h]] += model.subnet.params
+        counts[plan.placement[l][h]] += trained
     return counts
 
 

@@ -17,18 +17,25 @@ efficiency (``DeviceSpec.backward_efficiency``). Small tasks of small models are
 GEMM speed (framework overhead per operator), which the GEMM fit misses.
 
 Elementwise tasks (a LayerNorm, a residual add at the micro-batch's activation size) give
-``DeviceSpec.elementwise_overhead_s``. Ranks sharing cores: with more worker ranks than
-cores, worker devices are slowed by workers / cores (they compute concurrently in the
-star execution while the coordinator waits); the coordinator keeps the full speed.
+``DeviceSpec.elementwise_overhead_s``.
 
-Not measured: contention for memory bandwidth, contention beyond that simple share, and
-other devices than the CPU (on a GPU machine, run the runtime's own timings).
+Ranks sharing cores (``measure_core_sharing``): 1..nproc processes repeat one GEMM together; the
+largest total speed-up over one alone, rounded, is the host's usable cores C, written as one
+``Host`` of every rank with ``cores`` C, which the simulator schedules as a pool (at most C tasks at
+once, each at full speed). The measurement decides that model: on this kind of machine a task's
+latency stays within a few percent of alone however many ranks compute, while total throughput stops
+at C cores (the OS gives each rank time slices longer than a task); ``raw["core_sharing"]["model"]``
+records which it saw. What all nproc ranks computing together lose beyond C cores (context switches,
+shared caches: total throughput at nproc under C) slows every rank's spec alike.
+
+Not measured: contention for memory bandwidth beyond that, the cores that ranks waiting for messages
+take, and other devices than the CPU (on a GPU machine, run the runtime's own timings).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
+import json
 import statistics
 import time
 
@@ -36,7 +43,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from d2ft.cluster import Cluster, DeviceSpec, LinkSpec
+from d2ft.cluster import Cluster, DeviceSpec, Host, LinkSpec
 
 from .provenance import machine
 from .run import free_port
@@ -125,6 +132,60 @@ def _fit_tasks(points) -> dict:
     return {"rate": 1 / s_f, "overhead_s": max((o_f + o_b) / 2, 0.0), "backward_efficiency": min(1.0, s_f / s_b)}
 
 
+SHARING_SHAPE = (394, 768, 192)
+"""The GEMM each rank repeats while measuring core sharing: one MLP slice of a ViT-B head at 2 images."""
+
+
+def _share_worker(rank: int, barrier, seconds: float, results) -> None:
+    """One of R ranks computing at once: repeats the ``SHARING_SHAPE`` GEMM for ``seconds`` after a common
+    start, and reports (rank, GEMMs per second, median latency of one GEMM, s)."""
+    torch.set_num_threads(1)
+    m, k, n = SHARING_SHAPE
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    for _ in range(5):
+        a @ b
+    barrier.wait()
+    latencies, t0 = [], time.perf_counter()
+    while (now := time.perf_counter()) - t0 < seconds:
+        a @ b
+        latencies.append(time.perf_counter() - now)
+    results.append((rank, len(latencies) / (time.perf_counter() - t0), statistics.median(latencies)))
+
+
+def measure_core_sharing(max_ranks: int, seconds: float = 1.0) -> dict:
+    """How this machine's throughput falls as 1..``max_ranks`` ranks compute together (one thread each).
+
+    For each R, R processes repeat the same GEMM for ``seconds`` from a common start. Returns {"rows":
+    [{"ranks", "speedup" (total GEMMs/s over one rank's alone), "rank_speed" (a rank's GEMMs/s over
+    alone, the mean), "task_latency" (a GEMM's median latency over alone)}], "usable_cores", "model"}.
+    ``usable_cores`` is the largest total speed-up, rounded (at least 1); ``model`` says how ranks beyond
+    them share: "pool" when a task still runs at about full speed and waits its turn (median latency
+    under 1.5x alone), "sharing" when every task slows (processor sharing by the OS scheduler).
+    """
+    ctx = mp.get_context("spawn")
+    rows, alone = [], None
+    for r in range(1, max(max_ranks, 1) + 1):
+        manager = ctx.Manager()
+        results, barrier = manager.list(), manager.Barrier(r)
+        procs = [ctx.Process(target=_share_worker, args=(i, barrier, seconds, results)) for i in range(r)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        got = list(results)
+        manager.shutdown()
+        if len(got) != r or any(p.exitcode for p in procs):
+            raise RuntimeError(f"measuring core sharing: {r - len(got)} of {r} ranks failed")
+        rates, lats = [g[1] for g in got], [g[2] for g in got]
+        alone = alone or (rates[0], lats[0])
+        rows.append({"ranks": r, "speedup": sum(rates) / alone[0], "rank_speed": statistics.fmean(rates) / alone[0],
+                     "task_latency": statistics.median(lats) / alone[1]})
+    cores = max(1, round(max(row["speedup"] for row in rows)))
+    over = [row for row in rows if row["ranks"] > cores]
+    model = "sharing" if over and over[-1]["task_latency"] >= 1.5 else "pool"
+    return {"rows": rows, "usable_cores": cores, "model": model, "shape": list(SHARING_SHAPE), "seconds": seconds}
+
+
 def _pingpong_rows(rank: int, world: int, peers: list[int]) -> list[tuple[int, float]]:
     """(bytes, one-way s) per size of ``SIZES``: rank 0 sends to and hears back from each of ``peers`` in
     turn (every rank of the group takes part in the barriers); the median of 10 timed rounds."""
@@ -176,18 +237,32 @@ def measure_link(nproc: int = 2) -> dict:
     return _fit_link(list(results))
 
 
-def calibrate(nproc: int, model_job=None, micro_batch_size: int = 16, log=None) -> tuple[Cluster, dict]:
+def calibrate(nproc: int, model_job=None, micro_batch_size: int = 16, log=None,
+              in_situ: bool = True) -> tuple[Cluster, dict]:
     """A star cluster of ``nproc`` measured ranks of this machine, and the raw measurements.
 
     With ``model_job`` (a ``runtime.job.Job`` naming the model and its arguments), compute is fitted to that
-    model's subnet tasks at ``micro_batch_size`` (module docstring); else to GEMMs. ``log``, if given,
-    takes one line as each measurement starts.
+    model's subnet tasks at ``micro_batch_size`` (module docstring); else to GEMMs. ``in_situ`` (with a
+    model): then refitted to the runtime's own all-FULL steps on the ``nproc`` ranks (``runtime.insitu``).
+    ``log``, if given, takes one line as each measurement starts.
     """
-    log = log or (lambda msg: None)
-    stages = 1 + (model_job is not None) + (nproc > 1)
+    cluster, raw = _calibrate(nproc, model_job, micro_batch_size, log or (lambda msg: None),
+                              in_situ and model_job is not None)
+    if in_situ and model_job is not None:
+        from .insitu import fit_in_situ
+
+        (log or (lambda msg: None))(f"[{raw['stages']}/{raw['stages']}] fitting each rank to the runtime's own steps ...")
+        raw["microbenchmark_profile"] = json.loads(cluster.to_json())
+        cluster, raw["in_situ"] = fit_in_situ(cluster, model_job, micro_batch_size)
+    return dataclasses.replace(cluster, measured_on=machine()), raw
+
+
+def _calibrate(nproc: int, model_job, micro_batch_size: int, log, in_situ: bool) -> tuple[Cluster, dict]:
+    """``calibrate`` before the in-situ fit: microbenchmarks, core sharing and the link."""
+    stages = 1 + (model_job is not None) + 2 * (nproc > 1) + in_situ
     log(f"[1/{stages}] timing GEMMs and copies on one thread ...")
     dev = measure_device()
-    raw = {"device": dev}
+    raw = {"device": dev, "stages": stages}
     tasks = None
     if model_job is not None:
         log(f"[2/{stages}] timing {model_job.model}'s subnet tasks at micro-batch {micro_batch_size} ...")
@@ -195,25 +270,30 @@ def calibrate(nproc: int, model_job=None, micro_batch_size: int = 16, log=None) 
         raw["tasks"] = tasks
     spec = _device_spec("this machine, one CPU thread per rank (d2ft calibrate)", dev, tasks, model_job,
                         micro_batch_size, _memory_bytes() / nproc)
-    # Ranks sharing cores: in the star execution the workers compute at the same time while the
-    # coordinator waits, so with more workers than cores each worker gets cores / workers of one.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    share = max((nproc - 1) / cores, 1.0)
-    raw["cores"], raw["worker_core_share"] = cores, 1 / share
-    worker = spec if share == 1 else dataclasses.replace(
-        spec.scaled(share), name=f"this machine, a worker rank sharing {cores} cores with {nproc - 2} others")
-    if nproc > 1:
-        log(f"[{stages}/{stages}] timing point-to-point messages between 2 local ranks (gloo) ...")
-        link = measure_link(nproc)
-        raw["link"] = link
-        # A route crosses two hops (rank -> switch -> rank): each carries half the measured latency.
-        spec_link = LinkSpec("loopback TCP (d2ft calibrate)", bandwidth=link["bandwidth"], latency_s=link["latency_s"] / 2,
-                             source="measured by d2ft calibrate: gloo ping-pong fitted to latency + bytes/bandwidth")
-        cluster = Cluster.star([(f"rank{i}", spec if i == 0 else worker) for i in range(nproc)], spec_link,
-                               name=f"calibrated-{nproc}")
-    else:
-        cluster = Cluster(devices=(("rank0", spec),), links=(), coordinator="rank0", name="calibrated-1")
-    return dataclasses.replace(cluster, measured_on=machine()), raw
+    if nproc == 1:
+        return Cluster(devices=(("rank0", spec),), links=(), coordinator="rank0", name="calibrated-1"), raw
+    log(f"[{stages - 1 - in_situ}/{stages}] timing 1..{nproc} ranks computing together (core sharing) ...")
+    sharing = measure_core_sharing(nproc)
+    raw["core_sharing"] = sharing
+    # The host's usable cores become a pool of the simulator's (Host.cores: tasks beyond them wait, which
+    # is what the measurement shows: a task's latency stays near alone while the ranks' total throughput
+    # stops growing); what all nproc ranks computing together lose beyond that (context switches, shared
+    # caches) slows every rank alike.
+    cores, together = sharing["usable_cores"], sharing["rows"][-1]
+    loss = max(min(nproc, cores) / together["speedup"], 1.0)
+    raw["cores"], raw["contention_slowdown"] = cores, loss
+    if loss > 1:
+        spec = dataclasses.replace(spec.scaled(loss), name=f"this machine, one CPU thread per rank, {nproc} ranks "
+                                   f"sharing {cores} cores (x{loss:.3g} slower together; d2ft calibrate)")
+    log(f"[{stages - in_situ}/{stages}] timing point-to-point messages between local ranks (gloo) ...")
+    link = measure_link(nproc)
+    raw["link"] = link
+    # A route crosses two hops (rank -> switch -> rank): each carries half the measured latency.
+    spec_link = LinkSpec("loopback TCP (d2ft calibrate)", bandwidth=link["bandwidth"], latency_s=link["latency_s"] / 2,
+                         source="measured by d2ft calibrate: gloo ping-pong fitted to latency + bytes/bandwidth")
+    names = [f"rank{i}" for i in range(nproc)]
+    cluster = Cluster.star([(n, spec) for n in names], spec_link, name=f"calibrated-{nproc}")
+    return cluster.with_hosts([Host(machine()["host"], tuple(names), cores)]), raw
 
 
 def _device_spec(name: str, dev: dict, tasks: dict | None, model_job, micro_batch_size: int,

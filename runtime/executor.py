@@ -48,6 +48,9 @@ class Counters:
     recv_bytes: int = 0
     compute_s: float = 0.0
     """Time between messages (stretched by the emulated slowdown), s."""
+    cpu_s: dict = field(default_factory=dict)
+    """The same intervals' CPU time of this rank's thread by phase ("fwd", "bwd", "opt"), s: what the
+    compute cost without the time the OS gave the core to other processes (``d2ft calibrate``'s fit)."""
     comm_s: float = 0.0
     """Time inside sends, s."""
     wait_s: float = 0.0
@@ -79,16 +82,20 @@ class Link:
         self.slowdown = slowdown
         self.device = device or torch.device("cpu")
         self._mark = time.perf_counter()
+        self._cpu = time.thread_time()
 
     def start(self) -> None:
         """Starts the compute clock (call at the start of the step)."""
         self._mark = self._origin = time.perf_counter()
+        self._cpu = time.thread_time()
 
     def stretch(self, tag: tuple = ("opt",), peer: int = -1) -> None:
         """Books the compute since the last message, stretched by the slowdown."""
         if self.device.type == "cuda":  # kernels run asynchronously: wait for them before reading the clock
             torch.cuda.synchronize(self.device)
         elapsed = time.perf_counter() - self._mark
+        phase = str(tag[0])
+        self.c.cpu_s[phase] = self.c.cpu_s.get(phase, 0.0) + self.slowdown * (time.thread_time() - self._cpu)
         if self.slowdown > 1:
             time.sleep((self.slowdown - 1) * elapsed)
         self.c.compute_s += self.slowdown * elapsed
@@ -105,7 +112,7 @@ class Link:
         t = t.detach().to(self.wire).contiguous()
         t0 = time.perf_counter()
         dist.send(t, dst)
-        self._mark = time.perf_counter()
+        self._mark, self._cpu = time.perf_counter(), time.thread_time()
         self.c.comm_s += self._mark - t0
         n = t.numel() * t.element_size()
         self.c.sent_bytes += n
@@ -118,7 +125,7 @@ class Link:
         buf = torch.empty(shape, dtype=self.wire, device=self.device)
         t0 = time.perf_counter()
         dist.recv(buf, src)
-        self._mark = time.perf_counter()
+        self._mark, self._cpu = time.perf_counter(), time.thread_time()
         self.c.wait_s += self._mark - t0
         n = buf.numel() * buf.element_size()
         self.c.recv_bytes += n

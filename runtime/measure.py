@@ -20,8 +20,8 @@ from d2ft.plan import Plan
 from d2ft.serial import atomic_write_text
 from d2ft.trace import DeviceStats, Event, Trace
 
-DEVICE_FIELDS = ("busy_s", "sent_bytes", "recv_bytes", "comm_s", "wait_s", "wall_s", "peak_memory_bytes")
-"""Per-rank figures of a metrics line (s, B)."""
+DEVICE_FIELDS = ("busy_s", "busy_cpu_s", "sent_bytes", "recv_bytes", "comm_s", "wait_s", "wall_s", "peak_memory_bytes")
+"""Per-rank figures of a metrics line (s, B); ``busy_cpu_s``: the compute's thread CPU time by phase."""
 
 
 def subnet_scores(part) -> list[tuple[int, int, float, float | None]]:

@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LORA_TARGETS = ("q", "k", "v", "proj", "fc1", "fc2")
+from d2ft.model import LORA_TARGETS
+
 _QKV = {"q": 0, "k": 1, "v": 2}
 
 

@@ -57,13 +57,15 @@ def model_spec_from_timm(model, name: str | None = None, split_mlp: bool = True)
 
 
 def job_spec(model, job) -> ModelSpec:
-    """The ModelSpec of ``job``'s timm ``model`` as the job trains it: its optimizer, and its messages'
-    element size (``Job.message_dtype``) where that differs from the parameters'."""
+    """The ModelSpec of ``job``'s timm ``model`` as the job trains it: its optimizer, its LoRA adapters
+    (``Job.lora``: rank and targets), and its messages' element size (``Job.message_dtype``) where that
+    differs from the parameters'."""
     import dataclasses
 
     from .job import MESSAGE_DTYPES
 
     spec = model_spec_from_timm(model, name=job.model)
     wire = MESSAGE_DTYPES[job.message_dtype]
+    lora = {"lora_rank": job.lora.rank, "lora_targets": tuple(job.lora.targets)} if job.lora else {}
     return dataclasses.replace(spec, optimizer=job.optimizer,
-                               message_dtype_bytes=None if wire == spec.dtype_bytes else wire)
+                               message_dtype_bytes=None if wire == spec.dtype_bytes else wire, **lora)

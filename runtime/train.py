@@ -191,7 +191,7 @@ class RankLoop:
         scores = subnet_scores(self.part)  # the optimizer leaves .grad in place; bookkeeping, not timed
         device = self.device
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else state_bytes(self.part, self.opt)
-        mine = {"wall_s": wall, "peak_memory_bytes": peak, "busy_s": counters.compute_s,
+        mine = {"wall_s": wall, "peak_memory_bytes": peak, "busy_s": counters.compute_s, "busy_cpu_s": counters.cpu_s,
                 "sent_bytes": counters.sent_bytes, "recv_bytes": counters.recv_bytes,
                 "comm_s": counters.comm_s, "wait_s": counters.wait_s, "scores": scores, "events": counters.events}
         gathered = [None] * self.world if self.is_coord else None

@@ -15,8 +15,9 @@ the cost model's compute time, FLOP and bytes. The step time:
 
 Either way the step is at least each host's total work over its cores, for hosts that
 limit their devices' cores (``d2ft.cluster.Host``): ranks sharing a machine cannot finish
-sooner than its cores can do their work. Not modelled beyond that bound: when in the
-step the cores are short (the graph path schedules them).
+sooner than its cores can do their work, which includes copying the messages between two of
+its devices (each holds a core as long as it holds its route: graph.py). Not modelled beyond
+that bound: when in the step the cores are short (the graph path schedules them).
 
 ``evaluate_batch`` evaluates N plans of one placement at once, the same formulas over an
 (N, micro_batch, layer, head) array: what-if sweeps over many plans pay numpy's overhead
@@ -105,11 +106,15 @@ class Analytical:
         self.reduce_s = a / bw_c  # one more partial sum read by the coordinator's reduction
         self._init_messages(cluster, K, c, wire)
         self.wire = wire
-        self.params_sub = model.subnet.params
+        self.params_sub = model.subnet.trained_params  # those that get a gradient (LoRA: the adapters)
         self.opt_per_param = optimizer_bytes_per_param(model.dtype_bytes, model.optimizer)
-        self.coord_params = model.coordinator_work.params
-        # Hosts sharing cores: (cores, 0/1 mask of their devices) per host.
-        self.pools = [(cores, np.isin(np.arange(K), ks).astype(float)) for _, cores, ks in cluster.core_pools()]
+        self.coord_params = model.coordinator_work.trained_params
+        # Hosts sharing cores: (cores, 0/1 mask of their devices, 0/1 mask of the workers whose messages
+        # with the coordinator are copies by those cores: both ends on the host) per host.
+        self.pools = []
+        for _, cores, ks in cluster.core_pools():
+            mask = np.isin(np.arange(K), ks).astype(float)
+            self.pools.append((cores, mask, mask * self.remote * mask[c]))
 
     def _init_messages(self, cluster, K: int, c: int, a: float) -> None:
         """Per device: message times to and from the coordinator, link hold times, the fan-out queue."""
@@ -119,6 +124,10 @@ class Analytical:
         self.msg_back = np.array([0.0 if k == c else cluster.transfer_time(self.names[k], self.names[c], a)
                                   for k in range(K)])
         self.remote = np.array([0.0 if k == c else 1.0 for k in range(K)])
+        # One message to k and one back, without latency: how long each holds its route (and, on one
+        # core-limited host, a core: graph.py).
+        self.copy_s = np.array([0.0 if k == c else a / cluster.bottleneck_bandwidth(self.names[c], self.names[k])
+                                + a / cluster.bottleneck_bandwidth(self.names[k], self.names[c]) for k in range(K)])
         # The same with every link at one bandwidth B (evaluate_batch's link_bandwidth): latency + a / B.
         self.latency = np.array([0.0 if k == c else cluster.latency(self.names[c], self.names[k])
                                  + cluster.latency(self.names[k], self.names[c]) for k in range(K)])
@@ -194,7 +203,8 @@ class Analytical:
             links = max((np.einsum("k,kd->d", ((act_f + act_b).sum((0, 1)) * hv).astype(float), h).max()
                          for h in self.link_hold.values()), default=0.0)
             step = max(busy.max(), links, chains.max() + opt.max())
-        step = max([step] + [float(busy @ mask) / cores for cores, mask in self.pools])
+        copies = (act_f.sum((0, 1)) + act_b.sum((0, 1))) * hv * self.copy_s  # per worker: its messages' hold, s
+        step = max([step] + [float(busy @ mask + copies @ copied) / cores for cores, mask, copied in self.pools])
         return dict(step_time_s=float(step), busy_s=busy, flop=flop, mem_bytes=mem, sent_bytes=sent,
                     recv_bytes=recv, chains_s=chains, optimizer_s=opt)
 
@@ -266,8 +276,10 @@ class Analytical:
             links = np.max([np.einsum("nk,kd->nd" if h.ndim == 2 else "nk,nkd->nd", uses, h).max(1) for h in holds],
                            axis=0) if holds else np.zeros(N)
             step = np.maximum(np.maximum(busy.max(1), links), chains.max(1) + opt.max(1))
-        for cores, mask in self.pools:  # a host's work over its cores
-            step = np.maximum(step, busy @ mask / cores)
+        copy_s = self.copy_s if bw is None else 2 * self.remote * (self.wire / bw)[:, None]  # (K,) or (N, K)
+        copies = (act_f.sum((1, 2)) + act_b.sum((1, 2))) * hv * copy_s  # (N, K)
+        for cores, mask, copied in self.pools:  # a host's work, its copies included, over its cores
+            step = np.maximum(step, (busy @ mask + copies @ copied) / cores)
         return dict(step_time_s=step, busy_s=busy, flop=flop, mem_bytes=mem, sent_bytes=sent, recv_bytes=recv,
                     chains_s=chains, optimizer_s=opt)
 

@@ -7,7 +7,9 @@ networkx DiGraph. Node attributes:
 - ``resources``: what the node holds: ("dev", name) for a compute task, and one core of its
   host's pool, ("cores", host, C), where its host limits its devices' cores
   (``d2ft.cluster.Host``); for a transfer each link direction on its route, ("link", u, v)
-  (or ("link", {u, v}) for a half-duplex medium such as Wi-Fi, whose directions share the air);
+  (or ("link", {u, v}) for a half-duplex medium such as Wi-Fi, whose directions share the air),
+  and one core of the pool when both ends are on one core-limited host (the copy is the cores'
+  work: loopback TCP);
 - ``hold_s``: how long it holds its resources, s; ``duration_s``: until it completes, s
   (a transfer adds its route latency after releasing the links: cut-through);
 - ``order``: its place in the list every resource serves in; ``item``: the Task or Message.
@@ -30,8 +32,11 @@ may slow another on the critical path).
 
 A host's cores are held at full speed by at most C tasks at once, which waits where the
 machine would time-slice (processor sharing): the same total work per core, a different
-order. More cores never lengthen the step (the pool's free times only move earlier), and
-a host of one device changes nothing (its device already runs one task at a time).
+order. Messages between two devices of such a host take a core too, for as long as they hold
+their links: on 4 ranks sharing 2 cores here that took the median step-time error of 12 plans
+from -37% to -12% (``benchmarks/fidelity.py``, group r4-b16, 2026-12-01). More cores never
+lengthen the step (the pool's free times only move earlier), and a host of one device changes
+nothing (its device already runs one task at a time, and it sends to no device of its own).
 
 Not modelled: fair-share interleaving of bytes on a link (transfers take turns), processor
 sharing of a host's cores (tasks wait for a core instead), compute and communication
@@ -188,7 +193,11 @@ def _add_node(g: Flat, n: int, item, cluster, routes: dict) -> None:
         routes[key] = _route(cluster, names[item.src], names[item.dst])
     links, latency, bandwidth = routes[key]
     hold = item.nbytes / bandwidth
-    g.add_node(n, "transfer", item, links, hold, hold + latency)
+    pool = g.pools.get(item.src)
+    # Between two devices of one core-limited host the message is a copy by the host's own cores
+    # (loopback TCP: the kernel copies the bytes in and out), so it also holds one of them.
+    g.add_node(n, "transfer", item, links + ((pool,) if pool is not None and pool == g.pools.get(item.dst) else ()),
+               hold, hold + latency)
 
 
 def _set_order(g: Flat, n: int, item, order: str, seen: dict) -> None:

@@ -281,3 +281,55 @@ def test_16_bit_messages_halve_the_bytes_and_nothing_else():
     assert [d.compute_s for d in b.devices] == [d.compute_s for d in a.devices]
     assert [d.peak_memory_bytes for d in b.devices] == [d.peak_memory_bytes for d in a.devices]
     assert half.message_size(4) * 2 == MODEL.message_size(4) == MODEL.activation_bytes(4)
+
+
+def test_lora_is_priced_as_lora_by_hand():
+    """ViT-B/16 with rank-8 adapters on q and v of every subnet (``d2ft run --lora``): 144 subnets x 2
+    adapters x 8 x (768 + 64) parameters plus the classifier's head (768 x 1000 + 1000) train; the base is
+    frozen, so a subnet's weight gradient is only the merged qkv slice's (2 N D 3hd FLOP per sample) and
+    the stem has no backward at all."""
+    base = ModelSpec.from_timm("vit_base_patch16_224")
+    lora = dataclasses.replace(base, lora_rank=8, lora_targets=("q", "v"))
+    assert lora.total.trained_params == 144 * 2 * 8 * (768 + 64) + 768 * 1000 + 1000 == 2_685_928
+    assert lora.params == base.params + 144 * 2 * 8 * (768 + 64)
+    N, D, hd, m = 197, 768, 64, 256
+    assert lora.subnet.wg_flop == 2 * N * D * 3 * hd == 58_097_664
+    assert lora.subnet.fwd_flop == base.subnet.fwd_flop and lora.subnet.ig_flop == base.subnet.ig_flop
+    assert lora.embed.bwd_flop == 0 and lora.classifier.wg_flop == base.classifier.wg_flop
+    proj = dataclasses.replace(base, lora_rank=4, lora_targets=("proj", "fc1"))
+    assert proj.subnet_attn.wg_flop == 2 * N * hd * D and proj.subnet_mlp.wg_flop == 2 * N * D * m
+    assert proj.subnet.trained_params == 4 * (D + hd) + 4 * (D + m)
+
+
+def test_a_lora_step_costs_less_and_holds_state_for_its_adapters_only():
+    """Less backward work, an optimizer over the adapters and the head only, gradient and optimizer memory
+    for them only; the same messages. The analytical path prices it as the cost model does, and the GPU
+    kernel model leaves out the frozen weights' gradient products."""
+    import numpy as np
+
+    from d2ft import kernels
+    from d2ft.schedule import trained_params
+    from simulator import Analytical
+
+    lora = dataclasses.replace(MODEL, lora_rank=2, lora_targets=("q", "v"))
+    plan = Plan.uniform(MODEL, CLUSTER, Op.FULL, 2, 4)
+    full, low = CostModel(MODEL, CLUSTER).step(plan), CostModel(lora, CLUSTER).step(plan)
+    assert low.compute_flop < full.compute_flop and low.comm_bytes == full.comm_bytes
+    assert all(x.compute_s < y.compute_s for x, y in zip(low.devices, full.devices))
+    counts = trained_params(plan, lora, CLUSTER.coordinator_index)
+    held = CostModel(lora, CLUSTER).memory_breakdown(plan)
+    for k, (count, parts) in enumerate(zip(counts, held)):
+        assert parts["grads"] == count * 4 and parts["optimizer"] == count * 8  # fp32: gradient, m and v
+        assert parts["params"] > parts["grads"] or count == 0
+    an = Analytical(lora, CLUSTER, plan.placement, plan.micro_batch_size).evaluate(plan)
+    np.testing.assert_allclose(an["busy_s"], [d.compute_s for d in low.devices], rtol=1e-12)
+    vit = ModelSpec.from_timm("vit_base_patch16_224")
+    n = len(kernels.task_kernels(vit, "attn", "bwd", 12, 8, False))
+    adapted = dataclasses.replace(vit, lora_rank=8)
+    assert len(kernels.task_kernels(adapted, "attn", "bwd", 12, 8, False)) == n - 1  # proj frozen
+    assert len(kernels.task_kernels(adapted, "mlp", "bwd", 12, 8, False)) == len(
+        kernels.task_kernels(vit, "mlp", "bwd", 12, 8, False)) - 2  # fc1 and fc2 frozen
+    with pytest.raises(ValueError, match="lora_targets must be some of"):
+        dataclasses.replace(MODEL, lora_rank=2, lora_targets=("qkv",))
+    with pytest.raises(ValueError, match="lora_rank must be a non-negative integer"):
+        dataclasses.replace(MODEL, lora_rank=-1)

@@ -38,3 +38,37 @@ def test_spearman_and_unknown_groups(capsys):
     with pytest.raises(SystemExit):
         fidelity.main(["--groups", "r9-b16"])
     assert "unknown groups ['r9-b16']" in capsys.readouterr().err
+
+
+def test_before_figures_and_the_profile_as_calibrate_wrote_it_before_hosts(tmp_path):
+    import json
+    import os
+
+    from d2ft.cluster import Cluster, Host
+    from runtime.prepare import LOCAL_CPU, LOOPBACK
+
+    rows = [{**_row(1.0, 1.0, [1], [1], [0], [0]), "before_step_time_s": b} for b in (0.5, 0.8, 1.1)]
+    rows[0]["rerun_step_time_s"] = 1.3
+    line = fidelity.summarise("r4-b16", rows)
+    assert line["before_median_abs_step_error"] == pytest.approx(0.2)
+    assert "rerun_median_abs_step_difference" not in line  # only where every plan was measured twice
+    for r, again in zip(rows, (1.3, 0.9, 1.05)):
+        r["rerun_step_time_s"] = again
+    line = fidelity.summarise("r4-b16", rows)
+    assert line["rerun_median_abs_step_difference"] == pytest.approx(0.1)
+    assert line["rerun_median_signed_step_difference"] == pytest.approx(0.05)
+    assert "before_median_abs_step_error" not in fidelity.summarise("r4-b16", [_row(1.0, 1.0, [1], [1], [0], [0])])
+    # A 4-rank profile with a host of 2 cores and every rank 1.25x slower for computing together ...
+    alone = LOCAL_CPU
+    names = [f"rank{i}" for i in range(4)]
+    now = Cluster.star([(n, alone.scaled(1.25)) for n in names], LOOPBACK).with_hosts(
+        [Host("vm", tuple(names), 2)])
+    path = tmp_path / "profile-r4.json"
+    path.write_text(now.to_json())
+    path.with_suffix(".raw.json").write_text(json.dumps({"contention_slowdown": 1.25, "cores": 2}))
+    # ... was written as ranks at their speed alone, workers slowed by workers / cores, and no host.
+    before = fidelity.previous_profile(path)
+    share = max(3 / len(os.sched_getaffinity(0)), 1.0)
+    assert before.hosts == () and before.device(0).peak_flops == pytest.approx(alone.peak_flops)
+    assert before.device(3).peak_flops == pytest.approx(alone.peak_flops / share)
+    assert before.device(0).name == now.device(0).name

@@ -14,6 +14,8 @@ pytest.importorskip("torch")
 pytest.importorskip("timm")
 
 from d2ft.app.cli import main  # noqa: E402
+from d2ft import rundir  # noqa: E402
+from d2ft.cluster import Cluster  # noqa: E402
 from runtime.job import Job  # noqa: E402
 from runtime.run import launch  # noqa: E402
 
@@ -37,6 +39,11 @@ def test_run_end_to_end_with_emulated_slowdown(tmp_path, capsys):
     assert [t.meta["step"] for t in steps] == [0, 1, 2] and all(t.meta["loss"] > 0 for t in steps)
     for t in steps:  # the slowed rank's compute is stretched 8x (sleeping), so it is the busier one
         assert t.devices["rank1"].busy_s > t.devices["rank0"].busy_s
+    # Each rank's compute also as its thread's CPU time by phase: never more than the wall time it took.
+    for line in rundir.read_jsonl(tmp_path / rundir.METRICS_FILE):
+        for dev in line["devices"]:
+            assert {"fwd", "bwd"} <= set(dev["busy_cpu_s"]) and all(v >= 0 for v in dev["busy_cpu_s"].values())
+            assert 0 < sum(dev["busy_cpu_s"].values()) <= dev["busy_s"] + 1e-3
     # The last step's measured timeline: its events add up to the step's own counters.
     from d2ft import Trace
 
@@ -142,11 +149,23 @@ def test_calibrate_writes_a_cluster_the_simulator_loads(tmp_path, capsys):
     figures = json.loads(capsys.readouterr().out)
     assert figures["peak_flops"] > 1e8 and figures["link_bandwidth"] > 1e6 and figures["link_latency_s"] >= 0
     assert figures["backward_efficiency"] == 1.0  # GEMMs say nothing about backward kernels
+    # Core sharing measured: the two ranks are one host with the usable cores the measurement found.
+    cluster, raw = Cluster.from_json(out.read_text()), json.loads(out.with_suffix(".raw.json").read_text())
+    (host,) = cluster.hosts
+    assert host.devices == ("rank0", "rank1") and host.cores == figures["usable_cores"] == raw["cores"] >= 1
+    rows = raw["core_sharing"]["rows"]
+    assert [r["ranks"] for r in rows] == [1, 2] and rows[0]["speedup"] == 1.0 and rows[1]["speedup"] > 0.5
+    assert raw["core_sharing"]["model"] in ("pool", "sharing") and figures["contention_slowdown"] >= 1
     # Fitted to the shipped backbone's own subnet tasks: a rate, an overhead, a backward efficiency.
     assert main(["calibrate", "--nproc", "2", "--checkpoint", "data/pretrained/vit-fmnist.safetensors",
                  "--micro-batch-size", "4", "--out", str(tmp_path / "model.json"), "--json"]) == 0
     fitted = json.loads(capsys.readouterr().out)
     assert fitted["peak_flops"] > 1e8 and 0 < fitted["backward_efficiency"] <= 1
+    # ... then refitted to the runtime's own all-FULL steps: per rank the measured over the modelled CPU time.
+    in_situ = json.loads((tmp_path / "model.raw.json").read_text())["in_situ"]
+    assert [r["device"] for r in in_situ["ratios"]] == ["rank0", "rank1"] and in_situ["plan"] == "full"
+    assert all(r["fwd"] > 0 and r["bwd"] > 0 for r in in_situ["ratios"])
+    assert all("fitted in situ" in spec.name for _, spec in Cluster.from_json((tmp_path / "model.json").read_text()).devices)
     assert fitted["elementwise_overhead_s"] >= 0 and fitted["task_overhead_s"] >= 0
     assert main(["simulate", "--cluster", str(out), "--model", "vit_tiny_patch16_224", "--micro-batches", "1",
                  "--json"]) == 0
@@ -318,3 +337,32 @@ def test_a_profile_measured_elsewhere_is_never_used_silently(tmp_path, caplog):
         assert not caplog.records
         prepare(Job(nproc=2, cluster=str(tmp_path / "there.json")))
     assert "was measured on another machine (host 'a-bigger-box' there" in caplog.text and "cores 64 there" in caplog.text
+
+
+def test_the_in_situ_refit_gives_the_measured_time_on_the_calibration_plan():
+    """Ratios pooled by role (the coordinator alone, the workers together); the refitted cost model gives the
+    measured forward and backward time of the plan it was fitted on."""
+    from d2ft import CostModel, ModelSpec, Op, Plan
+    from runtime.insitu import _predicted, refit
+    from runtime.prepare import LOCAL_CPU, LOOPBACK
+
+    model = ModelSpec.vit(dim=64, depth=2, heads=4, img_size=32, patch=8, num_classes=5)
+    cluster = Cluster.star([(f"rank{i}", LOCAL_CPU) for i in range(3)], LOOPBACK)
+    plan = Plan.uniform(model, cluster, Op.FULL, 2, 4)
+    predicted = _predicted(plan, model, cluster)
+    measured = [{"fwd": 2 * p["fwd"], "bwd": 3 * p["bwd"]} for p in predicted]
+    measured[1] = {"fwd": 1.0 * predicted[1]["fwd"], "bwd": 2.0 * predicted[1]["bwd"]}  # workers pooled:
+    measured[2] = {"fwd": 2.0 * predicted[2]["fwd"], "bwd": 2.0 * predicted[2]["bwd"]}  # equal shares here
+    fitted, ratios = refit(cluster, predicted, measured, plan, model)
+    assert ratios[0] == {"device": "rank0", "fwd": pytest.approx(2.0), "bwd": pytest.approx(3.0)}
+    assert ratios[1]["fwd"] == pytest.approx(1.5) and ratios[2]["bwd"] == pytest.approx(2.0)
+    again = _predicted(plan, model, fitted)
+    assert again[0]["fwd"] == pytest.approx(measured[0]["fwd"], rel=1e-6)
+    assert again[0]["bwd"] == pytest.approx(measured[0]["bwd"], rel=1e-6)
+    workers = lambda rows, p: rows[1][p] + rows[2][p]  # noqa: E731
+    assert workers(again, "fwd") == pytest.approx(workers(measured, "fwd"), rel=1e-6)
+    assert workers(again, "bwd") == pytest.approx(workers(measured, "bwd"), rel=1e-6)
+    # A backward faster than backward efficiency 1 allows: it stays at 1 (and the forward still fits).
+    fast, _ = refit(cluster, predicted, [{"fwd": p["fwd"], "bwd": 0.1 * p["bwd"]} for p in predicted], plan, model)
+    assert all(spec.backward_efficiency == 1.0 for _, spec in fast.devices)
+    assert CostModel(model, fitted).step(plan).devices[0].compute_s > CostModel(model, cluster).step(plan).devices[0].compute_s

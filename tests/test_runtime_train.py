@@ -150,6 +150,15 @@ def test_lora_changes_only_adapters_and_the_classifier(idx_dir, tmp_path):
                 elif name in init:
                     assert torch.equal(value, init[name]), key
     assert adapters == 2 * 4 * 2  # 2 blocks x 4 heads x (q, v)
+    # The run's model (what `d2ft simulate --run` prices) is LoRA's: rank 2 on q, v; the trained parameters
+    # the cost model counts are what the ranks hold as adapters plus the classifier's head.
+    from d2ft import ModelSpec
+
+    spec = ModelSpec.from_json((run / "model.json").read_text())
+    assert (spec.lora_rank, spec.lora_targets) == (2, ("q", "v"))
+    held = sum(v.numel() for state in states.values() for k, v in state.items() if ".lora_" in k)
+    head = sum(init[k].numel() for k in init if k.startswith("head"))
+    assert spec.total.trained_params == held + head
 
 
 def test_replanning_keeps_the_subnet_with_dominant_gradients_full(idx_dir, tmp_path):

@@ -237,14 +237,15 @@ def _hosted(cluster, cores):
 @given(st.data())
 def test_a_host_of_cores_only_ever_slows_and_more_cores_never_do(data):
     """Ranks on one host of C cores: never faster than without the limit, never slower with a core more, exactly
-    as without it once C covers every device; a host of one device (each device its own) changes nothing."""
+    as without it once C covers every device and every message (a star of K devices moves at most K messages at
+    once, each holding a core: 2K); a host of one device (each device its own) changes nothing."""
     from d2ft import Host
 
     model, cluster = tiny_model(depth=3, heads=2), star(4, latency=1e-6, flops=2e8)
     plan = data.draw(plans(model, cluster, max_mb=3))
     order = data.draw(st.sampled_from(["sequential", "interleaved"]))
     free = simulate(plan, model, cluster, order=order).step_time_s
-    times = [simulate(plan, model, _hosted(cluster, c), order=order).step_time_s for c in (1, 2, 3, 4)]
+    times = [simulate(plan, model, _hosted(cluster, c), order=order).step_time_s for c in (1, 2, 3, 4, 8)]
     assert all(t >= free - 1e-12 for t in times)
     assert all(later <= earlier + 1e-12 for earlier, later in zip(times, times[1:]))
     assert times[-1] == pytest.approx(free, rel=1e-12, abs=1e-15)
@@ -257,6 +258,28 @@ def test_a_host_of_cores_only_ever_slows_and_more_cores_never_do(data):
         assert Analytical(model, own, plan.placement, plan.micro_batch_size, order=path_order).evaluate(plan)[
             "step_time_s"] == Analytical(model, cluster, plan.placement, plan.micro_batch_size,
                                          order=path_order).evaluate(plan)["step_time_s"]
+
+
+def test_a_message_within_a_core_limited_host_holds_one_of_its_cores():
+    """Two ranks on a host of one core: the worker's task and the messages take turns on that core, so the
+    step is the sum of every task's and every message's hold, in both paths; on two cores, or on two hosts,
+    the messages travel beside the compute."""
+    from d2ft import Host, Op, Plan
+
+    model, cluster = tiny_model(depth=1, heads=2), star(2, latency=0.0, flops=2e8)
+    plan = Plan(cluster.device_names, [[0, 1]], [[[Op.FULL, Op.FULL]], [[Op.FULL, Op.FULL]]], micro_batch_size=2)
+    one_core = _hosted(cluster, 1)
+    cost = CostModel(model, one_core)
+    tasks, messages = cost.tasks_and_messages(plan)
+    hold = sum(m.nbytes / one_core.bottleneck_bandwidth(one_core.device_names[m.src], one_core.device_names[m.dst])
+               for m in messages)
+    work = sum(t.time_s for t in tasks)
+    assert simulate(plan, model, one_core, path="graph").step_time_s == pytest.approx(work + hold, rel=1e-9)
+    an = Analytical(model, one_core, plan.placement, plan.micro_batch_size).evaluate(plan)
+    assert an["step_time_s"] >= work + hold - 1e-12
+    apart = cluster.with_hosts([Host("a", ("d0",), 1), Host("b", ("d1",), 1)])
+    for other in (_hosted(cluster, 2), apart):
+        assert simulate(plan, model, other, path="graph").step_time_s < work + hold
 
 
 def test_hosts_round_trip_and_bad_hosts_are_named():

@@ -52,11 +52,11 @@ def backbone_job(**fields):
     return Job(**{"model": name, "model_kwargs": kwargs, "checkpoint": checkpoint, **fields})
 
 
-def backbone_spec():
-    """The ``ModelSpec`` of the shipped backbone with its task's 5-class head."""
+def backbone_spec(**fields):
+    """The ``ModelSpec`` of the shipped backbone with its task's 5-class head (as a job of ``fields`` trains it)."""
     from runtime.prepare import spec_of
 
-    return spec_of(backbone_job())
+    return spec_of(backbone_job(**fields))
 
 
 def run_demo(out: str | Path = "out/demo", quick: bool = False, steps: int | None = None, nproc: int = 4,
@@ -79,8 +79,8 @@ def run_demo(out: str | Path = "out/demo", quick: bool = False, steps: int | Non
     atomic_write_text(profile, calibrated.to_json() + "\n")
     write_json(out / "profile.raw.json", raw)
     dev = calibrated.device(0)
-    log(f"      {dev.peak_flops / 1e9:.1f} GFLOP/s and {1e3 * dev.task_overhead_s:.2f} ms per subnet task on the "
-        f"coordinator, workers at {raw['worker_core_share']:.0%} of that (sharing {raw['cores']} cores); "
+    log(f"      {dev.peak_flops / 1e9:.1f} GFLOP/s and {1e3 * dev.task_overhead_s:.2f} ms per subnet task on a "
+        f"rank, the {nproc} ranks sharing {raw.get('cores', 1)} usable cores; "
         f"link {calibrated.links[0][2].bandwidth / 1e9:.2f} GB/s")
 
     assumed = local_cluster(nproc)
@@ -167,7 +167,7 @@ def _claim(out: Path) -> None:
 
 def measure_fidelity(run_dir: str | Path, profile: str | Path, nproc: int, plans=FIDELITY_PLANS, each: int = 6,
                      micro_batch_size: int = 16, micro_batches: int = 2, seed: int = 0, assumed=None,
-                     label: str | None = None, slowdown: list[float] | None = None):
+                     label: str | None = None, slowdown: list[float] | None = None, lora=None):
     """Measures ``plans`` on ``nproc`` local ranks against the simulator; one row per plan.
 
     One run of the shipped backbone executes each (strategy, keep) of ``plans`` (planned on
@@ -176,20 +176,24 @@ def measure_fidelity(run_dir: str | Path, profile: str | Path, nproc: int, plans
     over each plan's steps but the first (which pays for the change of plan); compute is
     summed over ranks, bytes are those sent by every rank; per rank, its compute and its wait,
     the part of the step it is not computing (``rank_*`` lists, rank order). ``assumed``, a second cluster, adds its prediction as
-    ``assumed_step_time_s``. ``slowdown`` (one factor per rank) emulates a heterogeneous cluster:
-    the ranks run that much slower, and the profile is planned and simulated slowed alike.
+    ``assumed_step_time_s`` (a dict of clusters adds ``{name}_step_time_s`` per entry). ``slowdown``
+    (one factor per rank) emulates a heterogeneous cluster: the ranks run that much slower, and the
+    profile (and ``assumed``) is planned and simulated slowed alike. ``lora`` (a ``runtime.job.LoraSpec``)
+    runs every plan with LoRA adapters, planned and simulated as LoRA (``ModelSpec.lora_rank``).
     """
     from runtime.prepare import claimed, prepare
     from runtime.run import launch
 
     run_dir, profile = Path(run_dir), Path(profile)
     calibrated = Cluster.from_json(profile.read_text())
+    others = assumed if isinstance(assumed, dict) else {} if assumed is None else {"assumed": assumed}
     if slowdown:
         calibrated = calibrated.with_slowdown(slowdown)
+        others = {name: c.with_slowdown(slowdown) for name, c in others.items()}
     previous = rundir.read_job(run_dir) if (run_dir / rundir.JOB_FILE).is_file() else {}
     if run_dir.exists() and any(run_dir.iterdir()) and not previous.get("schedule"):
         raise ValueError(f"{run_dir} holds something other than a plan measurement; choose another folder")
-    spec = backbone_spec()
+    spec = backbone_spec(lora=lora)
     placement = plan_placement(spec, calibrated, micro_batches=micro_batches, micro_batch_size=micro_batch_size,
                                keep=0.6)
     schedule = [plan_step(spec, calibrated, strategy, keep=keep, micro_batches=micro_batches,
@@ -205,14 +209,15 @@ def measure_fidelity(run_dir: str | Path, profile: str | Path, nproc: int, plans
                                    schedule=schedule, schedule_steps_each=each, micro_batches=micro_batches,
                                    micro_batch_size=micro_batch_size, steps=each * len(plans), checkpoint_every=0,
                                    evaluate=False, progress=label is not None, label=label or "",
-                                   out_dir=str(run_dir), slowdown=tuple(slowdown) if slowdown else None))
+                                   out_dir=str(run_dir), slowdown=tuple(slowdown) if slowdown else None,
+                                   lora=lora))
         with claimed(job):
             launch(job)
         lines = rundir.read_jsonl(run_dir / rundir.METRICS_FILE)
-    return _fidelity_rows(lines, schedule, plans, each, spec, calibrated, nproc, micro_batch_size, assumed)
+    return _fidelity_rows(lines, schedule, plans, each, spec, calibrated, nproc, micro_batch_size, others)
 
 
-def _fidelity_rows(lines, schedule, plans, each, spec, calibrated, nproc, micro_batch_size, assumed):
+def _fidelity_rows(lines, schedule, plans, each, spec, calibrated, nproc, micro_batch_size, others):
     import pandas as pd
 
     from simulator import simulate
@@ -238,8 +243,8 @@ def _fidelity_rows(lines, schedule, plans, each, spec, calibrated, nproc, micro_
                "measured_compute_s": statistics.median(r["measured_compute_s"] for r in window),
                "predicted_sent_bytes": window[0]["predicted_sent_bytes"],
                "measured_sent_bytes": window[0]["measured_sent_bytes"]}
-        if assumed is not None:
-            row["assumed_step_time_s"] = simulate(plan, spec, assumed).step_time_s
+        for name, cluster in others.items():
+            row[f"{name}_step_time_s"] = simulate(plan, spec, cluster).step_time_s
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -56,7 +56,8 @@ SOLVER_HELP = f"{', '.join(SOLVERS)} (mip exact, dp the paper's two-stage heuris
 
 
 def add_model_cluster(p: argparse.ArgumentParser) -> None:
-    """--model, --cluster, --heads-only, --dtype-bytes, --optimizer (the what-if commands)."""
+    """--model, --cluster, --heads-only, --dtype-bytes, --message-dtype, --optimizer, --lora-rank (the what-if
+    commands)."""
     p.add_argument("--model", default="vit_base_patch16_224",
                    help="timm model name (see `d2ft list models`) or a model.json file (default: %(default)s)")
     p.add_argument("--cluster", default="lan-4x3090",
@@ -71,6 +72,11 @@ def add_model_cluster(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", choices=("adamw", "sgd"), default=None,
                    help="the update priced: adamw (m and v, 8 B of fp32 state per parameter; what `d2ft run` "
                         "trains with) or sgd (with momentum, 4 B); default: the model's (adamw)")
+    p.add_argument("--lora-rank", type=positive_int, default=None,
+                   help="price LoRA as `d2ft run --lora` trains it: rank-r adapters on --lora-targets of every "
+                        "subnet, the base frozen (no weight gradient or optimizer state for it); default: no LoRA")
+    p.add_argument("--lora-targets", default="q,v",
+                   help="with --lora-rank: comma-separated of q, k, v, proj, fc1, fc2 (default: q,v)")
 
 
 def add_step_shape(p, micro_batches: int = 4, micro_batch_size: int = 8) -> None:

@@ -33,14 +33,15 @@ def cmd_calibrate(args) -> int:
 
     if under_torchrun():
         return _calibrate_torchrun(args, model_job, log)
-    cluster, raw = calibrate(args.nproc, model_job, args.micro_batch_size, log=log)
+    cluster, raw = calibrate(args.nproc, model_job, args.micro_batch_size, log=log, in_situ=args.in_situ)
     out = Path(args.out)
     atomic_write_text(out, cluster.to_json() + "\n")
     write_json(out.with_suffix(".raw.json"), raw)
     dev = cluster.device(0)
     summary = {"out": str(out), "peak_flops": dev.peak_flops, "task_overhead_s": dev.task_overhead_s,
                "elementwise_overhead_s": dev.elementwise_overhead_s, "backward_efficiency": dev.backward_efficiency,
-               "mem_bandwidth": dev.mem_bandwidth, "worker_core_share": raw.get("worker_core_share", 1.0)}
+               "mem_bandwidth": dev.mem_bandwidth, "usable_cores": raw.get("cores"),
+               "contention_slowdown": raw.get("contention_slowdown", 1.0)}
     if cluster.links:
         link = cluster.links[0][2]
         summary.update(link_bandwidth=link.bandwidth, link_latency_s=2 * link.latency_s)
@@ -50,9 +51,14 @@ def cmd_calibrate(args) -> int:
     what = f"{model_job.model} subnet tasks" if model_job else "GEMMs"
     print(f"compute ({what}): {dev.peak_flops / 1e9:.2f} GFLOP/s per rank (one thread), {fmt_time(dev.task_overhead_s)} "
           f"per task; memory {dev.mem_bandwidth / 1e9:.2f} GB/s")
-    if raw.get("worker_core_share", 1) < 1:
-        print(f"{args.nproc - 1} worker ranks share {raw['cores']} cores: each worker is modelled at "
-              f"{raw['worker_core_share']:.0%} of a core's speed")
+    if "core_sharing" in raw:
+        speedups = ", ".join(f"{row['speedup']:.2f}" for row in raw["core_sharing"]["rows"])
+        print(f"cores: {raw['cores']} usable (total speed-up of 1..{args.nproc} ranks computing together: {speedups}); "
+              f"the {args.nproc} ranks share them as one host, each {raw['contention_slowdown']:.3g}x slower together")
+    if "in_situ" in raw:
+        ratios = ", ".join(f"{r['fwd']:.2f}/{r['bwd']:.2f}" for r in raw["in_situ"]["ratios"])
+        print(f"fitted to the runtime's own all-FULL steps: per rank, forward/backward time over the "
+              f"microbenchmarks' {ratios}")
     if cluster.links:
         print(f"link between ranks: {summary['link_bandwidth'] / 1e9:.2f} GB/s, {fmt_time(summary['link_latency_s'])} one way")
     print(f"cluster written to {out} (use it with --cluster); raw timings in {out.with_suffix('.raw.json')}")
@@ -110,6 +116,9 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--checkpoint", help="take the model and its arguments from this checkpoint's metadata "
                                         "(e.g. data/pretrained/vit-fmnist0-4.safetensors)")
     p.add_argument("--micro-batch-size", type=int, default=16, help="images per task with --model (default: 16)")
+    p.add_argument("--no-in-situ", dest="in_situ", action="store_false",
+                   help="with --model: keep the microbenchmark fit; by default each rank is then refitted to a few "
+                        "all-FULL steps of the runtime itself (its forward and backward time, s)")
     p.add_argument("--out", default="profile.json", help="cluster JSON to write (default: profile.json)")
     flags.add_quiet(p, "no account of the measurements as they start")
     p.add_argument("--json", action="store_true", help="print one JSON summary (FLOP/s, B/s, s)")

@@ -37,6 +37,9 @@ def _model_and_cluster(args: argparse.Namespace):
         overrides["optimizer"] = args.optimizer
     if getattr(args, "message_dtype", None):
         overrides["message_dtype_bytes"] = 4 if args.message_dtype == "fp32" else 2
+    if getattr(args, "lora_rank", None):
+        overrides.update(lora_rank=args.lora_rank,
+                         lora_targets=tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()))
     return load_model(args.model, **overrides), load_cluster(args.cluster)
 
 
@@ -65,9 +68,10 @@ def _from_run(args: argparse.Namespace):
                                     "directory of `d2ft run`")
     step, plan = rundir.plan_at(run, args.step)
     model = load_model(str(run / rundir.MODEL_FILE))
-    if args.heads_only or args.dtype_bytes or getattr(args, "optimizer", None) or getattr(args, "message_dtype", None):
-        raise ValueError("--run simulates the run's own model: leave out --heads-only, --dtype-bytes, --optimizer "
-                         "and --message-dtype")
+    if (args.heads_only or args.dtype_bytes or getattr(args, "optimizer", None) or getattr(args, "message_dtype", None)
+            or getattr(args, "lora_rank", None)):
+        raise ValueError("--run simulates the run's own model: leave out --heads-only, --dtype-bytes, --optimizer, "
+                         "--message-dtype and --lora-rank")
     return model, load_cluster(str(run / rundir.CLUSTER_FILE)), Plan.from_dict(plan)
 
 
