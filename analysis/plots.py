@@ -21,6 +21,8 @@ from d2ft.plan import Plan  # noqa: E402
 from d2ft.trace import Trace  # noqa: E402
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+MARKERS = ["o", "^", "s", "D", "v", "P", "X", "*"]
+"""Marker shapes that, with five of the colours above, tell up to 40 groups apart."""
 
 
 def save(fig, path: str | Path) -> list[Path]:
@@ -69,9 +71,10 @@ def predicted_vs_measured(predicted: Sequence[float], measured: Sequence[float],
                           band: float = 0.1, groups: Sequence[str] | None = None):
     """Measured against predicted with the y = x line and a +-``band`` relative error band.
 
-    ``groups`` (one label per point) colours the points by group, with a legend entry each."""
+    ``groups`` (one label per point) marks the points by group (a colour and a marker shape each, so that
+    no two groups look alike), with a legend entry each beside the axes."""
     p, m = np.asarray(predicted, float), np.asarray(measured, float)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig, ax = plt.subplots(figsize=(4.5 if groups is None else 6.0, 4.5))
     top = max(p.max(initial=0), m.max(initial=0)) * 1.05 or 1.0
     line = np.linspace(0, top, 50)
     ax.plot(line, line, color=OKABE_ITO[7], lw=1, label="y = x")
@@ -82,12 +85,17 @@ def predicted_vs_measured(predicted: Sequence[float], measured: Sequence[float],
     else:
         g = np.asarray(groups, dtype=object)
         for i, name in enumerate(dict.fromkeys(g)):
-            ax.scatter(p[g == name], m[g == name], color=OKABE_ITO[i % 5], s=30, zorder=3, label=name)
+            ax.scatter(p[g == name], m[g == name], color=OKABE_ITO[i % 5], marker=MARKERS[i % len(MARKERS)], s=30,
+                       zorder=3, label=name)
     ax.set_xlim(0, top)
     ax.set_ylim(0, top)
     ax.set_xlabel(f"predicted {label} ({unit})")
     ax.set_ylabel(f"measured {label} ({unit})")
-    ax.legend(frameon=False)
+    if groups is None:
+        ax.legend(frameon=False)
+    else:
+        ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
+        fig.tight_layout()
     ax.grid(alpha=0.3)
     return fig
 
