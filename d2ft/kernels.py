@@ -27,10 +27,11 @@ kernel on its own (``task_time``), and the optimizer's update as one memory-boun
   recomputes the scores (2.5 times the forward FLOP: Dao et al. 2022, section 3.1).
 
 Under LoRA (``ModelSpec.lora_rank``) a frozen weight's weight-gradient product is left out (the
-stem's always), as ``d2ft.work`` counts it. What it does not model: kernel fusion beyond the above (bias adds and activations fused into
-GEMM epilogues are counted as separate elementwise kernels only for GELU), stream-K GEMMs and
-the library's exact choice of tile and split, tensor-core alignment penalties for odd sizes, clock boost and power limits, L2-cache
-reuse between kernels, and launch overlap under CUDA graphs.
+stem's always), as ``d2ft.work`` counts it. What it does not model: kernel fusion beyond the
+above (bias adds and activations fused into GEMM epilogues are counted as separate elementwise
+kernels only for GELU), stream-K GEMMs and the library's exact choice of tile and split,
+tensor-core alignment penalties for odd sizes, clock boost and power limits, L2-cache reuse between
+kernels, and launch overlap under CUDA graphs.
 """
 
 from __future__ import annotations

@@ -246,13 +246,14 @@ def calibrate(nproc: int, model_job=None, micro_batch_size: int = 16, log=None,
     model): then refitted to the runtime's own all-FULL steps on the ``nproc`` ranks (``runtime.insitu``).
     ``log``, if given, takes one line as each measurement starts.
     """
-    cluster, raw = _calibrate(nproc, model_job, micro_batch_size, log or (lambda msg: None),
-                              in_situ and model_job is not None)
-    if in_situ and model_job is not None:
+    log = log or (lambda msg: None)
+    in_situ = in_situ and model_job is not None
+    cluster, raw = _calibrate(nproc, model_job, micro_batch_size, log, in_situ)
+    if in_situ:
         from .insitu import fit_in_situ
 
-        (log or (lambda msg: None))(f"[{raw['stages']}/{raw['stages']}] fitting each rank to the runtime's own steps ...")
-        raw["microbenchmark_profile"] = json.loads(cluster.to_json())
+        log(f"[{raw['stages']}/{raw['stages']}] fitting each role to the runtime's own all-FULL steps ...")
+        raw["microbenchmark_profile"] = json.loads(cluster.to_json())  # what the fit started from
         cluster, raw["in_situ"] = fit_in_situ(cluster, model_job, micro_batch_size)
     return dataclasses.replace(cluster, measured_on=machine()), raw
 
