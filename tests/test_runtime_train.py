@@ -259,6 +259,12 @@ def test_emulated_ranks_equal_real_ranks(idx_dir, tmp_path, ranks, extra):
         assert json.loads((real / "summary.json").read_text())["bytes_exact"]
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "known limitation (issue 15): a subnet that is not FULL keeps its first score, and once LoRA's backward "
+    "is priced as LoRA (no weight gradient for the frozen base) the knapsack packs this 2-block toy's FULL "
+    "subnets into block 0 from step 1 on, so (1, 0) and (1, 3) never train; the scoring defect this test was "
+    "written for is guarded by tests/test_runtime_shard.py::test_lora_scores_are_as_large_before_an_adapter_"
+    "trains_as_after"))
 def test_lora_adapters_do_not_lock_in(idx_dir, tmp_path):
     """LoRA at keep 0.8, no warm-up: every subnet's adapters train within the first steps. B starts at
     zero, so scoring on A's gradient too ranked every untrained adapter last for the whole run."""
