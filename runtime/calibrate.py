@@ -126,9 +126,22 @@ def measure_tasks(model_job, micro_batch_size: int, repeat: int = 15) -> dict:
 
 def _fit_tasks(points) -> dict:
     """Rate and per-task overhead from forward times, backward efficiency from backward times: each
-    fitted to t = overhead + FLOP / rate (the overhead is the mean of both fits)."""
-    o_f, s_f = fit_line(*zip(*[(p[3], p[4]) for p in points if p[0] == "fwd"]))
-    o_b, s_b = fit_line(*zip(*[(p[3], p[4]) for p in points if p[0] == "bwd"]))
+    fitted to t = overhead + FLOP / rate (the overhead is the mean of both fits). Where a fit has no
+    positive slope (timings too noisy for one: a busy machine), both phases are fitted through the
+    origin instead (rate = FLOP / time summed), which is always positive.
+
+    >>> pts = [("fwd", "attn", n, 1e6 * n, 1e-3 + 1e-5 * n) for n in (1, 2)] + [
+    ...        ("bwd", "attn", n, 2e6 * n, 3e-3 - 1e-4 * n) for n in (1, 2)]  # backward time falling: noise
+    >>> fit = _fit_tasks(pts)
+    >>> 0 < fit["backward_efficiency"] <= 1 and fit["overhead_s"] == 0 and fit["rate"] > 0
+    True
+    """
+    fwd = [(p[3], p[4]) for p in points if p[0] == "fwd"]
+    bwd = [(p[3], p[4]) for p in points if p[0] == "bwd"]
+    (o_f, s_f), (o_b, s_b) = fit_line(*zip(*fwd)), fit_line(*zip(*bwd))
+    if s_f <= 0 or s_b <= 0:
+        o_f = o_b = 0.0
+        s_f, s_b = (sum(t for _, t in xs) / sum(f for f, _ in xs) for xs in (fwd, bwd))
     return {"rate": 1 / s_f, "overhead_s": max((o_f + o_b) / 2, 0.0), "backward_efficiency": min(1.0, s_f / s_b)}
 
 

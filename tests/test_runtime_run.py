@@ -366,3 +366,18 @@ def test_the_in_situ_refit_gives_the_measured_time_on_the_calibration_plan():
     fast, _ = refit(cluster, predicted, [{"fwd": p["fwd"], "bwd": 0.1 * p["bwd"]} for p in predicted], plan, model)
     assert all(spec.backward_efficiency == 1.0 for _, spec in fast.devices)
     assert CostModel(model, fitted).step(plan).devices[0].compute_s > CostModel(model, cluster).step(plan).devices[0].compute_s
+
+
+def test_a_noisy_task_fit_still_gives_a_usable_device():
+    """Backward timings that fall with the work (noise on a busy machine) give no positive slope: the fit
+    goes through the origin instead of writing a negative backward efficiency (a profile no one can load)."""
+    from runtime.calibrate import _fit_tasks
+
+    points = [("fwd", "attn", n, 1e6 * n, 1e-3 + 1e-5 * n) for n in (1, 2, 3)]
+    points += [("bwd", "attn", n, 2e6 * n, 3e-3 - 1e-4 * n) for n in (1, 2, 3)]
+    fit = _fit_tasks(points)
+    assert 0 < fit["backward_efficiency"] <= 1 and fit["rate"] > 0 and fit["overhead_s"] == 0
+    clean = _fit_tasks([("fwd", "mlp", n, 1e6 * n, 1e-4 + 1e6 * n / 1e10) for n in (1, 2)]
+                       + [("bwd", "mlp", n, 2e6 * n, 1e-4 + 2e6 * n / 5e9) for n in (1, 2)])
+    assert clean["rate"] == pytest.approx(1e10) and clean["backward_efficiency"] == pytest.approx(0.5)
+    assert clean["overhead_s"] == pytest.approx(1e-4)
