@@ -22,7 +22,10 @@ Prints one JSON line per group, then one with ``group`` "all": ``plans``; step t
 relative error: ``median_abs_step_error``, ``p90_abs_step_error``, ``worst_abs_step_error``,
 ``median_signed_step_error`` (predicted - measured over measured; negative: under-predicted);
 per rank, compute and wait (the part of the step a rank is not computing) as
-``median_abs_compute_error``, ``p90_abs_compute_error``, ``median_signed_compute_error``,
+``median_abs_compute_error``, ``p90_abs_compute_error``, ``median_signed_compute_error``, the same
+compute measured as the rank thread's CPU time (without the time it waited for a core mid-task,
+which the simulator counts as waiting) as ``median_abs_compute_cpu_error`` and
+``median_signed_compute_cpu_error``,
 ``median_abs_wait_error``, ``median_signed_wait_error``; ``spearman`` (rank agreement of step time
 across the group's plans); ``bytes_exact`` (every plan's measured bytes equal the cost model's);
 ``before_median_abs_step_error`` and ``before_spearman``: the same plans predicted on the profile as
@@ -84,16 +87,24 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def _has(row: dict, key: str) -> bool:
+    """Whether ``row`` holds ``key`` (records read back through pandas hold NaN where a row had none)."""
+    value = row.get(key)
+    return value is not None and not (isinstance(value, float) and value != value)
+
+
 def summarise(group: str, rows: list[dict]) -> dict:
     """One group's line (module docstring) from ``measure_fidelity`` rows; rows that carry
     ``before_step_time_s`` (the same plans on the profile as calibrate wrote it before hosts:
     ``previous_profile``) add ``before_median_abs_step_error`` and ``before_spearman``."""
     rel = lambda p, m: (p - m) / m  # noqa: E731
     step = [rel(r["predicted_step_time_s"], r["measured_step_time_s"]) for r in rows]
-    before = [rel(r["before_step_time_s"], r["measured_step_time_s"]) for r in rows if "before_step_time_s" in r]
-    compute, wait = [], []
+    before = [rel(r["before_step_time_s"], r["measured_step_time_s"]) for r in rows if _has(r, "before_step_time_s")]
+    compute, wait, cpu = [], [], []
     for r in rows:
-        if r.get("rank_measured_compute_s"):
+        if _has(r, "rank_measured_compute_cpu_s"):
+            cpu += [rel(p, m) for p, m in zip(r["rank_predicted_compute_s"], r["rank_measured_compute_cpu_s"]) if m > 0]
+        if _has(r, "rank_measured_compute_s"):
             compute += [rel(p, m) for p, m in zip(r["rank_predicted_compute_s"], r["rank_measured_compute_s"]) if m > 0]
             wait += [p - m for p, m in zip(r["rank_predicted_wait_s"], r["rank_measured_wait_s"])]
     steps = [r["measured_step_time_s"] for r in rows]
@@ -105,15 +116,17 @@ def summarise(group: str, rows: list[dict]) -> dict:
            "median_abs_compute_error": statistics.median(abs(e) for e in compute) if compute else None,
            "p90_abs_compute_error": _quantile([abs(e) for e in compute], 0.9) if compute else None,
            "median_signed_compute_error": statistics.median(compute) if compute else None,
+           "median_abs_compute_cpu_error": statistics.median(abs(e) for e in cpu) if cpu else None,
+           "median_signed_compute_cpu_error": statistics.median(cpu) if cpu else None,
            # wait errors relative to the measured step (a rank's wait can be near zero)
            "median_abs_wait_error": statistics.median(abs(e) for e in wait) / statistics.median(steps) if wait else None,
            "median_signed_wait_error": statistics.median(wait) / statistics.median(steps) if wait else None,
            "spearman": spearman([r["predicted_step_time_s"] for r in rows], steps) if len(rows) > 1 else None,
            "bytes_exact": all(r["predicted_sent_bytes"] == r["measured_sent_bytes"] for r in rows)}
-    as_full = [rel(r["as_full_step_time_s"], r["measured_step_time_s"]) for r in rows if "as_full_step_time_s" in r]
+    as_full = [rel(r["as_full_step_time_s"], r["measured_step_time_s"]) for r in rows if _has(r, "as_full_step_time_s")]
     if as_full and len(as_full) == len(rows):
         out["as_full_median_abs_step_error"] = statistics.median(abs(e) for e in as_full)
-    rerun = [rel(r["rerun_step_time_s"], r["measured_step_time_s"]) for r in rows if "rerun_step_time_s" in r]
+    rerun = [rel(r["rerun_step_time_s"], r["measured_step_time_s"]) for r in rows if _has(r, "rerun_step_time_s")]
     if rerun and len(rerun) == len(rows):
         out["rerun_median_abs_step_difference"] = statistics.median(abs(e) for e in rerun)
         out["rerun_median_signed_step_difference"] = statistics.median(rerun)

@@ -234,6 +234,10 @@ def _fidelity_rows(lines, schedule, plans, each, spec, calibrated, nproc, micro_
                "rank_measured_compute_s": [statistics.median(r["devices"][k]["busy_s"] for r in window)
                                            for k in range(len(names))] if "devices" in window[0] else None,
                # a rank's wait: the part of the step it is not computing (messages and waiting for them)
+               # the same compute as its thread's CPU time (without the time the OS gave its core to others)
+               "rank_measured_compute_cpu_s": [statistics.median(sum(r["devices"][k]["busy_cpu_s"].values())
+                                                                 for r in window) for k in range(len(names))]
+               if "busy_cpu_s" in window[0].get("devices", [{}])[0] else None,
                "rank_predicted_wait_s": [trace.step_time_s - trace.devices[n].busy_s for n in names],
                "rank_measured_wait_s": [statistics.median(r["devices"][k]["wall_s"] - r["devices"][k]["busy_s"]
                                                           for r in window) for k in range(len(names))]
