@@ -2,8 +2,9 @@
 
 Microbenchmarks (``runtime.calibrate``) time one task at a time, alone, with its weights hot in
 cache. In a real step every rank runs hundreds of different tasks between its messages, and the
-coordinator adds its own serial work between them. Measured on this machine (2 cores, the shipped
-backbone, micro-batch 16), the runtime's tasks took 1.2-1.7 times the microbenchmark fit.
+coordinator adds its own serial work between them, while the microbenchmarks themselves move with
+the machine's load. Measured on this machine (2 cores, the shipped backbone, micro-batch 16, 2-4
+ranks, 2026-12-01), the runtime's tasks took 0.8-1.8 times the microbenchmark fit.
 
 ``fit_in_situ`` runs the all-FULL plan for a few steps on the profile's ranks (the runtime as
 ``d2ft run`` launches it) and compares the CPU time of each rank's compute (the thread's CPU time
