@@ -192,6 +192,23 @@ def test_a_sweep_over_bandwidths_equals_every_point_planned_and_simulated_alone(
     assert len({r["link_bandwidth"] for r in records}) == 3 and any(r["error"] is None for r in records)
 
 
+def test_a_sweep_in_worker_processes_gives_the_same_records_in_the_same_order():
+    """workers=2 plans the grid's plans in two spawned processes: the same records (solve times aside) in
+    the grid's order, on both paths, and progress counts every point once; a bad worker count is refused."""
+    axes = dict(strategies=["hybrid", "backward"], keeps=[0.05, 0.6], micro_batches=[2], micro_batch_sizes=[4],
+                link_bandwidths=[None, 1.25e8])
+    models, clusters = ["vit_tiny_patch16_224"], ["lan-4x3090", "mixed-4"]
+    for path in ("analytical", "graph"):
+        seen = []
+        alone = sweep(models, clusters, **axes, path=path)
+        together = sweep(models, clusters, **axes, path=path, workers=2, progress=lambda d, t: seen.append((d, t)))
+        strip = lambda rs: [{k: v for k, v in r.items() if k != "solve_time_s"} for r in rs]  # noqa: E731
+        assert strip(together) == strip(alone) and any(r["error"] for r in alone)
+        assert seen[-1] == (len(alone), len(alone)) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        sweep(models, clusters, workers=0)
+
+
 def test_bad_input_is_explained():
     model, cluster = ModelSpec.from_timm("vit_small_patch16_224"), cluster_preset("lan-4x3090")
     other = Plan.uniform(tiny_model(), cluster, Op.FULL)

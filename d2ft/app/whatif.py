@@ -202,7 +202,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         keeps=parse_list(args.keeps, float), micro_batch_sizes=parse_list(args.micro_batch_sizes, int),
         micro_batches=parse_list(args.micro_batches, int), link_bandwidths=parse_list(args.link_bandwidths, float),
         device_counts=parse_list(args.devices, int), comm_keeps=parse_list(args.comm_keeps, float),
-        solver=args.solver, path=args.path, seed=args.seed, progress=bar,
+        solver=args.solver, path=args.path, seed=args.seed, progress=bar, workers=args.workers,
     )
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=RECORD_FIELDS)
@@ -338,6 +338,8 @@ def _add_sweep(sub) -> None:
     p.add_argument("--devices", default="none", help="comma-separated device counts (star clusters), or none")
     p.add_argument("--solver", default="dp", help=f"{flags.SOLVER_HELP} (default: %(default)s)")
     p.add_argument("--path", choices=("graph", "analytical"), default="analytical", help="simulator path")
+    p.add_argument("--workers", type=flags.positive_int, default=1,
+                   help="processes that plan and simulate points at once (default: 1; the records are the same)")
     flags.add_seed(p, "synthetic scores")
     p.add_argument("--out", required=True, help="CSV file to write (atomically)")
     flags.add_quiet(p)
