@@ -168,8 +168,9 @@ def run_group(group: str, each: int, repeat: bool = False) -> list[dict]:
     profile = profile_for(spec["nproc"])
     lora = LoraSpec() if spec.get("lora") else None
     runs = [f"{group}-e{each}"] + [f"{group}-e{each}-rerun"] * repeat
-    frames = [measure_fidelity(RUNS / name, profile, spec["nproc"], each=each, micro_batch_size=spec["micro_batch_size"],
-                               slowdown=spec.get("slowdown"), assumed={"before": previous_profile(profile)}, lora=lora)
+    frames = [measure_fidelity(RUNS / name, profile, spec["nproc"], each=each,
+                               micro_batch_size=spec["micro_batch_size"], slowdown=spec.get("slowdown"),
+                               assumed={"before": previous_profile(profile)}, lora=lora)
               for name in runs]
     rows = [{**row, "group": group, "each": each} for row in frames[0].to_dict("records")]
     for row, again in zip(rows, frames[-1].to_dict("records") if repeat else []):
@@ -207,7 +208,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 epilog="Runs and profiles go to runs/results/fidelity-bench/ and are reused.")
     p.add_argument("--groups", default=None, help=f"comma-separated of {', '.join(GROUPS)} (default: all)")
-    p.add_argument("--each", type=int, default=None, help="steps per plan (the first is left out; default: 6, --quick 3)")
+    p.add_argument("--each", type=int, default=None,
+                   help="steps per plan (the first is left out; default: 6, --quick 3)")
     p.add_argument("--quick", action="store_true", help=f"groups {', '.join(QUICK)} at 3 steps per plan (under 10 min)")
     p.add_argument("--repeat", action="store_true",
                    help="measure every group twice, one run after the other: the rerun_* fields say how far this "

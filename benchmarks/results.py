@@ -243,7 +243,8 @@ def fidelity(quick: bool) -> None:
         t0 = time.perf_counter()
         print(f"[fidelity] {group}: 12 plans x {each} steps ...", file=sys.stderr, flush=True)
         rows = fid.run_group(group, each, repeat=not quick)
-        command = f".venv/bin/python benchmarks/fidelity.py --groups {group} --each {each}" + ("" if quick else " --repeat")
+        command = (f".venv/bin/python benchmarks/fidelity.py --groups {group} --each {each}"
+                   + ("" if quick else " --repeat"))
         for row in rows:
             _record("fidelity", name=f"{group}-e{each}/{row['plan']}", command=command,
                     seconds=time.perf_counter() - t0, **row)
@@ -678,11 +679,13 @@ def _fidelity_markdown(fid, figures: Path) -> tuple[list[str], list[tuple[str, s
                       f"{q['plans']} plans, median step-time error {100 * q['median_abs_step_error']:.1f}% (before "
                       f"{100 * q.get('before_median_abs_step_error', float('nan')):.1f}%), p90 "
                       f"{100 * q['p90_abs_step_error']:.1f}%, Spearman {q['spearman']:.3f}, per-rank compute "
-                      f"{100 * q['median_abs_compute_error']:.1f}%, bytes exact: {'yes' if q['bytes_exact'] else 'no'}.", ""]
+                      f"{100 * q['median_abs_compute_error']:.1f}%, bytes exact: "
+                      f"{'yes' if q['bytes_exact'] else 'no'}.", ""]
     fid = fid[fid["each"] == fid.groupby("group")["each"].transform("max")]
     records = {g: fid[fid["group"] == g].to_dict("records") for g in bench.GROUPS if g in set(fid["group"])}
     every = [r for rows in records.values() for r in rows]
-    by_ranks = {f"{n} ranks": [r for r in every if int(r["nproc"]) == n] for n in sorted({int(r["nproc"]) for r in every})}
+    counts = sorted({int(r["nproc"]) for r in every})
+    by_ranks = {f"{n} ranks": [r for r in every if int(r["nproc"]) == n] for n in counts}
     lines = [bench.summarise(g, rows) for g, rows in records.items()]
     lines += [bench.summarise(label, rows) for label, rows in by_ranks.items()] + [bench.summarise("all", every)]
     pct = lambda v: None if v is None else 100 * v  # noqa: E731
@@ -766,7 +769,7 @@ def _fidelity_markdown(fid, figures: Path) -> tuple[list[str], list[tuple[str, s
             f"prediction's error here. Errors are predicted / measured - 1; per-rank compute and wait (the part of "
             f"the step a rank is not computing) are per rank of every plan. Measured "
             f"{', '.join(sorted(set(fid['date'])))} on idle cores (the study paused).", "",
-            f"Command: `{'.venv/bin/python benchmarks/fidelity.py --repeat' + ('' if each == 6 else f' --each {each}')}` "
+            f"Command: `.venv/bin/python benchmarks/fidelity.py --repeat{'' if each == 6 else f' --each {each}'}` "
             f"(runs and profiles in runs/results/fidelity-bench/, reused).", "",
             markdown_table(table), "", *why, *quick_line,
             "![measured against predicted step time](figures/fidelity-step-time.png) "

@@ -120,7 +120,8 @@ class ModelSpec:
         if not isinstance(self.lora_rank, int) or isinstance(self.lora_rank, bool) or self.lora_rank < 0:
             problems.append(f"lora_rank must be a non-negative integer, got {self.lora_rank!r}")
         elif self.lora_rank:
-            bad = [t for t in self.lora_targets if t not in LORA_TARGETS or (t in ("fc1", "fc2") and not self.split_mlp)]
+            bad = [t for t in self.lora_targets
+                   if t not in LORA_TARGETS or (t in ("fc1", "fc2") and not self.split_mlp)]
             if bad or not self.lora_targets:
                 problems.append(f"lora_targets must be some of {', '.join(LORA_TARGETS)} (fc1 and fc2 only with "
                                 f"split_mlp), got {', '.join(self.lora_targets) or 'none'}")

@@ -91,8 +91,8 @@ def attention_work(spec, hd: int, qkv_bias: bool) -> Work:
         return work
     T = set(spec.lora_targets)
     qkv, proj = bool(T & {"q", "k", "v"}), "proj" in T
-    return lora_linear(spec, work, [(qkv, N * D * 3 * hd, (N * D + 3 * N * hd) * d), (proj, N * hd * D, (N * hd + N * D) * d)],
-                        [hd] * len(T & {"q", "k", "v", "proj"}))
+    products = [(qkv, N * D * 3 * hd, (N * D + 3 * N * hd) * d), (proj, N * hd * D, (N * hd + N * D) * d)]
+    return lora_linear(spec, work, products, [hd] * len(T & {"q", "k", "v", "proj"}))
 
 
 def mlp_work(spec, m: int) -> Work:
@@ -119,8 +119,8 @@ def mlp_work(spec, m: int) -> Work:
     if not spec.split_mlp:  # the whole MLP on the coordinator: frozen under LoRA
         return frozen(work)
     T = set(spec.lora_targets)
-    return lora_linear(spec, work, [("fc1" in T, N * D * m, (N * D + N * m) * d), ("fc2" in T, N * m * D, (N * m + N * D) * d)],
-                        [m] * len(T & {"fc1", "fc2"}))
+    products = [("fc1" in T, N * D * m, (N * D + N * m) * d), ("fc2" in T, N * m * D, (N * m + N * D) * d)]
+    return lora_linear(spec, work, products, [m] * len(T & {"fc1", "fc2"}))
 
 
 def frozen(work: Work) -> Work:

@@ -52,11 +52,12 @@ def _measured(run_dir: Path, steps: list[int]) -> list[dict[str, float]]:
     """Per device, the median over ``steps`` of its compute's thread CPU time in forward and backward, s."""
     lines = [line for line in rundir.read_jsonl(run_dir / rundir.METRICS_FILE) if line["step"] in steps]
     devices = range(len(lines[0]["devices"]))
-    return [{p: statistics.median(line["devices"][k]["busy_cpu_s"].get(p, 0.0) for line in lines) for p in ("fwd", "bwd")}
-            for k in devices]
+    return [{p: statistics.median(line["devices"][k]["busy_cpu_s"].get(p, 0.0) for line in lines)
+             for p in ("fwd", "bwd")} for k in devices]
 
 
-def refit(cluster: Cluster, predicted: list[dict], measured: list[dict], plan: Plan, model) -> tuple[Cluster, list[dict]]:
+def refit(cluster: Cluster, predicted: list[dict], measured: list[dict], plan: Plan,
+          model) -> tuple[Cluster, list[dict]]:
     """``cluster`` with each device's forward time scaled to the measured one and its backward
     efficiency set so that its backward time is the measured one (module docstring); and the ratios.
 
