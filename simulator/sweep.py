@@ -130,10 +130,11 @@ def _run_all(tasks: list, workers: int, total: int, progress, each: int):
     done = 0
     if workers == 1 or len(tasks) < 2:
         for fn, args in tasks:
-            yield fn(*args)
+            result = fn(*args)
             done += each
-            if progress:
+            if progress:  # before the result goes out: a consumer that stops after the last never resumes us
                 progress(done, total)
+            yield result
         return
     import concurrent.futures
     import multiprocessing
