@@ -28,8 +28,9 @@ cores (the OS gives each rank time slices longer than a task); ``raw["core_shari
 records which it saw. What all nproc ranks computing together lose beyond C cores (context switches,
 shared caches: total throughput at nproc under C) slows every rank's spec alike.
 
-Not measured: contention for memory bandwidth beyond that, the cores that ranks waiting for messages
-take, and other devices than the CPU (on a GPU machine, run the runtime's own timings).
+Not measured: contention for memory bandwidth beyond that, the cores that messaging takes (the
+simulator assumes one per message between two ranks of the host), and other devices than the CPU
+(on a GPU machine, run the runtime's own timings).
 """
 
 from __future__ import annotations

@@ -40,8 +40,9 @@ nothing (its device already runs one task at a time, and it sends to no device o
 
 Not modelled: fair-share interleaving of bytes on a link (transfers take turns), processor
 sharing of a host's cores (tasks wait for a core instead), compute and communication
-contending for memory bandwidth, the cores that waiting and messaging themselves take, network protocol overhead, stragglers
-and jitter, and memory over time (peak memory comes from the cost model).
+contending for memory bandwidth, the cores that waiting takes and that messaging takes beyond
+one per message within a host (none across hosts), network protocol overhead, stragglers and
+jitter, and memory over time (peak memory comes from the cost model).
 """
 
 from __future__ import annotations
