@@ -150,7 +150,7 @@ def _frozen_products(model, part: str, n: int) -> set[int]:
     """Indices of a part's forward GEMMs whose weights are frozen (LoRA, ``d2ft.work.lora_linear``): no
     weight-gradient product. qkv and proj of a head, fc1 and fc2 of an MLP slice, as their adapters go;
     the stem always."""
-    if not getattr(model, "lora_rank", 0):
+    if not model.lora_rank:
         return set()
     targets = set(model.lora_targets)
     if part == "attn":

@@ -32,7 +32,6 @@ from d2ft import rundir
 from d2ft.cluster import Cluster
 from d2ft.cost import CostModel
 from d2ft.plan import Plan
-from d2ft.schedule import Compute, step_stream
 
 STEPS = 8
 """Steps of the calibration run; the first two (warm-up, first plan) are not used."""
@@ -40,11 +39,10 @@ STEPS = 8
 
 def _predicted(plan: Plan, model, cluster: Cluster) -> list[dict[str, float]]:
     """Per device, the cost model's forward and backward compute time of one step of ``plan``, s."""
-    cost = CostModel(model, cluster)
     out = [{"fwd": 0.0, "bwd": 0.0} for _ in range(cluster.num_devices)]
-    for entry in step_stream(plan, model, cluster.coordinator_index):
-        if isinstance(entry, Compute) and entry.phase in ("fwd", "bwd"):
-            out[entry.device][entry.phase] += cost.price(entry).time_s
+    for task in CostModel(model, cluster).tasks_and_messages(plan)[0]:
+        if task.phase in out[task.device]:
+            out[task.device][task.phase] += task.time_s
     return out
 
 

@@ -119,7 +119,7 @@ def sweep(
             for j, record in enumerate(group):
                 records[_flat_index(pos[:3] + (j,) + pos[3:], sizes)] = record
         return records
-    tasks = [(_point_record, point + (solver, path, seed)) for point in grid]
+    tasks = [(_point, point + (solver, path, seed)) for point in grid]
     return list(_run_all(tasks, workers, len(grid), progress, each=1))
 
 
@@ -155,11 +155,6 @@ def _points_list(model, cluster, n_devices, bandwidths, strategy, keep, comm_kee
     """``_points`` as a list (what a worker process returns)."""
     return list(_points(model, cluster, n_devices, bandwidths, strategy, keep, comm_keep, mbs, b, solver, seed))
 
-
-def _point_record(model, cluster, n_devices, bandwidth, strategy, keep, comm_keep, mbs, b, solver, path, seed) -> dict:
-    """``_point`` with positional arguments (what a worker process runs)."""
-    return _point(model, cluster, n_devices, bandwidth, strategy, keep, comm_keep, mbs, b, solver=solver, path=path,
-                  seed=seed)
 
 
 def _flat_index(index: tuple, sizes: list[int]) -> int:
