@@ -156,7 +156,6 @@ def _points_list(model, cluster, n_devices, bandwidths, strategy, keep, comm_kee
     return list(_points(model, cluster, n_devices, bandwidths, strategy, keep, comm_keep, mbs, b, solver, seed))
 
 
-
 def _flat_index(index: tuple, sizes: list[int]) -> int:
     """The position of ``index`` in ``itertools.product`` over axes of ``sizes``."""
     flat = 0
