@@ -148,6 +148,7 @@ class CostModel:
         self._specs = [spec for _, spec in cluster.devices]
         self._coord = cluster.coordinator_index
         self._block_tasks: dict[tuple, dict] = {}
+        self._priced: dict[Compute, Task] = {}  # price
 
     # ---- pricing ------------------------------------------------------------------
     def half_work(self, half: str) -> Work:
@@ -155,6 +156,15 @@ class CostModel:
         return self._half[half]
 
     def price(self, c: Compute) -> Task:
+        """The FLOP, memory traffic and time of a schedule entry on its device (``_price``; entries that
+        differ only in block and micro-batch cost the same, so each distinct one is priced once)."""
+        key = c._replace(layer=0, micro_batch=0)
+        task = self._priced.get(key)
+        if task is None:
+            task = self._priced[key] = self._price(key)
+        return task._replace(layer=c.layer, micro_batch=c.micro_batch)
+
+    def _price(self, c: Compute) -> Task:
         """The FLOP, memory traffic and time of a schedule entry on its device.
 
         Forward moves the weights once and the forward activations; backward (input

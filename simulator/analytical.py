@@ -20,8 +20,8 @@ its devices (each holds a core as long as it holds its route: graph.py). Not mod
 that bound: when in the step the cores are short (the graph path schedules them).
 
 ``evaluate_batch`` evaluates N plans of one placement at once, the same formulas over an
-(N, micro_batch, layer, head) array: what-if sweeps over many plans pay numpy's overhead
-once, not per plan.
+(N, micro_batch, layer, head) array (batched.py): what-if sweeps over many plans pay numpy's
+overhead once, not per plan.
 
 Where it differs from the graph path: without contention (one device; or one worker with
 one micro-batch) the two agree. With several workers, the analytical path charges the
@@ -93,6 +93,8 @@ class Analytical:
         # Flat tables for the lookups of _task_times: entry k * (H + 1) + n, per (half, phase) and with
         # half None both halves summed.
         self._offset = np.arange(K) * (H + 1)
+        self.t_task = t_task  # (device, half, phase, subnets in the task): a task's time, s
+        self._batched = None  # evaluate_batch's tables and work arrays (batched.py)
         both = t_task.sum(1)
         self._flat = {(None, p): both[:, p].ravel() for p in range(2)}
         self._flat.update({(j, p): t_task[:, j, p].ravel() for j in range(halves) for p in range(2)})
@@ -188,7 +190,8 @@ class Analytical:
         busy += opt
         mem += trained_params * self.opt_per_param
         # Bytes: every active worker receives and returns a per half and phase.
-        msgs = (act_f.sum((0, 1)) + act_b.sum((0, 1))) * hv * self.wire * self.remote
+        acts = act_f.sum((0, 1)) + act_b.sum((0, 1))  # per device: (micro-batch, block, phase)s it takes part in
+        msgs = acts * hv * self.wire * self.remote
         sent = msgs.copy()
         sent[c] = msgs.sum()
         recv = sent.copy()
@@ -200,16 +203,13 @@ class Analytical:
         if self.order == "sequential":
             step = chains.sum() + self._tail(act_b, blocks_b, opt, chains)
         else:
-            links = max((np.einsum("k,kd->d", ((act_f + act_b).sum((0, 1)) * hv).astype(float), h).max()
+            links = max((np.einsum("k,kd->d", (acts * hv).astype(float), h).max()
                          for h in self.link_hold.values()), default=0.0)
             step = max(busy.max(), links, chains.max() + opt.max())
-        copies = (act_f.sum((0, 1)) + act_b.sum((0, 1))) * hv * self.copy_s  # per worker: its messages' hold, s
+        copies = acts * hv * self.copy_s  # per worker: its messages' hold, s
         step = max([step] + [float(busy @ mask + copies @ copied) / cores for cores, mask, copied in self.pools])
         return dict(step_time_s=float(step), busy_s=busy, flop=flop, mem_bytes=mem, sent_bytes=sent,
                     recv_bytes=recv, chains_s=chains, optimizer_s=opt)
-
-    CHUNK = 128
-    """Plans per array computation in ``evaluate_batch``."""
 
     def levels(self, plans) -> np.ndarray:
         """The op levels (0 SKIP, 1 FORWARD_ONLY, 2 FULL) of ``plans`` as one (N, micro_batch, layer, head) array."""
@@ -223,65 +223,13 @@ class Analytical:
 
         ``link_bandwidth`` (N,), B/s: plan i is evaluated with every link at ``link_bandwidth[i]``, as an
         ``Analytical`` of ``cluster.with_link_bandwidth(link_bandwidth[i])`` would (a what-if over
-        bandwidth in one array computation that shares the compute tables)."""
-        lv = np.asarray(levels)
-        if lv.ndim != 4 or lv.shape[2:] != self.onehot.shape[:2]:
-            raise ValueError(f"levels must be (plans, micro_batches, {self.onehot.shape[0]}, {self.onehot.shape[1]}), "
-                             f"got {lv.shape}")
-        bw = None if link_bandwidth is None else np.asarray(link_bandwidth, dtype=float)
-        if bw is not None and (bw.shape != (len(lv),) or not (bw > 0).all()):
-            raise ValueError(f"link_bandwidth must give one bandwidth > 0 B/s per plan ({len(lv)}), got shape {bw.shape}")
-        if len(lv) > self.CHUNK:  # chunks whose temporaries stay in cache: memory traffic bounds this path
-            parts = [self.evaluate_batch(lv[i:i + self.CHUNK], None if bw is None else bw[i:i + self.CHUNK])
-                     for i in range(0, len(lv), self.CHUNK)]
-            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        N, M = lv.shape[:2]
-        c, hv = self.coord, self.halves
-        n_f = np.einsum("nmlh,lhk->nmlk", (lv >= 1).astype(float), self.onehot)
-        n_b = np.einsum("nmlh,lhk->nmlk", (lv == 2).astype(float), self.onehot)
-        act_f, act_b = n_f > 0, n_b > 0
-        task_f, task_b = self._task_times(n_f, 0), self._task_times(n_b, 1)
-        busy = task_f.sum((1, 2)) + task_b.sum((1, 2))  # (N, K)
-        flop = n_f.sum((1, 2)) * self.flop_sub[0] + n_b.sum((1, 2)) * self.flop_sub[1]
-        mem = n_f.sum((1, 2)) * self.bytes_sub[0] + n_b.sum((1, 2)) * self.bytes_sub[1]
-        active_f, active_b = act_f.sum(3), act_b.sum(3)  # (N, M, L)
-        reduce = (active_f + active_b) * hv * self.reduce_s
-        busy[:, c] += M * self.coord_fixed + reduce.sum((1, 2))
-        flop[:, c] += M * self.coord_flop
-        mem[:, c] += M * self.coord_bytes + (active_f + active_b).sum((1, 2)) * hv * self.a
-        full_any = (lv == 2).any(1).astype(float)  # (N, L, H)
-        trained = np.einsum("nlh,lhk->nk", full_any, self.onehot) * self.params_sub
-        trained[:, c] += self.coord_params
-        opt = self._optimizer_times(trained)
-        busy += opt
-        mem += trained * self.opt_per_param
-        msgs = (act_f.sum((1, 2)) + act_b.sum((1, 2))) * hv * self.wire * self.remote
-        sent = msgs.copy()
-        sent[:, c] = msgs.sum(1)
-        recv = sent.copy()
-        if bw is None:
-            leg, fan_hold, holds = self.msg + self.msg_back, self.fan_hold, list(self.link_hold.values())
-        else:  # every link at bw[i]: each message takes latency + a / bw[i] (Cluster.transfer_time)
-            per = (self.wire / bw)[:, None]  # (N, 1): s per message on one link
-            leg = (self.latency + 2 * self.remote * per)[:, None, None, :]
-            fan_hold = (self.remote * per)[:, None, None, :]
-            holds = [u[None] * per[:, :, None] for u in self.link_uses.values()]  # (N, K, 2) each
-        blocks_f = self._legs(n_f, act_f, 0, leg, fan_hold)  # (N, M, L)
-        blocks_b = self._legs(n_b, act_b, 1, leg, fan_hold)
-        chains = self.coord_fixed + reduce.sum(2) + blocks_f.sum(2) + blocks_b.sum(2)  # (N, M)
-        if self.order == "sequential":
-            step = chains.sum(1) + self._tail_batch(act_b, blocks_b, opt, chains)
-        else:
-            uses = ((act_f + act_b).sum((1, 2)) * hv).astype(float)  # (N, K)
-            links = np.max([np.einsum("nk,kd->nd" if h.ndim == 2 else "nk,nkd->nd", uses, h).max(1) for h in holds],
-                           axis=0) if holds else np.zeros(N)
-            step = np.maximum(np.maximum(busy.max(1), links), chains.max(1) + opt.max(1))
-        copy_s = self.copy_s if bw is None else 2 * self.remote * (self.wire / bw)[:, None]  # (K,) or (N, K)
-        copies = (act_f.sum((1, 2)) + act_b.sum((1, 2))) * hv * copy_s  # (N, K)
-        for cores, mask, copied in self.pools:  # a host's work, its copies included, over its cores
-            step = np.maximum(step, (busy @ mask + copies @ copied) / cores)
-        return dict(step_time_s=step, busy_s=busy, flop=flop, mem_bytes=mem, sent_bytes=sent, recv_bytes=recv,
-                    chains_s=chains, optimizer_s=opt)
+        bandwidth in one array computation that shares the compute tables). How: batched.py. Not
+        thread-safe: the work arrays are kept per instance."""
+        if self._batched is None:
+            from .batched import Batched
+
+            self._batched = Batched(self)
+        return self._batched.evaluate(levels, link_bandwidth)
 
     def _task_times(self, n: np.ndarray, phase: int, half: int | None = None) -> np.ndarray:
         """Per (..., device): the time of the device's task of n[..., k] subnets in ``phase``, both halves
@@ -289,26 +237,6 @@ class Analytical:
         idx = n.astype(np.intp)
         idx += self._offset
         return np.take(self._flat[half, phase], idx)
-
-    def _optimizer_times(self, trained: np.ndarray) -> np.ndarray:
-        """``DeviceSpec.compute_time(0, P x bytes per parameter)`` per device for a (N, K) array of trained
-        parameter counts: the optimizer task's overhead plus its memory time (0 where nothing trains)."""
-        specs = [s for _, s in self.cluster.devices]
-        overhead = np.array([s.memory_task_overhead_s for s in specs])
-        bw = np.array([s.mem_bandwidth for s in specs])
-        nbytes = trained * self.opt_per_param
-        return np.where(nbytes > 0, overhead + nbytes / bw, 0.0)
-
-    def _tail_batch(self, act_b, blocks_b, opt, chains) -> np.ndarray:
-        """``_tail`` per plan: (N,)."""
-        c = self.coord
-        last_full = act_b[:, -1]  # (N, L, K)
-        after = np.concatenate((np.zeros((len(opt), 1)), np.cumsum(blocks_b[:, -1], 1)[:, :-1]), 1)  # (N, L)
-        first = np.argmax(last_full, axis=1)  # (N, K): the lowest FULL block of each device
-        slack = np.where(last_full.any(1), np.take_along_axis(after, first, 1), chains[:, -1:])
-        waits = np.where(opt > 0, opt - slack, -np.inf)
-        waits[:, c] = opt[:, c]
-        return waits.max(1)
 
     def _legs(self, n, active, phase: int, leg, fan_hold=None) -> np.ndarray:
         """Per (micro-batch, block): the sum over halves of the slowest active device's message in,

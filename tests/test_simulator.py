@@ -356,3 +356,18 @@ def test_batched_evaluation_over_link_bandwidths_equals_a_cluster_rebuilt_at_eac
                            order=order).evaluate(plan)
         for key, value in alone.items():
             np.testing.assert_allclose(together[key][i], value, rtol=1e-9, atol=1e-15, err_msg=key)
+
+
+def test_the_interleaved_bound_counts_a_full_subnets_messages_in_both_phases():
+    """Golden: one worker running every subnet FULL over a slow link; with enough micro-batches the link is the
+    bound, and it carries one message each way per micro-batch, block, half and phase (forward activations and
+    backward gradients): M x L x 2 halves x 2 phases messages of model.message_size(b) bytes each way."""
+    import numpy as np
+
+    model, cluster = tiny_model(depth=2, heads=2), star(2, link_bw=1e3)
+    plan = Plan.uniform(model, cluster, Op.FULL, 6, 1, placement=[[1, 1]] * 2)
+    an = Analytical(model, cluster, plan.placement, 1, order="interleaved")
+    expected = 6 * 2 * 2 * 2 * model.message_size(1) / 1e3
+    assert an.evaluate(plan)["step_time_s"] == pytest.approx(expected, rel=1e-9)
+    assert an.evaluate_batch(an.levels([plan]))["step_time_s"][0] == pytest.approx(expected, rel=1e-9)
+    assert an.evaluate_batch(an.levels([plan]), np.array([1e3]))["step_time_s"][0] == pytest.approx(expected, rel=1e-9)
