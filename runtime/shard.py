@@ -137,17 +137,22 @@ class BlockShard(nn.Module):
         return [torch.stack([w[n] for w in ws]) for n in names]
 
     def attn(self, x: torch.Tensor, heads: list[int]) -> torch.Tensor:
-        """Sum of ``heads``' attention outputs through their proj columns (no bias): (B, N, D)."""
+        """Sum of ``heads``' attention outputs through their proj columns (no bias): (B, N, D).
+
+        As timm computes a block, as two matrix products with the heads' rows side by side (for every
+        head, the block's own ``qkv`` and ``proj``)."""
         w, b, proj = self._stack(heads, ("qkv_w", "qkv_b", "proj_w"))  # (h, 3, hd, D), (h, 3, hd), (h, hd, D)
-        qkv = torch.einsum("bnd,hcjd->cbhnj", x, w) + b.permute(1, 0, 2)[:, None, :, None, :]  # (3, B, h, N, hd)
+        h, _, hd, D = w.shape
+        B, N = x.shape[:2]
+        qkv = F.linear(x, w.reshape(-1, D), b.reshape(-1)).view(B, N, h, 3, hd).permute(3, 0, 2, 1, 4)  # (3, B, h, N, hd)
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], scale=self.scale)  # (B, h, N, hd)
-        return torch.einsum("bhnj,hjd->bnd", out, proj)
+        return out.transpose(1, 2).reshape(B, N, h * hd) @ proj.reshape(h * hd, D)
 
     def mlp(self, x: torch.Tensor, heads: list[int]) -> torch.Tensor:
-        """Sum of ``heads``' MLP slices through their fc2 columns (no bias): (B, N, D)."""
-        w1, b1, w2 = self._stack(heads, ("fc1_w", "fc1_b", "fc2_w"))
-        h = torch.einsum("bnd,hmd->bhnm", x, w1) + b1[None, :, None, :]  # (B, h, N, m)
-        return torch.einsum("bhnm,hmd->bnd", self.act(h), w2)
+        """Sum of ``heads``' MLP slices through their fc2 columns (no bias): (B, N, D), as timm's fc1 and fc2."""
+        w1, b1, w2 = self._stack(heads, ("fc1_w", "fc1_b", "fc2_w"))  # (h, m, D), (h, m), (h, m, D)
+        D = w1.shape[-1]
+        return self.act(F.linear(x, w1.reshape(-1, D), b1.reshape(-1))) @ w2.reshape(-1, D)
 
     def merged(self) -> dict[int, dict[str, torch.Tensor]]:
         """Per head, the weights it computes with (LoRA merged in), detached: what an export holds."""
