@@ -148,7 +148,7 @@ class CostModel:
         self._specs = [spec for _, spec in cluster.devices]
         self._coord = cluster.coordinator_index
         self._block_tasks: dict[tuple, dict] = {}
-        self._priced: dict[Compute, Task] = {}  # price
+        self._priced: dict[tuple, Task] = {}  # price
 
     # ---- pricing ------------------------------------------------------------------
     def half_work(self, half: str) -> Work:
@@ -158,11 +158,11 @@ class CostModel:
     def price(self, c: Compute) -> Task:
         """The FLOP, memory traffic and time of a schedule entry on its device (``_price``; entries that
         differ only in block and micro-batch cost the same, so each distinct one is priced once)."""
-        key = c._replace(layer=0, micro_batch=0)
-        task = self._priced.get(key)
-        if task is None:
-            task = self._priced[key] = self._price(key)
-        return task._replace(layer=c.layer, micro_batch=c.micro_batch)
+        key = c[:3] + c[5:]  # every field but layer and micro_batch
+        t = self._priced.get(key)
+        if t is None:
+            t = self._priced[key] = self._price(c)
+        return Task(t[0], t[1], t[2], c[3], c[4], *t[5:])
 
     def _price(self, c: Compute) -> Task:
         """The FLOP, memory traffic and time of a schedule entry on its device.
