@@ -26,12 +26,17 @@ MARKERS = ["o", "^", "s", "D", "v", "P", "X", "*"]
 
 
 def save(fig, path: str | Path) -> list[Path]:
-    """Writes ``fig`` as PATH.png and PATH.svg (any suffix of ``path`` is replaced); returns both paths."""
+    """Writes ``fig`` as PATH.png and PATH.svg (any suffix of ``path`` is replaced); returns both paths.
+
+    The same figure gives the same bytes: no creation date, and the SVG's element ids from a fixed salt
+    (so a regenerated page changes only the figures whose data changed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     out = [path.with_suffix(".png"), path.with_suffix(".svg")]
-    for p in out:
-        fig.savefig(p, dpi=150, bbox_inches="tight")
+    with plt.rc_context({"svg.hashsalt": "d2ft"}):
+        for p in out:
+            meta = {"Date": None} if p.suffix == ".svg" else {"Software": None}
+            fig.savefig(p, dpi=150, bbox_inches="tight", metadata=meta)
     return out
 
 

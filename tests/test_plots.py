@@ -53,3 +53,11 @@ def test_training_plots_write_images(tmp_path):
     plan = Plan(["c", "w"], [[1, 1], [0, 1]], [grid, grid], 2)
     later = plan.with_ops([[[Op.SKIP, Op.FULL], [Op.FULL, Op.FULL]]] * 2)
     _check(plots.op_mix_over_training([(0, plan), (3, later)], total_steps=6), tmp_path, "opmix-time")
+
+
+def test_the_same_figure_saves_to_the_same_bytes(tmp_path):
+    """No creation date and fixed SVG ids: a regenerated results page changes only the figures whose data did."""
+    results = pd.DataFrame({"strategy": ["full", "hybrid"], "accuracy": [0.9, 0.89], "compute_saving": [0.0, 0.4]})
+    first = [p.read_bytes() for p in plots.save(plots.accuracy_vs_saving(results), tmp_path / "a")]
+    again = [p.read_bytes() for p in plots.save(plots.accuracy_vs_saving(results), tmp_path / "b")]
+    assert first == again
