@@ -144,7 +144,8 @@ class BlockShard(nn.Module):
         w, b, proj = self._stack(heads, ("qkv_w", "qkv_b", "proj_w"))  # (h, 3, hd, D), (h, 3, hd), (h, hd, D)
         h, _, hd, D = w.shape
         B, N = x.shape[:2]
-        qkv = F.linear(x, w.reshape(-1, D), b.reshape(-1)).view(B, N, h, 3, hd).permute(3, 0, 2, 1, 4)  # (3, B, h, N, hd)
+        qkv = F.linear(x, w.reshape(-1, D), b.reshape(-1)).view(B, N, h, 3, hd)
+        qkv = qkv.permute(3, 0, 2, 1, 4)  # (3, B, h, N, hd)
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], scale=self.scale)  # (B, h, N, hd)
         return out.transpose(1, 2).reshape(B, N, h * hd) @ proj.reshape(h * hd, D)
 

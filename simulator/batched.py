@@ -47,7 +47,8 @@ class Batched:
                              f"got {lv.shape}")
         bw = None if link_bandwidth is None else np.asarray(link_bandwidth, dtype=float)
         if bw is not None and (bw.shape != (len(lv),) or not (bw > 0).all()):
-            raise ValueError(f"link_bandwidth must give one bandwidth > 0 B/s per plan ({len(lv)}), got shape {bw.shape}")
+            raise ValueError(f"link_bandwidth must give one bandwidth > 0 B/s per plan ({len(lv)}), "
+                             f"got shape {bw.shape}")
         if len(lv) > CHUNK:
             parts = [self.evaluate(lv[i:i + CHUNK], None if bw is None else bw[i:i + CHUNK])
                      for i in range(0, len(lv), CHUNK)]

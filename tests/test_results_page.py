@@ -63,7 +63,12 @@ def _records():
     recs.append({"section": "bench", "date": "2026-11-23", "name": "simulator", "command": "python simulator.py",
                  "records": [{"case": "full", "events": 10, "graph_median_s": 0.2, "analytical_evals_per_s": 2500.0,
                               "relative_difference": 0.001}, {"case": "summary"}]})
-    quick = json.loads(json.dumps(recs[-1]))  # a later --quick rerun does not replace a full one
+    recs.append({"section": "bench", "date": "2026-11-23", "name": "compare", "command": "python compare.py",
+                 "records": [{"case": "ddp-2", "step_s": 0.1, "target_top1": 0.9, "epochs_to_target": 17,
+                              "seeds_reaching_target": "3 of 3", "time_to_target_s": 170.0},
+                             {"case": "d2ft-hybrid-4", "step_s": 0.3, "target_top1": 0.9, "epochs_to_target": None,
+                              "seeds_reaching_target": "2 of 3", "time_to_target_s": None}, {"case": "summary"}]})
+    quick = json.loads(json.dumps(recs[-2]))  # a later --quick rerun does not replace a full one
     quick["records"][0]["graph_median_s"], quick["quick"] = 9.0, True
     return recs + [quick]
 
@@ -98,6 +103,8 @@ def test_results_page_from_records(tmp_path):
     assert "| backward |" not in page
     assert "Not run: backward at keep 0.4, which no plan can meet on this cluster: no plan fits the budget: short" in page
     assert "| full | 10 | 200.00 | 2,500 | 0.1 |" in page
+    assert "| ddp-2 | 100.00 | 17 | 3 of 3 | 170 |" in page and "| d2ft-hybrid-4 | 300.00 | - | 2 of 3 | - |" in page
+    assert "reach 90.00% top-1" in page and "D2FT loses here: its fastest case, d2ft-hybrid-4, takes 3.00x" in page
     assert "| 4 | 80.00 | 77.00 | -3.00 |" in page  # after 4 steps: full, hybrid, difference
     for figure in ("convergence", "accuracy-accuracy-compute", "lora-accuracy-compute", "fidelity-step-time", "scale-study"):
         assert f"figures/{figure}.png" in page
