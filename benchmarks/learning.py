@@ -68,6 +68,7 @@ ARMS = {  # name -> Job fields over the common ones
     "full": dict(strategy="full", keep=1.0),
     "hybrid": dict(strategy="hybrid", keep=0.6),
     "hybrid-comm": dict(strategy="hybrid", keep=1.0, comm_keep=0.5),
+    "hybrid-bf16": dict(strategy="hybrid", keep=0.6, message_dtype="bf16"),
     "full-equal": dict(strategy="full", keep=1.0),
     "random": dict(strategy="random", keep=0.6),
     "layerdrop": dict(strategy="layerdrop", keep=0.6),
@@ -287,6 +288,7 @@ def paired(diffs: list[float]) -> tuple[float, float]:
 
 
 LABELS = {"full": "full", "hybrid": "D2FT hybrid, keep 0.6", "hybrid-comm": "D2FT hybrid, comm keep 0.5",
+          "hybrid-bf16": "D2FT hybrid, keep 0.6, bf16 messages",
           "full-equal": "full, equal compute (fewer steps)", "random": "random, keep 0.6",
           "layerdrop": "layerdrop, keep 0.6", "lora-full": "LoRA, full", "lora-hybrid": "D2FT-LoRA hybrid, keep 0.6",
           "probe": "frozen probe (classifier only)"}
@@ -379,6 +381,14 @@ def markdown(records: list[dict], figures: Path) -> tuple[list[str], list[tuple[
         lines += [markdown_table(pd.DataFrame(rows)), "",
                   "LoRA rows are against full LoRA; target for time-to-accuracy: full's mean top-1 minus 1 point, in "
                   "epochs of all-FULL compute, per seed (\"-\": not reached).", ""]
+        if "hybrid-bf16" in top and "hybrid" in top:
+            diffs = [top["hybrid-bf16"][s]["top1"] - top["hybrid"][s]["top1"] for s in top["hybrid-bf16"] if s in top["hybrid"]]
+            if diffs:
+                m, hw = paired(diffs)
+                lines += [f"bf16 messages (`--message-dtype bf16`: half the bytes on the wire) against fp32, same arm "
+                          f"otherwise, paired: {100 * m:+.2f} points" + (f" [{100 * (m - hw):+.2f}, {100 * (m + hw):+.2f}]"
+                                                                         if hw == hw else "")
+                          + f" over {len(diffs)} seed{'s' if len(diffs) != 1 else ''}.", ""]
         if "probe" in top and full_seeds:
             ratio = statistics.fmean(r["top1"] for r in top["probe"].values()) / statistics.fmean(r["top1"] for r in full_seeds.values())
             lines += [f"Frozen probe / full fine-tuning: {ratio:.3f} (how task-ready the frozen backbone is).", ""]
