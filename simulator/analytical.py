@@ -238,11 +238,11 @@ class Analytical:
         idx += self._offset
         return np.take(self._flat[half, phase], idx)
 
-    def _legs(self, n, active, phase: int, leg, fan_hold=None) -> np.ndarray:
+    def _legs(self, n, active, phase: int, leg) -> np.ndarray:
         """Per (micro-batch, block): the sum over halves of the slowest active device's message in,
         task and message out; 0 for a half with no device active."""
         total = 0.0
-        queued = active * (self.fan_hold if fan_hold is None else fan_hold)  # (..., L, K)
+        queued = active * self.fan_hold  # (M, L, K)
         fan = self.fan_factor * (queued.sum(-1) - queued.max(-1))  # waiting behind the other messages
         for j in range(self.halves):
             task = self._task_times(n, phase, j)

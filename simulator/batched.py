@@ -45,6 +45,9 @@ class Batched:
         if lv.ndim != 4 or lv.shape[2:] != an.onehot.shape[:2]:
             raise ValueError(f"levels must be (plans, micro_batches, {an.onehot.shape[0]}, {an.onehot.shape[1]}), "
                              f"got {lv.shape}")
+        if lv.size and (lv.min() < 0 or lv.max() > 2):
+            raise ValueError(f"levels must be op levels 0 (SKIP), 1 (FORWARD_ONLY) or 2 (FULL), found {lv.min()} to "
+                             f"{lv.max()}; Analytical.levels(plans) makes them")
         bw = None if link_bandwidth is None else np.asarray(link_bandwidth, dtype=float)
         if bw is not None and (bw.shape != (len(lv),) or not (bw > 0).all()):
             raise ValueError(f"link_bandwidth must give one bandwidth > 0 B/s per plan ({len(lv)}), "

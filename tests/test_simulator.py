@@ -371,3 +371,22 @@ def test_the_interleaved_bound_counts_a_full_subnets_messages_in_both_phases():
     assert an.evaluate(plan)["step_time_s"] == pytest.approx(expected, rel=1e-9)
     assert an.evaluate_batch(an.levels([plan]))["step_time_s"][0] == pytest.approx(expected, rel=1e-9)
     assert an.evaluate_batch(an.levels([plan]), np.array([1e3]))["step_time_s"][0] == pytest.approx(expected, rel=1e-9)
+
+
+def test_batched_evaluation_names_what_is_wrong_with_its_input():
+    import numpy as np
+
+    model, cluster = tiny_model(depth=3, heads=2), star(3)
+    plan = Plan.uniform(model, cluster, Op.FULL, 2, 1)
+    an = Analytical(model, cluster, plan.placement, 1)
+    levels = an.levels([plan])
+    with pytest.raises(ValueError, match=r"levels must be \(plans, micro_batches, 3, 2\), got \(2, 3, 2\)"):
+        an.evaluate_batch(levels[0])
+    bad = levels.copy()
+    bad[0, 0, 0, 0] = 3
+    with pytest.raises(ValueError, match="op levels 0 .* found 2 to 3"):
+        an.evaluate_batch(bad)
+    with pytest.raises(ValueError, match=r"one bandwidth > 0 B/s per plan \(1\)"):
+        an.evaluate_batch(levels, np.array([1e9, 1e9]))
+    with pytest.raises(ValueError, match="one bandwidth > 0 B/s"):
+        an.evaluate_batch(levels, np.array([0.0]))
