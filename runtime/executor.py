@@ -10,15 +10,18 @@ the same schedule from the plan: FULL subnets with autograd, FORWARD_ONLY under 
 half sends and receives nothing there. Gradients accumulate over micro-batches; every rank
 steps its own optimizer over its own parameters.
 
-Messages are blocking point-to-point ``torch.distributed`` sends and receives of float
-tensors (gloo on CPU, NCCL on GPU), fp32 or, with ``Job.message_dtype``, bf16 or fp16 on the
-wire (rounded when sent, computed in fp32 when received); every byte sent and received is
-counted from the tensors on the wire (``Counters``).
+Messages are point-to-point ``torch.distributed`` messages of float tensors (gloo on CPU,
+NCCL on GPU), fp32 or, with ``Job.message_dtype``, bf16 or fp16 on the wire (rounded when
+sent, computed in fp32 when received); every byte sent and received is counted from the
+tensors on the wire (``Counters``). Sends are asynchronous (``isend``): a rank goes on
+computing while its messages travel, and waits for them only before its next receive and at
+the end of the step. Receives block.
 
-The coordinator sends a block half's input, computes its own subnets while the workers
-compute theirs, then receives their replies (and in backward: sends the output gradient,
-runs its own subnets' backward, receives the input gradients), as the simulator schedules
-it. Not done (as in the cost model): overlap of compute and communication within a rank.
+The coordinator posts a block half's input to the active workers, computes its own subnets
+while the workers compute theirs and its messages travel, then receives their replies (and
+in backward: sends the output gradient, runs its own subnets' backward, receives the input
+gradients), as the simulator schedules it (its transfers hold links, not devices). Not done:
+more than one micro-batch in flight (``order="interleaved"``), and receives posted ahead.
 
 Emulated ranks (``Coordinator(emulate=True)``) run all of this in one process without a
 message: the same placement, ops and sums (and the same rounding where a 16-bit message would
@@ -52,7 +55,7 @@ class Counters:
     """The same intervals' CPU time of this rank's thread by phase ("fwd", "bwd", "opt"), s: what the
     compute cost without the time the OS gave the core to other processes (``d2ft calibrate``'s fit)."""
     comm_s: float = 0.0
-    """Time inside sends, s."""
+    """Time posting sends and waiting for them to complete, s."""
     wait_s: float = 0.0
     """Time inside receives, s: the transfer plus waiting for the peer to get there."""
     messages: list = field(default_factory=list)
@@ -67,7 +70,8 @@ WIRE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Link:
-    """Blocking point-to-point messages with byte and time counters, ``wire``-typed on the wire.
+    """Point-to-point messages with byte and time counters, ``wire``-typed on the wire: sends
+    asynchronous, completed before the next receive and by ``finish``; receives blocking.
 
     Everything a rank does between two messages is its compute. With ``slowdown`` f > 1
     (emulated heterogeneity) the rank sleeps (f - 1) times each such interval before its
@@ -83,6 +87,7 @@ class Link:
         self.device = device or torch.device("cpu")
         self._mark = time.perf_counter()
         self._cpu = time.thread_time()
+        self._sending: list[tuple] = []  # (work, tensor) of sends in flight: the tensor lives until they complete
 
     def start(self) -> None:
         """Starts the compute clock (call at the start of the step)."""
@@ -108,10 +113,11 @@ class Link:
             self.c.events.append((kind, t0 - self._origin, self._mark - self._origin, tag, peer, n))
 
     def send(self, t: torch.Tensor, dst: int, tag: tuple) -> None:
+        """Posts ``t`` to ``dst`` (``isend``) and returns; it completes before the next ``recv`` or ``finish``."""
         self.stretch(tag, dst)
         t = t.detach().to(self.wire).contiguous()
         t0 = time.perf_counter()
-        dist.send(t, dst)
+        self._sending.append((dist.isend(t, dst), t))
         self._mark, self._cpu = time.perf_counter(), time.thread_time()
         self.c.comm_s += self._mark - t0
         n = t.numel() * t.element_size()
@@ -119,9 +125,21 @@ class Link:
         self.c.messages.append(Message(self.rank, dst, n, *tag))
         self._event("send", t0, tag, dst, n)
 
+    def finish(self) -> None:
+        """Waits for every send in flight (that time counts as ``comm_s``); call at the end of a step."""
+        if not self._sending:
+            return
+        t0 = time.perf_counter()
+        for work, _ in self._sending:
+            work.wait()
+        self._sending.clear()
+        self._mark, self._cpu = time.perf_counter(), time.thread_time()
+        self.c.comm_s += self._mark - t0
+
     def recv(self, shape, src: int, tag: tuple) -> torch.Tensor:
-        """A float32 tensor of ``shape`` from ``src`` (received as ``wire``)."""
+        """A float32 tensor of ``shape`` from ``src`` (received as ``wire``), after this rank's sends in flight."""
         self.stretch(tag, src)
+        self.finish()
         buf = torch.empty(shape, dtype=self.wire, device=self.device)
         t0 = time.perf_counter()
         dist.recv(buf, src)

@@ -247,6 +247,7 @@ class RankLoop:
             self.part.step((self.current.micro_batch_size, *self.shape), link)
         self.opt.step()
         link.stretch()  # the backward tail and the optimizer step are compute too
+        link.finish()
         return time.perf_counter() - t0, loss, logits, counters
 
     def _evaluate_if_due(self, step: int) -> float | None:
@@ -269,9 +270,11 @@ class RankLoop:
         if not self.is_coord:
             with torch.no_grad():
                 self.part.serve([(k, *self.shape) for k in sizes], eval_plan, link)
+            link.finish()
             return None
         chunks, labels = self.feed.test_chunks(size)
         logits = self.part.predict([c.to(self.device) for c in chunks], eval_plan, link)
+        link.finish()
         return float((logits.argmax(1).cpu() == labels).float().mean())
 
     def _log_step(self, step: int, loss: float, gathered: list[dict], info: dict | None, top1: float | None) -> None:
