@@ -271,24 +271,31 @@ def _stage_exact(dp: DeviceProblem, choice: list[int], frm: int, to: int, score:
         return (dt * inv_t if dt > 0 else 0.0) + (db * inv_b if db > 0 else 0.0)
 
     heap, chains = [], {}
+    priced: dict[tuple, tuple[list, list]] = {}  # (the block's items per level, pool size) -> its costs, normalised
     for key, idx in dp.blocks.items():
         pool = [i for i in idx if choice[i] == frm and score[i] > 0]
         if not pool:
             continue
-        pool.sort(key=score.__getitem__, reverse=True)
-        n = [sum(choice[i] == lv for i in idx) for lv in (0, 1, 2)]
-        t0, b0 = block_cost(dp, n)
-        costs = []  # (dt, db) of moving the first j items, j = 1..len(pool)
-        for j in range(1, len(pool) + 1):
-            after = list(n)
-            after[frm] -= j
-            after[to] += j
-            t, b = block_cost(dp, after)
-            costs.append((t - t0, b - b0))
+        if len(pool) > 1:
+            pool.sort(key=score.__getitem__, reverse=True)
+        n = [0, 0, 0]
+        for i in idx:
+            n[choice[i]] += 1
+        state = (n[0], n[1], n[2], len(pool))
+        if state not in priced:  # blocks in the same state cost the same: price each state once a stage
+            t0, b0 = block_cost(dp, n)
+            costs, after = [], n[:]  # (dt, db) of moving the first j items, j = 1..len(pool)
+            for _ in pool:
+                after[frm] -= 1
+                after[to] += 1
+                t, b = block_cost(dp, after)
+                costs.append((t - t0, b - b0))
+            priced[state] = costs, [norm(dt, db) for dt, db in costs]
+        costs, normed = priced[state]
         gain, best_j, best_eff = 0.0, 1, -1.0
         for j, i in enumerate(pool, 1):
             gain += score[i]
-            c = norm(*costs[j - 1])
+            c = normed[j - 1]
             eff = gain / c if c > 0 else math.inf
             if eff > best_eff:
                 best_j, best_eff = j, eff
