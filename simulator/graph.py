@@ -69,7 +69,7 @@ class Flat:
         self.pools = pools
 
     def add_node(self, n: int, kind: str, item, resources: tuple, hold_s: float, duration_s: float) -> None:
-        assert n == len(self.item), "nodes are added in order"
+        """Node ``n``, the next one (nodes are numbered in the order they are added)."""
         self.item.append(item)
         self.kind.append(kind)
         self.resources.append(resources)
@@ -183,22 +183,25 @@ def _pools(cluster) -> dict[int, tuple]:
 
 
 def _add_node(g: Flat, n: int, item, cluster, routes: dict) -> None:
-    names = cluster.device_names
+    """Adds ``item`` as node ``n``; ``routes`` caches each device's and each route's resources."""
     if isinstance(item, Task):
-        pool = g.pools.get(item.device)
-        g.add_node(n, "compute", item, (("dev", names[item.device]),) + ((pool,) if pool else ()),
-                   item.time_s, item.time_s)
+        held = routes.get(item.device)
+        if held is None:
+            pool = g.pools.get(item.device)
+            held = routes[item.device] = (("dev", cluster.device_names[item.device]),) + ((pool,) if pool else ())
+        g.add_node(n, "compute", item, held, item.time_s, item.time_s)
         return
     key = (item.src, item.dst)
     if key not in routes:
-        routes[key] = _route(cluster, names[item.src], names[item.dst])
-    links, latency, bandwidth = routes[key]
+        links, latency, bandwidth = _route(cluster, cluster.device_names[item.src], cluster.device_names[item.dst])
+        pool = g.pools.get(item.src)
+        # Between two devices of one core-limited host the message is a copy by the host's own cores
+        # (loopback TCP: the kernel copies the bytes in and out), so it also holds one of them.
+        routes[key] = (links + ((pool,) if pool is not None and pool == g.pools.get(item.dst) else ()), latency,
+                       bandwidth)
+    held, latency, bandwidth = routes[key]
     hold = item.nbytes / bandwidth
-    pool = g.pools.get(item.src)
-    # Between two devices of one core-limited host the message is a copy by the host's own cores
-    # (loopback TCP: the kernel copies the bytes in and out), so it also holds one of them.
-    g.add_node(n, "transfer", item, links + ((pool,) if pool is not None and pool == g.pools.get(item.dst) else ()),
-               hold, hold + latency)
+    g.add_node(n, "transfer", item, held, hold, hold + latency)
 
 
 def _set_order(g: Flat, n: int, item, order: str, seen: dict) -> None:

@@ -142,15 +142,16 @@ def _label(g: Flat, n: int, names) -> str:
 
 def bottleneck(g: Flat, sched, names) -> dict:
     """The resource holding the critical path longest: {"resource", "kind", "share"} of the makespan."""
-    held = defaultdict(float)
+    held, keys = defaultdict(float), {}
     for n in sched["critical_path"]:
         item = g.item[n]
         if g.kind[n] == "compute":
             held[names[item.device]] += g.duration_s[n]
         else:
-            key = "link " + " + ".join(f"{r[1]}-{r[2]}" if len(r) == 3 else "-".join(sorted(r[1]))
-                                       for r in g.resources[n])
-            held[key] += g.duration_s[n]
+            rs = g.resources[n]
+            if rs not in keys:
+                keys[rs] = "link " + " + ".join(f"{r[1]}-{r[2]}" if len(r) == 3 else "-".join(sorted(r[1])) for r in rs)
+            held[keys[rs]] += g.duration_s[n]
     if not held or sched["makespan_s"] <= 0:
         return {"resource": None, "kind": None, "share": 0.0}
     resource = max(held, key=held.get)
