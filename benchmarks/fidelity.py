@@ -7,6 +7,8 @@ Groups (``--groups``; all by default):
 - ``r2-b8``, ``r3-b8``, ``r4-b8``: the same at size 8, held out (nothing was fitted there);
 - ``r4-b16-slow``: 4 ranks emulating a heterogeneous cluster (``--slowdown 1,1,2,4``), planned and
   simulated on the profile slowed alike;
+- ``r2-b16-interleaved``, ``r4-b16-interleaved``: 2 and 4 ranks executing every micro-batch of a step at
+  once (``d2ft run --order interleaved``), against the simulator's ``order="interleaved"``;
 - ``r2-b16-lora``: 2 ranks training LoRA adapters (rank 4 on q, v: ``d2ft run --lora``), priced as
   LoRA (``ModelSpec.lora_rank``); its rows also carry ``as_full_step_time_s``, the same plans priced
   as full fine-tuning (what the cost model did before it priced LoRA), and its line
@@ -58,6 +60,7 @@ RUNS = Path(os.path.dirname(_HERE)) / "runs" / "results" / "fidelity-bench"
 GROUPS = {f"r{n}-b{b}": dict(nproc=n, micro_batch_size=b) for b in (16, 8) for n in (2, 3, 4)}
 GROUPS["r4-b16-slow"] = dict(nproc=4, micro_batch_size=16, slowdown=[1.0, 1.0, 2.0, 4.0])
 GROUPS["r2-b16-lora"] = dict(nproc=2, micro_batch_size=16, lora=True)
+GROUPS.update({f"r{n}-b16-interleaved": dict(nproc=n, micro_batch_size=16, order="interleaved") for n in (2, 4)})
 QUICK = ("r2-b16", "r4-b8", "r4-b16")
 """``--quick``: these groups, 3 steps per plan (under 10 minutes on 2 idle cores)."""
 CALIBRATED_SIZE = 16
@@ -170,7 +173,8 @@ def run_group(group: str, each: int, repeat: bool = False) -> list[dict]:
     runs = [f"{group}-e{each}"] + [f"{group}-e{each}-rerun"] * repeat
     frames = [measure_fidelity(RUNS / name, profile, spec["nproc"], each=each,
                                micro_batch_size=spec["micro_batch_size"], slowdown=spec.get("slowdown"),
-                               assumed={"before": previous_profile(profile)}, lora=lora)
+                               assumed={"before": previous_profile(profile)}, lora=lora,
+                               order=spec.get("order", "sequential"))
               for name in runs]
     rows = [{**row, "group": group, "each": each} for row in frames[0].to_dict("records")]
     for row, again in zip(rows, frames[-1].to_dict("records") if repeat else []):

@@ -14,8 +14,10 @@ Messages are point-to-point ``torch.distributed`` messages of float tensors (glo
 NCCL on GPU), fp32 or, with ``Job.message_dtype``, bf16 or fp16 on the wire (rounded when
 sent, computed in fp32 when received); every byte sent and received is counted from the
 tensors on the wire (``Counters``). Sends are asynchronous (``isend``): a rank goes on
-computing while its messages travel, and waits for them only before its next receive and at
-the end of the step. Receives block.
+computing while its messages travel, drops each one's buffer once it has completed, and waits
+for the rest at the end of the step; it never waits for a send before a receive, which the
+interleaved order (interleave.py) needs, gloo completing a send when its receive is posted.
+Receives block.
 
 The coordinator posts a block half's input to the active workers, computes its own subnets
 while the workers compute theirs and its messages travel, then receives their replies (and
@@ -71,7 +73,7 @@ WIRE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 class Link:
     """Point-to-point messages with byte and time counters, ``wire``-typed on the wire: sends
-    asynchronous, completed before the next receive and by ``finish``; receives blocking.
+    asynchronous (completed by ``finish``), receives blocking.
 
     Everything a rank does between two messages is its compute. With ``slowdown`` f > 1
     (emulated heterogeneity) the rank sleeps (f - 1) times each such interval before its
@@ -87,7 +89,7 @@ class Link:
         self.device = device or torch.device("cpu")
         self._mark = time.perf_counter()
         self._cpu = time.thread_time()
-        self._sending: list[tuple] = []  # (work, tensor) of sends in flight: the tensor lives until they complete
+        self._sending: list[tuple] = []  # (work, tensor) of sends in flight: the tensor lives until its send completes
 
     def start(self) -> None:
         """Starts the compute clock (call at the start of the step)."""
@@ -113,7 +115,7 @@ class Link:
             self.c.events.append((kind, t0 - self._origin, self._mark - self._origin, tag, peer, n))
 
     def send(self, t: torch.Tensor, dst: int, tag: tuple) -> None:
-        """Posts ``t`` to ``dst`` (``isend``) and returns; it completes before the next ``recv`` or ``finish``."""
+        """Posts ``t`` to ``dst`` (``isend``) and returns; ``finish`` waits for it."""
         self.stretch(tag, dst)
         t = t.detach().to(self.wire).contiguous()
         t0 = time.perf_counter()
@@ -137,9 +139,9 @@ class Link:
         self.c.comm_s += self._mark - t0
 
     def recv(self, shape, src: int, tag: tuple) -> torch.Tensor:
-        """A float32 tensor of ``shape`` from ``src`` (received as ``wire``), after this rank's sends in flight."""
+        """A float32 tensor of ``shape`` from ``src`` (received as ``wire``)."""
         self.stretch(tag, src)
-        self.finish()
+        self._sending = [s for s in self._sending if not s[0].is_completed()]  # completed sends free their buffers
         buf = torch.empty(shape, dtype=self.wire, device=self.device)
         t0 = time.perf_counter()
         dist.recv(buf, src)
@@ -247,9 +249,9 @@ class Coordinator(nn.Module):
     """
 
     def __init__(self, model: nn.Module, plan, device: int, emulate: bool = False, rescale_skips: bool = False,
-                 wire: torch.dtype = torch.float32) -> None:
+                 wire: torch.dtype = torch.float32, order: str = "sequential") -> None:
         super().__init__()
-        self.wire = wire
+        self.wire, self.order = wire, order
         self.shards = make_shards(model, plan, device)
         others = range(len(plan.devices)) if emulate else ()
         self.peers = nn.ModuleDict({str(k): make_shards(model, plan, k) for k in others if k != device})
@@ -266,7 +268,12 @@ class Coordinator(nn.Module):
         return list(self.shards.items()) + [item for peer in self.peers.values() for item in peer.items()]
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, link: Link) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward and backward of every micro-batch of ``self.plan``; returns (mean loss, logits of the batch)."""
+        """Forward and backward of every micro-batch of ``self.plan`` in ``order`` (interleave.py; emulated
+        ranks compute the same numbers in the sequential one); returns (mean loss, logits of the batch)."""
+        if self.order == "interleaved" and not self.peers:
+            from .interleave import coordinator_step
+
+            return coordinator_step(self, images, labels, link)
         M = self.plan.micro_batches
         losses, logits = [], []
         for m, (x_mb, y_mb) in enumerate(zip(images.chunk(M), labels.chunk(M))):
@@ -295,6 +302,11 @@ class Coordinator(nn.Module):
         return mdl.forward_head(mdl.norm(x))
 
     def _half(self, l: int, m: int, half: str, y: torch.Tensor, link: Link, plan) -> torch.Tensor:
+        return self.half_end(self.half_begin(l, m, half, y, link, plan), link, plan)
+
+    def half_begin(self, l: int, m: int, half: str, y: torch.Tensor, link: Link, plan) -> tuple:
+        """Block half (``l``, ``half``) of micro-batch ``m``, up to the replies: posts its input to the active
+        workers and runs the coordinator's own subnets; ``half_end`` takes what this returns."""
         c = self.device
         active = [k for k in participants(plan, l, m, "fwd") if k != c]
         full = [k for k in participants(plan, l, m, "bwd") if k != c]
@@ -302,8 +314,13 @@ class Coordinator(nn.Module):
         sent = active and not self.peers
         token = _Scatter.apply(y, link, active, full, tag) if sent else None
         total = _run(self.shards, plan, c, l, m, half, y)  # the coordinator's own subnets, while the workers compute
+        return l, m, half, y, active, full, tag, token, total
+
+    def half_end(self, begun: tuple, link: Link, plan) -> torch.Tensor:
+        """The block half's output: the active workers' replies (received here) plus the coordinator's own."""
+        l, m, half, y, active, full, tag, token, total = begun
         if active:
-            if sent:
+            if token is not None:
                 remote = _Gather.apply(token, y.shape, link, active, full, tag)
             else:  # emulated ranks: each peer's reply computed here, summed in the order they would arrive
                 remote = torch.zeros_like(y)
@@ -338,17 +355,22 @@ def _run(shards: nn.ModuleDict, plan, k: int, l: int, m: int, half: str, y: torc
 class Worker(nn.Module):
     """A worker: its shards, and the replay of the coordinator's schedule from the plan."""
 
-    def __init__(self, model: nn.Module, plan, device: int, coordinator: int) -> None:
+    def __init__(self, model: nn.Module, plan, device: int, coordinator: int, order: str = "sequential") -> None:
         super().__init__()
         self.shards = make_shards(model, plan, device)
-        self.plan, self.device, self.coord = plan, device, coordinator
+        self.plan, self.device, self.coord, self.order = plan, device, coordinator, order
 
     def held(self) -> list[tuple[str, BlockShard]]:
         """(block, shard) of every shard this rank holds."""
         return list(self.shards.items())
 
     def step(self, shape: tuple[int, int, int], link: Link) -> None:
-        """Serve every micro-batch of ``self.plan``: forward replies, then input gradients of the FULL subnets."""
+        """Serve every micro-batch of ``self.plan`` in ``order``: replies, then the FULL subnets' input gradients."""
+        if self.order == "interleaved":
+            from .interleave import worker_step
+
+            worker_step(self, shape, link)
+            return
         self.serve([shape] * self.plan.micro_batches, self.plan, link)
 
     def serve(self, shapes: list[tuple[int, int, int]], plan, link: Link) -> None:

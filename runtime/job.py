@@ -31,6 +31,8 @@ from d2ft.serial import toml_dumps, toml_loads
 
 LORA_TARGETS = ("q", "k", "v", "proj", "fc1", "fc2")
 """The weights a LoRA adapter may sit on: a head's Q, K, V slices, its proj columns, its MLP slice."""
+ORDERS = ("sequential", "interleaved")
+"""``Job.order``: the runtime's execution orders (the simulator's ``order`` of the same names)."""
 MESSAGE_DTYPES = {"fp32": 4, "bf16": 2, "fp16": 2}
 """``Job.message_dtype``: bytes per element on the wire."""
 OPTIMIZERS = ("adamw", "sgd")
@@ -160,6 +162,10 @@ class Job:
     message_dtype: str = "fp32"
     """Element type of the activations and gradients sent between ranks: fp32, or bf16 / fp16 (half
     the bytes; rounded on the wire, computed in fp32). The plan prices the messages it chooses."""
+    order: str = "sequential"
+    """Execution order of a step's micro-batches: sequential (one after another) or interleaved (every
+    micro-batch in flight at once, block half by block half: runtime/interleave.py), as the simulator's
+    ``order`` of the same names predicts them."""
     device: str = "cpu"
     """cpu (gloo) or cuda (NCCL, one GPU per rank by local rank)."""
     port: int | None = None
@@ -212,7 +218,7 @@ class Job:
         if not _is_number(self.score_decay) or not 0 <= self.score_decay < 1:
             p.append(f"score_decay must be in [0, 1), got {self.score_decay!r}")
         for name, valid in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES), ("device", DEVICES),
-                            ("message_dtype", tuple(MESSAGE_DTYPES))):
+                            ("message_dtype", tuple(MESSAGE_DTYPES)), ("order", ORDERS)):
             if getattr(self, name) not in valid:
                 p.append(f"{name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
         if self.port is not None and not (_is_int(self.port) and 1 <= self.port <= 65535):

@@ -98,8 +98,8 @@ class RankLoop:
         self.feed = Feed(job, model) if self.is_coord else None
         self.shape = (model.patch_embed.num_patches + model.num_prefix_tokens, model.embed_dim)
         self.part = Coordinator(model, plan, rank, emulate=bool(job.emulate_ranks), rescale_skips=job.skip_rescale,
-                                wire=WIRE[job.message_dtype]) \
-            if self.is_coord else Worker(model, plan, rank, self.coord)
+                                wire=WIRE[job.message_dtype], order=job.order) \
+            if self.is_coord else Worker(model, plan, rank, self.coord, order=job.order)
         del model  # a worker keeps only its shards
         if job.lora:
             apply_lora(self.part, job.lora, job.seed)

@@ -167,7 +167,8 @@ def _claim(out: Path) -> None:
 
 def measure_fidelity(run_dir: str | Path, profile: str | Path, nproc: int, plans=FIDELITY_PLANS, each: int = 6,
                      micro_batch_size: int = 16, micro_batches: int = 2, seed: int = 0, assumed=None,
-                     label: str | None = None, slowdown: list[float] | None = None, lora=None):
+                     label: str | None = None, slowdown: list[float] | None = None, lora=None,
+                     order: str = "sequential"):
     """Measures ``plans`` on ``nproc`` local ranks against the simulator; one row per plan.
 
     One run of the shipped backbone executes each (strategy, keep) of ``plans`` (planned on
@@ -179,7 +180,8 @@ def measure_fidelity(run_dir: str | Path, profile: str | Path, nproc: int, plans
     ``assumed_step_time_s`` (a dict of clusters adds ``{name}_step_time_s`` per entry). ``slowdown``
     (one factor per rank) emulates a heterogeneous cluster: the ranks run that much slower, and the
     profile (and ``assumed``) is planned and simulated slowed alike. ``lora`` (a ``runtime.job.LoraSpec``)
-    runs every plan with LoRA adapters, planned and simulated as LoRA (``ModelSpec.lora_rank``).
+    runs every plan with LoRA adapters, planned and simulated as LoRA (``ModelSpec.lora_rank``). ``order``
+    ("sequential" or "interleaved") is how the ranks execute a step's micro-batches and how it is simulated.
     """
     from runtime.prepare import claimed, prepare
     from runtime.run import launch
@@ -210,14 +212,14 @@ def measure_fidelity(run_dir: str | Path, profile: str | Path, nproc: int, plans
                                    micro_batch_size=micro_batch_size, steps=each * len(plans), checkpoint_every=0,
                                    evaluate=False, progress=label is not None, label=label or "",
                                    out_dir=str(run_dir), slowdown=tuple(slowdown) if slowdown else None,
-                                   lora=lora))
+                                   lora=lora, order=order))
         with claimed(job):
             launch(job)
         lines = rundir.read_jsonl(run_dir / rundir.METRICS_FILE)
-    return _fidelity_rows(lines, schedule, plans, each, spec, calibrated, nproc, micro_batch_size, others)
+    return _fidelity_rows(lines, schedule, plans, each, spec, calibrated, nproc, micro_batch_size, others, order)
 
 
-def _fidelity_rows(lines, schedule, plans, each, spec, calibrated, nproc, micro_batch_size, others):
+def _fidelity_rows(lines, schedule, plans, each, spec, calibrated, nproc, micro_batch_size, others, order):
     import pandas as pd
 
     from simulator import simulate
@@ -225,7 +227,7 @@ def _fidelity_rows(lines, schedule, plans, each, spec, calibrated, nproc, micro_
     rows = []
     for i, (plan, (strategy, keep)) in enumerate(zip(schedule, plans)):
         window = lines[i * each + 1:(i + 1) * each] or lines[i * each:(i + 1) * each]
-        trace = simulate(plan, spec, calibrated)
+        trace = simulate(plan, spec, calibrated, order=order)
         names = list(trace.devices)
         row = {"plan": f"{strategy} keep {keep:g}" if strategy != "full" else "full", "strategy": strategy,
                "keep": keep, "nproc": nproc, "micro_batch_size": micro_batch_size,
@@ -248,7 +250,7 @@ def _fidelity_rows(lines, schedule, plans, each, spec, calibrated, nproc, micro_
                "predicted_sent_bytes": window[0]["predicted_sent_bytes"],
                "measured_sent_bytes": window[0]["measured_sent_bytes"]}
         for name, cluster in others.items():
-            row[f"{name}_step_time_s"] = simulate(plan, spec, cluster).step_time_s
+            row[f"{name}_step_time_s"] = simulate(plan, spec, cluster, order=order).step_time_s
         rows.append(row)
     return pd.DataFrame(rows)
 

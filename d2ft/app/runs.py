@@ -54,7 +54,7 @@ def _model_kwargs(args) -> dict:
 FLAGS = {  # d2ft run flag -> Job field, where the value carries over as it is
     "model": "model", "checkpoint": "checkpoint", "data": "data", "augment": "augment",
     "keep_classifier": "keep_classifier", "nproc": "nproc", "emulate_ranks": "emulate_ranks", "skip_rescale": "skip_rescale",
-    "message_dtype": "message_dtype",
+    "message_dtype": "message_dtype", "order": "order",
     "cluster": "cluster", "plan": "plan", "strategy": "strategy", "solver": "solver", "keep": "keep",
     "comm_keep": "comm_keep", "replan_every": "replan_every", "full_warmup": "full_warmup",
     "micro_batches": "micro_batches", "micro_batch_size": "micro_batch_size", "speed_oblivious": "speed_oblivious",
@@ -254,6 +254,10 @@ def _add_run(sub) -> None:
     g.add_argument("--message-dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="element type of the activations and gradients sent between ranks: bf16 or fp16 halve "
                         "the bytes (rounded on the wire, computed in fp32; the plan prices them); default: fp32")
+    g.add_argument("--order", choices=("sequential", "interleaved"), default="sequential",
+                   help="execution order of a step's micro-batches: one after another, or every micro-batch in "
+                        "flight at once, block half by block half (as `d2ft simulate --order` predicts them); "
+                        "default: sequential")
     g.add_argument("--cluster", help="cluster JSON (e.g. from `d2ft calibrate`); default: assumed local CPU ranks")
     g.add_argument("--plan", help="plan file to run unchanged every step (its placement and ops)")
     flags.add_budget(g)
