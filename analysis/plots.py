@@ -26,7 +26,8 @@ MARKERS = ["o", "^", "s", "D", "v", "P", "X", "*"]
 
 
 def save(fig, path: str | Path) -> list[Path]:
-    """Writes ``fig`` as PATH.png and PATH.svg (any suffix of ``path`` is replaced); returns both paths.
+    """Writes ``fig`` as PATH.png and PATH.svg (any suffix of ``path`` is replaced), then closes it (pyplot
+    keeps every open figure alive); returns both paths.
 
     The same figure gives the same bytes: no creation date, and the SVG's element ids from a fixed salt
     (so a regenerated page changes only the figures whose data changed)."""
@@ -37,6 +38,7 @@ def save(fig, path: str | Path) -> list[Path]:
         for p in out:
             meta = {"Date": None} if p.suffix == ".svg" else {"Software": None}
             fig.savefig(p, dpi=150, bbox_inches="tight", metadata=meta)
+    plt.close(fig)
     return out
 
 

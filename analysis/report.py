@@ -298,7 +298,6 @@ def _sweep(sweep: pd.DataFrame, figdir: Path) -> Section:
 # ---- rendering --------------------------------------------------------------------------------------------
 def _save(fig, figdir: Path, stem: str, caption: str) -> tuple[str, str]:
     plots.save(fig, figdir / stem)
-    plots.plt.close(fig)
     return stem, caption
 
 
