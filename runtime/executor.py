@@ -13,17 +13,15 @@ steps its own optimizer over its own parameters.
 Messages are point-to-point ``torch.distributed`` messages of float tensors (gloo on CPU,
 NCCL on GPU), fp32 or, with ``Job.message_dtype``, bf16 or fp16 on the wire (rounded when
 sent, computed in fp32 when received); every byte sent and received is counted from the
-tensors on the wire (``Counters``). Sends are asynchronous (``isend``): a rank goes on
-computing while its messages travel, drops each one's buffer once it has completed, and waits
-for the rest at the end of the step; it never waits for a send before a receive, which the
-interleaved order (interleave.py) needs, gloo completing a send when its receive is posted.
-Receives block.
+tensors on the wire (``Counters``). Sends are asynchronous (``isend``: a rank computes while
+they travel, and waits for them at the end of the step, never before a receive, which the
+interleaved order needs: gloo completes a send when its receive is posted); receives block.
 
 The coordinator posts a block half's input to the active workers, computes its own subnets
-while the workers compute theirs and its messages travel, then receives their replies (and
-in backward: sends the output gradient, runs its own subnets' backward, receives the input
-gradients), as the simulator schedules it (its transfers hold links, not devices). Not done:
-more than one micro-batch in flight (``order="interleaved"``), and receives posted ahead.
+while the workers compute theirs, then receives their replies (and in backward: sends the
+output gradient, runs its own subnets' backward, receives the input gradients), as the
+simulator schedules it (its transfers hold links, not devices); micro-batch by micro-batch,
+or all of them at once in the interleaved order (interleave.py). Not done: receives posted ahead.
 
 Emulated ranks (``Coordinator(emulate=True)``) run all of this in one process without a
 message: the same placement, ops and sums (and the same rounding where a 16-bit message would
@@ -297,12 +295,10 @@ class Coordinator(nn.Module):
             # subnets' backward messages would never be sent and the workers would wait forever.
             x = x.detach().requires_grad_()
         for l, blk in enumerate(mdl.blocks):
-            x = x + blk.ls1(self._half(l, m, "attn", blk.norm1(x), link, plan) + blk.proj_bias)
-            x = x + blk.ls2(self._half(l, m, "mlp", blk.norm2(x), link, plan) + blk.fc2_bias)
+            for half, norm, ls, bias in (("attn", blk.norm1, blk.ls1, blk.proj_bias),
+                                         ("mlp", blk.norm2, blk.ls2, blk.fc2_bias)):
+                x = x + ls(self.half_end(self.half_begin(l, m, half, norm(x), link, plan), link, plan) + bias)
         return mdl.forward_head(mdl.norm(x))
-
-    def _half(self, l: int, m: int, half: str, y: torch.Tensor, link: Link, plan) -> torch.Tensor:
-        return self.half_end(self.half_begin(l, m, half, y, link, plan), link, plan)
 
     def half_begin(self, l: int, m: int, half: str, y: torch.Tensor, link: Link, plan) -> tuple:
         """Block half (``l``, ``half``) of micro-batch ``m``, up to the replies: posts its input to the active
@@ -375,25 +371,30 @@ class Worker(nn.Module):
 
     def serve(self, shapes: list[tuple[int, int, int]], plan, link: Link) -> None:
         """Serve micro-batch m of ``plan`` with activations of ``shapes[m]`` (backward only where FULL)."""
-        c = self.coord
         for m, shape in enumerate(shapes):
             saved = []
             for l in range(plan.depth):
                 f, o = heads_of(plan, self.device, l, m)
-                if not (f or o):
-                    continue
-                shard = self.shards[str(l)]
-                for half in HALVES:
-                    y = link.recv(shape, c, ("fwd", half, l, m)).requires_grad_(bool(f))
-                    out = getattr(shard, half)(y, f) if f else None
-                    with torch.no_grad():
-                        reply = out.detach() if out is not None else torch.zeros(shape, device=link.device)
-                        if o:
-                            reply = reply + getattr(shard, half)(y.detach(), o)
-                    link.send(reply, c, ("fwd", half, l, m))
-                    if f:
-                        saved.append((half, l, y, out))
-            for half, l, y, out in reversed(saved):
-                g = link.recv(shape, c, ("bwd", half, l, m))
-                out.backward(g)
-                link.send(y.grad, c, ("bwd", half, l, m))
+                if f or o:
+                    for half in HALVES:
+                        saved += self.reply(plan, l, m, half, f, o, shape, link)
+            for half, l, _, y, out in reversed(saved):
+                self.reply_backward(l, m, half, y, out, shape, link)
+
+    def reply(self, plan, l: int, m: int, half: str, f: list[int], o: list[int], shape, link: Link) -> list[tuple]:
+        """Block half (``l``, ``half``) of micro-batch ``m``: input received, FULL ``f`` with autograd plus
+        FORWARD_ONLY ``o`` as a constant sent back; [(half, l, m, input, output)] for ``reply_backward`` if any FULL."""
+        shard = self.shards[str(l)]
+        y = link.recv(shape, self.coord, ("fwd", half, l, m)).requires_grad_(bool(f))
+        out = getattr(shard, half)(y, f) if f else None
+        with torch.no_grad():
+            reply = out.detach() if out is not None else torch.zeros(shape, device=link.device)
+            if o:
+                reply = reply + getattr(shard, half)(y.detach(), o)
+        link.send(reply, self.coord, ("fwd", half, l, m))
+        return [(half, l, m, y, out)] if f else []
+
+    def reply_backward(self, l: int, m: int, half: str, y: torch.Tensor, out: torch.Tensor, shape, link: Link) -> None:
+        """A ``reply``'s backward: its output gradient received, its input gradient sent back."""
+        out.backward(link.recv(shape, self.coord, ("bwd", half, l, m)))
+        link.send(y.grad, self.coord, ("bwd", half, l, m))

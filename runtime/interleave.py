@@ -68,28 +68,16 @@ def coordinator_step(coord, images: torch.Tensor, labels: torch.Tensor, link) ->
 
 def worker_step(worker, shape: tuple[int, int, int], link) -> None:
     """``Worker.step`` in the interleaved order: the coordinator's messages in the order it sends them."""
-    plan, c = worker.plan, worker.coord
+    plan = worker.plan
     M = plan.micro_batches
-    saved: dict[tuple[int, int], list] = {}  # (block, micro-batch) -> (half, input, output) of its FULL subnets
+    saved: dict[tuple[int, int], list] = {}  # (block, micro-batch) -> its FULL subnets' replies, in order
     for l in range(plan.depth):
         for half in HALVES:
             for m in range(M):
                 f, o = heads_of(plan, worker.device, l, m)
-                if not (f or o):
-                    continue
-                shard = worker.shards[str(l)]
-                y = link.recv(shape, c, ("fwd", half, l, m)).requires_grad_(bool(f))
-                out = getattr(shard, half)(y, f) if f else None
-                with torch.no_grad():
-                    reply = out.detach() if out is not None else torch.zeros(shape, device=link.device)
-                    if o:
-                        reply = reply + getattr(shard, half)(y.detach(), o)
-                link.send(reply, c, ("fwd", half, l, m))
-                if f:
-                    saved.setdefault((l, m), []).append((half, y, out))
+                if f or o:
+                    saved.setdefault((l, m), []).extend(worker.reply(plan, l, m, half, f, o, shape, link))
     for l in reversed(range(plan.depth)):
         for m in range(M):
-            for half, y, out in reversed(saved.get((l, m), [])):
-                g = link.recv(shape, c, ("bwd", half, l, m))
-                out.backward(g)
-                link.send(y.grad, c, ("bwd", half, l, m))
+            for half, _, _, y, out in reversed(saved.get((l, m), [])):
+                worker.reply_backward(l, m, half, y, out, shape, link)

@@ -145,6 +145,20 @@ def _single_process_d2ft(job, plan, steps):
     return state, losses, logits
 
 
+def _run_against_the_reference(job, plan, tmp_path) -> dict:
+    """Runs ``job`` and checks its losses, logits and weights against ``_single_process_d2ft``; its rank files."""
+    launch(job)
+    res = _results(tmp_path, len(plan.devices))
+    state, losses, logits = _single_process_d2ft(job, plan, job.steps)
+    for step, rec in enumerate(res[0]["log"]):
+        torch.testing.assert_close(rec["loss"], losses[step])
+        torch.testing.assert_close(rec["logits"], logits[step])
+    rebuilt = full_state_dict(build_model(job), plan, {r: res[r]["state"] for r in res}, coordinator=0)
+    for name, value in state.items():
+        torch.testing.assert_close(rebuilt[name], value, msg=lambda m: f"{name}: {m}")
+    return res
+
+
 def test_random_hybrid_plan_matches_the_single_process_reference(tmp_path):
     """Distributed equals single-process for a hybrid plan: F, O and S mixed, the coordinator holding some."""
     rng = random.Random(7)
@@ -152,15 +166,7 @@ def test_random_hybrid_plan_matches_the_single_process_reference(tmp_path):
     ops = [[[rng.choice(list(Op)) for _ in range(4)] for _ in range(2)] for _ in range(2)]
     plan = Plan(["c", "w1", "w2"], placement, ops, micro_batch_size=2)
     job = _job(plan, tmp_path, steps=2)
-    launch(job)
-    res = _results(tmp_path, 3)
-    state, losses, logits = _single_process_d2ft(job, plan, 2)
-    for step, rec in enumerate(res[0]["log"]):
-        torch.testing.assert_close(rec["loss"], losses[step])
-        torch.testing.assert_close(rec["logits"], logits[step])
-    rebuilt = full_state_dict(build_model(job), plan, {r: res[r]["state"] for r in res}, coordinator=0)
-    for name, value in state.items():
-        torch.testing.assert_close(rebuilt[name], value, msg=lambda m: f"{name}: {m}")
+    res = _run_against_the_reference(job, plan, tmp_path)
     cost = _predicted(job, plan)
     for r in range(3):
         for step in res[r]["log"]:
@@ -195,15 +201,7 @@ def test_the_interleaved_order_computes_what_the_sequential_one_does(tmp_path, s
     ops[0][1] = [Op.SKIP] * 4
     plan = Plan([f"d{i}" for i in range(ranks)], placement, ops, micro_batch_size=2)
     job = _job(plan, tmp_path, steps=2).replace(order="interleaved")
-    launch(job)
-    res = _results(tmp_path, ranks)
-    state, losses, logits = _single_process_d2ft(job, plan, 2)
-    for step, rec in enumerate(res[0]["log"]):
-        torch.testing.assert_close(rec["loss"], losses[step])
-        torch.testing.assert_close(rec["logits"], logits[step])
-    rebuilt = full_state_dict(build_model(job), plan, {r: res[r]["state"] for r in res}, coordinator=0)
-    for name, value in state.items():
-        torch.testing.assert_close(rebuilt[name], value, msg=lambda m: f"{name}: {m}")
+    res = _run_against_the_reference(job, plan, tmp_path)
     schedule = messages(plan, model_spec_from_timm(build_model(job)), coordinator=0)
     for r in range(ranks):
         for step in res[r]["log"]:
