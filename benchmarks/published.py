@@ -4,7 +4,9 @@ Each row is one published measurement, with its source (repository and file at a
 paper and table), software, precision and batch. The cost model prices the same step on the
 catalogue's device (one GPU, the whole model on it): training as one all-FULL step
 (``CostModel.step``), inference as the forward pass (``CostModel.step(plan, inference=True)``),
-16-bit where the measurement used mixed precision, 32-bit where it used fp32; the predicted
+16-bit by autocast (``ModelSpec.autocast``: fp32 weights, fp32 norms, softmax and residual
+stream, the casts between) where the measurement used mixed precision (every row here says
+AMP), 32-bit where it used fp32; the predicted
 throughput is the batch over the step's compute time. The step of one GPU has no messages,
 so only the compute model is under test.
 
@@ -18,7 +20,9 @@ Training rows are priced with the optimizer they ran (timm's benchmark: SGD with
 The catalogue's GPU constants (``d2ft.hardware.KERNEL_FITS``) are the fit of the calibration
 rows (``--fit`` refits and says whether they agree); ``--model roofline`` prices every row as
 the catalogue did before the kernel model, for the before-and-after table; ``--memory`` holds
-the predicted peak memory against the batch sizes the training rows could and could not fit.
+the predicted peak memory against the batch sizes the training rows could and could not fit, and
+fits the framework's own memory (``DeviceSpec.framework_bytes``, the catalogue's
+``d2ft.hardware.FRAMEWORK_FITS``) on the calibration brackets alone.
 
 Prints one JSON line per row (predicted, measured, ratio), then one summary line per set and
 mode (rows, share within 10%, median absolute error, median signed error per size class:
@@ -147,7 +151,7 @@ def model_spec(model: str, img: int, dtype_bytes: int):
 
     base, patch = (model.replace("patch8", "patch16"), 8) if "patch8" in model else (model, None)
     return ModelSpec.from_timm(base, img_size=img, dtype_bytes=dtype_bytes, optimizer=OPTIMIZER,
-                               **({"patch": patch} if patch else {}))
+                               autocast=dtype_bytes == 2, **({"patch": patch} if patch else {}))
 
 
 ROOFLINE = dict(sm_count=None, efficiency=0.5, task_overhead_s=20e-6, elementwise_overhead_s=None)
@@ -216,7 +220,7 @@ def kernel_table(row):
     for c in step_stream(plan, mspec, 0, inference=mode == "infer"):
         if getattr(c, "phase", None) == "opt":  # one memory-bound kernel
             compute.append(0.0)
-            memory.append(c.params * optimizer_bytes_per_param(d, mspec.optimizer) / dev.mem_bandwidth)
+            memory.append(c.params * optimizer_bytes_per_param(mspec.weight_bytes, mspec.optimizer) / dev.mem_bandwidth)
             continue
         if not hasattr(c, "part"):
             continue
@@ -279,9 +283,31 @@ def memory_records(rows, sets) -> list[dict]:
         fits, fails = (sum(cm.memory_breakdown(Plan.uniform(mspec, one, Op.FULL, 1, b))[0].values()) for b in (batch, up))
         cap = dev.memory_bytes
         out.append({"set": which, "kind": "memory", "source": source, "gpu": gpu, "model": model, "img_size": img,
-                    "fits_batch": batch, "fails_batch": up, "memory_bytes": cap, "predicted_peak_fits_bytes": fits,
-                    "predicted_peak_fails_bytes": fails, "agrees": fits <= cap < fails,
+                    "fits_batch": batch, "fails_batch": up, "memory_bytes": cap, "framework_bytes": dev.framework_bytes,
+                    "predicted_peak_fits_bytes": fits, "predicted_peak_fails_bytes": fails, "agrees": fits <= cap < fails,
                     "scale_low": cap / fails, "scale_high": cap / fits})
+    return out
+
+
+def fit_framework(records: list[dict]) -> dict[str, float]:
+    """Per GPU kind with calibration brackets, the framework memory (``DeviceSpec.framework_bytes``, B) that
+    makes the most of them agree: over a grid of 0-8 GiB by 1/8 GiB, the middle of the values that reach
+    the most (the brackets bound it from both sides). Validation brackets are never read. The catalogue's
+    ``d2ft.hardware.FRAMEWORK_FITS`` is this fit's output."""
+    out = {}
+    for gpu in sorted({r["gpu"] for r in records}):
+        calib = [r for r in records if r["gpu"] == gpu and r["set"] == "calibration"]
+        if not calib:
+            continue
+        grid = [i * 2**30 / 8 for i in range(65)]
+
+        def agree(c: float) -> int:
+            return sum(r["predicted_peak_fits_bytes"] - r["framework_bytes"] + c <= r["memory_bytes"]
+                       < r["predicted_peak_fails_bytes"] - r["framework_bytes"] + c for r in calib)
+
+        scores = [agree(c) for c in grid]
+        best = [c for c, n in zip(grid, scores) if n == max(scores)]
+        out[gpu] = best[len(best) // 2]
     return out
 
 
@@ -316,9 +342,16 @@ def main(argv=None) -> int:
         recs = memory_records(ROWS, sets)
         for r in recs:
             print(json.dumps(r))
+        from d2ft.hardware import FRAMEWORK_FITS
+
+        fitted = fit_framework(recs)
+        for which in ("calibration", "validation"):
+            mine = [r for r in recs if r["set"] == which]
+            print(json.dumps({"set": which, "kind": "memory", "rows": len(mine), "agree": sum(r["agrees"] for r in mine)}))
         mids = sorted(math.sqrt(r["scale_low"] * r["scale_high"]) for r in recs)
         print(json.dumps({"set": "all", "kind": "memory", "rows": len(recs), "agree": sum(r["agrees"] for r in recs),
-                          "median_scale": statistics.median(mids)}))
+                          "median_scale": statistics.median(mids), "framework_fit_bytes": fitted,
+                          "catalogue_is_the_fit": fitted == FRAMEWORK_FITS}))
         return 0
     if args.fit:
         from d2ft.hardware import KERNEL_FITS

@@ -23,9 +23,10 @@ A task's time depends on its device (``DeviceSpec``):
 - kernel model (``sm_count`` set: the catalogue's GPUs): the sum of the task's kernels, each
   on its own roofline with tile and wave quantisation, a launch cost per kernel, and the
   memory traffic of each kernel, fused attention or not (``d2ft.kernels``, where the
-  formulas and their sources are); the optimizer's update is one memory-bound kernel. The
-  constants (``efficiency``, ``kernel_launch_s``) are fitted per GPU kind on the calibration
-  rows of published measurements (``benchmarks/published.py``);
+  formulas and their sources are), with autocast's casts and fp32 elementwise kernels where
+  the model trains by autocast (``ModelSpec.autocast``); the optimizer's update is one
+  memory-bound kernel. The constants (``efficiency``, ``kernel_launch_s``) are fitted per GPU
+  kind on the calibration rows of published measurements (``benchmarks/published.py``);
 - roofline (CPUs, calibrated profiles): one roofline per task plus a fixed per-task overhead
   (``DeviceSpec.compute_time``), the constants measured by ``d2ft calibrate``.
 
@@ -37,8 +38,9 @@ cost model's.
 
 Not modelled: overlap of compute and communication and any waiting (the simulator
 schedules the timeline), the loss, data loading, framework overhead beyond the per-task
-or per-kernel constants, memory held by the framework (CUDA context, allocator cache,
-communication buffers), and micro-batches in flight at once (peak memory assumes one
+or per-kernel constants, memory held by the framework beyond the device's constant
+``framework_bytes`` (communication buffers, a backward's transient gradients), and
+micro-batches in flight at once (peak memory assumes one
 micro-batch's activations at a time); under LoRA the merge of the adapters into their weight
 and the adapters' own products (``d2ft.work.lora_linear``), and the merged weight's gradient in
 memory; on the roofline also kernel fusion and the softmax/GELU FLOP; on the kernel model what
@@ -178,7 +180,7 @@ class CostModel:
         d = self.model.dtype_bytes
         spec = self._specs[c.device]
         if c.phase == "opt":
-            nbytes = float(c.params * optimizer_bytes_per_param(d, self.model.optimizer))
+            nbytes = float(c.params * optimizer_bytes_per_param(self.model.weight_bytes, self.model.optimizer))
             return Task(c.device, "opt", c.part, c.layer, c.micro_batch, 0.0, nbytes, spec.compute_time(0.0, nbytes, d))
         w, n, b = c.work, c.copies, c.samples
         P, G = w.params * d, w.trained_params * d
@@ -286,12 +288,14 @@ class CostModel:
         activations and received inputs). ``inference``: a forward pass: the parameters at the model's
         dtype, no gradients or optimizer state, and as activations the input and output of one block
         half (the coordinator also holds the residual stream), attention's score matrix not stored (a
-        fused kernel's way). Not counted: the framework's own memory (CUDA context, allocator cache,
-        communication buffers) and temporary workspace."""
+        fused kernel's way); ``framework``: the device's ``framework_bytes`` (CUDA context, allocator
+        reserve). Under autocast (``ModelSpec.autocast``) weights, gradients and the saved norm inputs
+        are fp32, and attention keeps its probabilities at both widths. Not counted: communication
+        buffers and temporary workspace (a backward's transient gradients)."""
         M, b = self.model, plan.micro_batch_size
-        p_bytes, g_bytes, o_bytes = state_bytes_per_param(M.dtype_bytes, M.optimizer)
+        p_bytes, g_bytes, o_bytes = state_bytes_per_param(M.weight_bytes, M.optimizer)
         if inference:
-            p_bytes, g_bytes, o_bytes = M.dtype_bytes, 0, 0
+            p_bytes, g_bytes, o_bytes = M.weight_bytes, 0, 0
         held, trained = [0] * self.cluster.num_devices, [0] * self.cluster.num_devices
         held[self._coord], trained[self._coord] = M.coordinator_work.params, M.coordinator_work.trained_params
         subnet = M.subnet  # a computed property: once
@@ -303,7 +307,8 @@ class CostModel:
         if inference:
             a = M.activation_bytes(b)
             return [{"params": n * p_bytes, "grads": 0, "optimizer": 0,
-                     "activations": (3 if k == self._coord else 2) * a} for k, n in enumerate(held)]
+                     "activations": (3 if k == self._coord else 2) * a, "framework": self._specs[k].framework_bytes}
+                    for k, n in enumerate(held)]
         coord_acts = b * (M.embed.saved_bytes + M.depth * M.block_shared.saved_bytes + M.classifier.saved_bytes)
         groups = _groups_by_device(plan)
         for grid in plan.ops:
@@ -316,8 +321,8 @@ class CostModel:
                         inputs = 0 if k == self._coord else len(self.halves) * M.activation_bytes(b)
                         mb[k] += n_full * b * subnet.saved_bytes + inputs
             acts = [max(x, y) for x, y in zip(acts, mb)]
-        return [{"params": n * p_bytes, "grads": t * g_bytes, "optimizer": t * o_bytes, "activations": x}
-                for n, t, x in zip(held, trained, acts)]
+        return [{"params": n * p_bytes, "grads": t * g_bytes, "optimizer": t * o_bytes, "activations": x,
+                 "framework": spec.framework_bytes} for n, t, x, spec in zip(held, trained, acts, self._specs)]
 
     def inference_memory(self, plan: Plan) -> list[float]:
         """Per device, the memory of a forward pass of ``plan``, B (``memory_breakdown(plan, inference=True)``)."""

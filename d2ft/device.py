@@ -53,6 +53,10 @@ class DeviceSpec:
     fused_attention: bool = True
     """Kernel model: attention runs as one fused kernel that never writes the N x N scores
     (PyTorch's ``scaled_dot_product_attention``); False: scores, softmax and weighted sum apart."""
+    framework_bytes: float = 0.0
+    """Memory the framework holds on the device beside the step's tensors, B: the CUDA context with its
+    libraries' kernels and handles, and the caching allocator's reserve (freed blocks it keeps). Counted
+    in every peak-memory estimate; 0 for a CPU (the host's memory is not the process's alone)."""
     source: str = ""
     """Where the figures come from."""
 
@@ -60,6 +64,9 @@ class DeviceSpec:
         problems = []
         if self.sm_count is not None and not (isinstance(self.sm_count, int) and self.sm_count > 0):
             problems.append(f"sm_count must be a positive integer or None, got {self.sm_count!r}")
+        if not (isinstance(self.framework_bytes, (int, float)) and self.framework_bytes >= 0
+                and (not isinstance(self.memory_bytes, (int, float)) or self.framework_bytes < self.memory_bytes)):
+            problems.append(f"framework_bytes must be >= 0 and below memory_bytes, got {self.framework_bytes!r}")
         if not (isinstance(self.kernel_launch_s, (int, float)) and self.kernel_launch_s >= 0):
             problems.append(f"kernel_launch_s must be >= 0, got {self.kernel_launch_s!r}")
         for f in ("peak_flops", "peak_flops_fp32", "mem_bandwidth", "memory_bytes"):

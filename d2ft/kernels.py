@@ -26,12 +26,17 @@ kernel on its own (``task_time``), and the optimizer's update as one memory-boun
   kernel per forward one, reading the saved input and the gradient; fused attention's backward
   recomputes the scores (2.5 times the forward FLOP: Dao et al. 2022, section 3.1).
 
-Under LoRA (``ModelSpec.lora_rank``) a frozen weight's weight-gradient product is left out (the
-stem's always), as ``d2ft.work`` counts it. What it does not model: kernel fusion beyond the
+Under autocast (``ModelSpec.autocast``: PyTorch's automatic mixed precision) the elementwise
+kernels move elements of their real widths and the casts between them are kernels of their own
+(``_autocast_kernels`` lists them with their bytes); otherwise every element is of the model's
+width. Under LoRA (``ModelSpec.lora_rank``) a frozen weight's weight-gradient product is left out
+(the stem's always), as ``d2ft.work`` counts it. What it does not model: kernel fusion beyond the
 above (bias adds and activations fused into GEMM epilogues are counted as separate elementwise
 kernels only for GELU), stream-K GEMMs and the library's exact choice of tile and split,
-tensor-core alignment penalties for odd sizes, clock boost and power limits, L2-cache reuse between
-kernels, and launch overlap under CUDA graphs.
+tensor-core alignment penalties for odd sizes, efficiency lost by shallow products (small
+inner dimension), clock boost and power limits (a card that holds a clock above its rated
+boost fits an ``efficiency`` near 1), L2-cache reuse between kernels, CPU-side launches
+overlapping the GPU's work (every kernel pays its launch), and launch overlap under CUDA graphs.
 """
 
 from __future__ import annotations
@@ -55,21 +60,36 @@ class Kernel(NamedTuple):
     elements: int = 0
     """Elements an elementwise kernel reads and writes in all (inputs plus outputs)."""
     flop: float = 0.0
+    role: str = ""
+    """What a GEMM computes: a weight's product ("qkv", "proj", "fc1", "fc2", "stem", "classifier") or
+    attention's ("attention"); "" for an elementwise kernel."""
+    nbytes: float = 0.0
+    """An elementwise kernel's bytes read and written, where its elements are not all of the task's
+    width (autocast); 0: ``elements`` x the task's bytes per element."""
+    grad_nbytes: tuple[float, ...] = ()
+    """With ``nbytes``: the bytes of each kernel its backward runs (none: empty)."""
 
     def bytes_moved(self, dtype_bytes: int) -> float:
-        """Bytes read and written: a GEMM's operands and result, an elementwise kernel's ``elements``."""
+        """Bytes read and written: a GEMM's operands and result, an elementwise kernel's ``nbytes`` or
+        ``elements`` at ``dtype_bytes``."""
         if self.kind == "gemm":
             return self.batch * (self.m * self.k + self.k * self.n + self.m * self.n) * dtype_bytes
-        return self.elements * dtype_bytes
+        return self.nbytes or self.elements * dtype_bytes
 
 
-def gemm(m: int, n: int, k: int, batch: int = 1) -> Kernel:
+def gemm(m: int, n: int, k: int, batch: int = 1, role: str = "") -> Kernel:
     """A batch of ``batch`` (m x k) @ (k x n) products: 2 m n k FLOP each."""
-    return Kernel("gemm", m, n, k, batch, flop=2.0 * batch * m * n * k)
+    return Kernel("gemm", m, n, k, batch, flop=2.0 * batch * m * n * k, role=role)
 
 
 def elementwise(elements: int, flop_per_element: float = 0.0) -> Kernel:
     return Kernel("elementwise", elements=elements, flop=flop_per_element * elements)
+
+
+def moves(nbytes: float, *grad_nbytes: float) -> Kernel:
+    """A memory-bound kernel of ``nbytes`` read and written, whose backward runs one kernel per
+    ``grad_nbytes`` (autocast's kernels, whose elements differ in width)."""
+    return Kernel("elementwise", nbytes=float(nbytes), grad_nbytes=tuple(float(g) for g in grad_nbytes))
 
 
 def split_k(kern: Kernel, sms: int) -> int:
@@ -131,35 +151,34 @@ def task_kernels(model, part: str, phase: str, heads: int, samples: int, fused: 
     fwd = _forward_kernels(model, part, heads, samples, fused)
     if phase == "fwd":
         return fwd
-    frozen = _frozen_products(model, part, len(fwd))
+    frozen = frozen_roles(model)
     out = []
-    for i, k in enumerate(fwd):
+    for k in fwd:
         if k.kind == "elementwise":
-            out.append(elementwise(k.elements * 3 // 2))  # read the saved input and the gradient, write one
-        elif part == "attn" and fused and 0 < i < len(fwd) - 1:  # fused attention: recompute and both gradients
-            out.append(Kernel("gemm", k.m, k.n, k.k, k.batch, flop=2.5 * k.flop))
+            if k.nbytes:  # autocast: its own backward kernels
+                out.extend(Kernel("elementwise", nbytes=g) for g in k.grad_nbytes)
+            else:
+                out.append(elementwise(k.elements * 3 // 2))  # read the saved input and the gradient, write one
+        elif k.role == "attention" and fused:  # fused attention: recompute and both gradients
+            out.append(k._replace(flop=2.5 * k.flop))
         else:
-            if not (part == "embed" and i == 0):  # no gradient with respect to the pixels
-                out.append(gemm(k.m, k.k, k.n, k.batch))  # input gradient: dY (m x n) @ W^T (n x k)
-            if i not in frozen:
-                out.append(gemm(k.k, k.n, k.m, k.batch))  # weight gradient: X^T (k x m) @ dY (m x n)
+            if k.role != "stem":  # no gradient with respect to the pixels
+                out.append(gemm(k.m, k.k, k.n, k.batch, k.role))  # input gradient: dY (m x n) @ W^T (n x k)
+            if k.role not in frozen:
+                out.append(gemm(k.k, k.n, k.m, k.batch, k.role))  # weight gradient: X^T (k x m) @ dY (m x n)
     return out
 
 
-def _frozen_products(model, part: str, n: int) -> set[int]:
-    """Indices of a part's forward GEMMs whose weights are frozen (LoRA, ``d2ft.work.lora_linear``): no
-    weight-gradient product. qkv and proj of a head, fc1 and fc2 of an MLP slice, as their adapters go;
+def frozen_roles(model) -> set[str]:
+    """The weights' GEMM roles that LoRA freezes (``d2ft.work.lora_linear``): no weight-gradient product.
+    qkv and proj of a head, fc1 and fc2 of an MLP slice, as their adapters go (an unsplit MLP is frozen);
     the stem always."""
     if not model.lora_rank:
         return set()
     targets = set(model.lora_targets)
-    if part == "attn":
-        return {i for i, adapted in ((0, bool(targets & {"q", "k", "v"})), (n - 1, "proj" in targets)) if not adapted}
-    if part == "mlp":
-        if not model.split_mlp:
-            return {0, n - 1}
-        return {i for i, adapted in ((0, "fc1" in targets), (n - 1, "fc2" in targets)) if not adapted}
-    return {0} if part == "embed" else set()
+    adapted = {"qkv": bool(targets & {"q", "k", "v"}), "proj": "proj" in targets,
+               "fc1": model.split_mlp and "fc1" in targets, "fc2": model.split_mlp and "fc2" in targets}
+    return {"stem"} | {role for role, yes in adapted.items() if not yes}
 
 
 def _forward_kernels(model, part: str, heads: int, b: int, fused: bool) -> list[Kernel]:
@@ -167,24 +186,27 @@ def _forward_kernels(model, part: str, heads: int, b: int, fused: bool) -> list[
     tokens = b * N
     if part in ("attn", "mlp") and heads <= 0:  # no subnet runs: no kernel
         return []
+    if model.autocast and part != "block":
+        return _autocast_kernels(model, part, heads, b, fused)
     if part == "attn":
         n = heads
-        att = [gemm(N, N, hd, b * n), gemm(N, hd, N, b * n)]  # scores Q K^T, then weights x V
+        att = [gemm(N, N, hd, b * n, "attention"), gemm(N, hd, N, b * n, "attention")]  # Q K^T, then weights x V
         if fused:  # one kernel: the two products, no score matrix in memory
-            att = [gemm(N, N, 2 * hd, b * n)]
+            att = [gemm(N, N, 2 * hd, b * n, "attention")]
         else:
             att.insert(1, elementwise(2 * b * n * N * N, 5.0))  # softmax reads and writes the scores
-        return [gemm(tokens, 3 * n * hd, D)] + att + [gemm(tokens, D, n * hd)]
+        return [gemm(tokens, 3 * n * hd, D, role="qkv")] + att + [gemm(tokens, D, n * hd, role="proj")]
     if part == "mlp":
         width = heads * model.mlp_slice if model.split_mlp else model.mlp_hidden
-        return [gemm(tokens, width, D), elementwise(2 * tokens * width, 8.0), gemm(tokens, D, width)]
+        return [gemm(tokens, width, D, role="fc1"), elementwise(2 * tokens * width, 8.0),
+                gemm(tokens, D, width, role="fc2")]
     if part == "norm":
         return [elementwise(2 * tokens * D, 8.0)]
     if part == "add":
         return [elementwise(3 * tokens * D, 1.0)]
     if part == "embed":
         k = model.in_chans * model.patch ** 2
-        return [gemm(b * model.patches, D, k), elementwise(3 * tokens * D, 1.0)]
+        return [gemm(b * model.patches, D, k, role="stem"), elementwise(3 * tokens * D, 1.0)]
     if part == "block":  # a depth-wise stage's block: norm, attention, add, norm, MLP, add
         halves = [_forward_kernels(model, "norm", heads, b, fused) + _forward_kernels(model, "attn", heads, b, fused)
                   + _forward_kernels(model, "add", heads, b, fused)]
@@ -196,7 +218,70 @@ def _forward_kernels(model, part: str, heads: int, b: int, fused: bool) -> list[
         heads_out = model.class_heads if model.num_classes else 0
         out = [elementwise(2 * tokens * D, 8.0)]  # the final norm
         if heads_out:
-            out.append(gemm(b * heads_out, model.num_classes, D))
+            out.append(gemm(b * heads_out, model.num_classes, D, role="classifier"))
+        return out
+    raise ValueError(f"no kernel model for part {part!r}")
+
+
+def _autocast_kernels(model, part: str, heads: int, b: int, fused: bool) -> list[Kernel]:
+    """A part's forward kernels under autocast (``ModelSpec.autocast``), element widths as PyTorch's
+    autocast sets them (the "CUDA Ops that can autocast to float32" list of the torch.amp documentation,
+    and type promotion of mixed-width operands): weights stay fp32 and are cast to 16 bits once per
+    forward; the residual stream is fp32 (the class-token concatenation and the position-embedding add
+    promote the 16-bit patch embeddings); LayerNorm and softmax run in fp32, and each GEMM casts an
+    fp32 input to 16 bits; everything else is 16-bit. Bytes per element read plus written, forward then
+    backward: a 16 -> 32-bit cast 6 and 6; LayerNorm 8, then 12 for the input gradient and 8 for the
+    weight and bias gradients; softmax 8, then 12 (its fp32 output and gradient read); the residual add
+    (fp32 + 16-bit -> fp32) 10, then 6 to cast the branch's gradient to 16 bits and 12 to add the two
+    gradients of the stream where it forks; the attention scale (16-bit) 4 and 4, GELU 4 and 6; the
+    head-merging copy (``transpose(1, 2).reshape``) 4 and 4. Each weight's cast reads fp32 and writes
+    16 bits (6 per element), and its backward reduces the bias gradient over the tokens (2 per
+    element of the output gradient) and casts the weight and bias gradients to fp32 (6). Not
+    modelled: zeroing and accumulating the fp32 gradients, and per-tensor optimizer kernels (the
+    update is one memory-bound kernel), a gradient scaler (loss scaling) and dropout."""
+    N, D, hd = model.tokens, model.dim, model.head_dim
+    tokens = b * N
+    E = tokens * D  # residual-stream elements
+    frozen = frozen_roles(model)
+
+    def weight(kern: Kernel) -> Kernel:  # the fp32 weight (k x n) and bias (n) cast to 16 bits; its gradients
+        params = kern.k * kern.n + kern.n
+        return moves(6 * params) if kern.role in frozen else moves(6 * params, 2 * kern.m * kern.n, 6 * params)
+
+    def norm() -> list[Kernel]:
+        return [moves(8 * E, 12 * E, 8 * E)]
+
+    def linear(kern: Kernel, cast_input: bool = False) -> list[Kernel]:
+        return [weight(kern)] + ([moves(6 * kern.m * kern.k, 6 * kern.m * kern.k)] if cast_input else []) + [kern]
+
+    if part == "attn":
+        n = heads
+        S = b * n * N * N  # score elements
+        if fused:
+            att = [gemm(N, N, 2 * hd, b * n, "attention")]
+        else:  # scores, scale, cast up, softmax, cast down, weighted sum
+            att = [gemm(N, N, hd, b * n, "attention"), moves(4 * S, 4 * S), moves(6 * S, 6 * S), moves(8 * S, 12 * S),
+                   moves(6 * S, 6 * S), gemm(N, hd, N, b * n, "attention")]
+        merge = moves(4 * tokens * n * hd, 4 * tokens * n * hd)
+        return linear(gemm(tokens, 3 * n * hd, D, role="qkv"), cast_input=True) + att + [merge] + linear(
+            gemm(tokens, D, n * hd, role="proj"))
+    if part == "mlp":
+        width = heads * model.mlp_slice if model.split_mlp else model.mlp_hidden
+        return (linear(gemm(tokens, width, D, role="fc1"), cast_input=True) + [moves(4 * tokens * width, 6 * tokens * width)]
+                + linear(gemm(tokens, D, width, role="fc2")))
+    if part == "norm":
+        return norm()
+    if part == "add":
+        return [moves(10 * E, 6 * E, 12 * E)]
+    if part == "embed":
+        k = model.in_chans * model.patch ** 2
+        stem = gemm(b * model.patches, D, k, role="stem")
+        return linear(stem) + [moves(6 * E, 6 * E), moves(8 * E, 4 * E)]  # concatenate (promote), position add
+    if part == "head":
+        heads_out = model.class_heads if model.num_classes else 0
+        out = norm()
+        if heads_out:
+            out += linear(gemm(b * heads_out, model.num_classes, D, role="classifier"), cast_input=True)
         return out
     raise ValueError(f"no kernel model for part {part!r}")
 
@@ -212,5 +297,5 @@ def launch_time(spec, model, part: str, phase: str, heads: int, samples: int) ->
     return len(task_kernels(model, part, phase, heads, samples, spec.fused_attention)) * spec.kernel_launch_s
 
 
-__all__ = ["Kernel", "TILE", "elementwise", "gemm", "kernel_time", "launch_time", "memory_bytes", "split_k", "task_kernels",
+__all__ = ["Kernel", "TILE", "elementwise", "frozen_roles", "gemm", "kernel_time", "launch_time", "memory_bytes", "moves", "split_k", "task_kernels",
            "task_time", "utilisation"]

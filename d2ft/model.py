@@ -81,6 +81,11 @@ class ModelSpec:
     message_dtype_bytes: int | None = None
     """Bytes per element of the activations and gradients sent between devices: 2 for bf16 or fp16
     messages (``d2ft run --message-dtype``); None: ``dtype_bytes``."""
+    autocast: bool = False
+    """16 bits by autocast (PyTorch's automatic mixed precision; ``dtype_bytes`` 2): fp32 weights and
+    gradients, each GEMM run in 16 bits on its inputs cast down, the residual stream, LayerNorm and
+    softmax in fp32 (``d2ft.kernels`` prices the kernels and casts this adds on a GPU). False: every
+    parameter and activation at ``dtype_bytes`` (a model cast to 16 bits, with fp32 master weights)."""
     optimizer: str = "adamw"
     """The update the cost model prices: "adamw" (what d2ft trains with: m and v, fp32) or "sgd"
     (with momentum: one fp32 buffer), ``d2ft.cost.OPTIMIZER_STATE_BYTES``."""
@@ -114,6 +119,9 @@ class ModelSpec:
                 problems.append(f"img_size {self.img_size} is not a multiple of patch {self.patch}")
         if self.message_dtype_bytes not in (None, 2, 4):
             problems.append(f"message_dtype_bytes must be 2, 4 or None, got {self.message_dtype_bytes!r}")
+        if not isinstance(self.autocast, bool) or (self.autocast and self.dtype_bytes != 2):
+            problems.append(f"autocast needs dtype_bytes 2 (16-bit GEMMs; --dtype-bytes 2), got autocast={self.autocast!r} with "
+                            f"dtype_bytes {self.dtype_bytes!r}")
         if self.optimizer not in ("adamw", "sgd"):
             problems.append(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
@@ -185,6 +193,11 @@ class ModelSpec:
         return (self.img_size // self.patch) ** 2
 
     @property
+    def weight_bytes(self) -> int:
+        """Bytes per stored weight and gradient element: 4 under autocast (fp32 weights), else ``dtype_bytes``."""
+        return 4 if self.autocast else self.dtype_bytes
+
+    @property
     def tokens(self) -> int:
         """Sequence length N = patches + prefix tokens."""
         return self.patches + self.prefix_tokens
@@ -237,7 +250,9 @@ class ModelSpec:
             fwd_act_bytes=2 * N * D * d,  # read x, write norm(x)
             ig_act_bytes=2 * N * D * d,
             wg_act_bytes=2 * N * D * d,  # read x and the output gradient
-            saved_bytes=N * D * d,  # its input
+            # its input; under autocast an fp32 input, and the 16-bit cast of its output that the next
+            # product keeps for its weight gradient
+            saved_bytes=N * D * (4 + d if self.autocast else d),
         ))
 
     @property
@@ -307,7 +322,7 @@ class ModelSpec:
             fwd_act_bytes=(2 * N * D + heads * (D + K)) * d,
             ig_act_bytes=(2 * N * D + heads * (D + K)) * d,
             wg_act_bytes=(2 * N * D + heads * (D + K)) * d,
-            saved_bytes=N * D * d,
+            saved_bytes=N * D * (4 if self.autocast else d),  # the final norm's input (fp32 under autocast)
             frozen_params=2 * D if self.lora_rank else 0,
         )
 

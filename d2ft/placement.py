@@ -41,20 +41,20 @@ def device_rates(model, cluster, micro_batches: int, micro_batch_size: int, keep
     and each subnet's optimizer update; subnet compute and task overheads count at ``keep``.
     """
     cm = CostModel(model, cluster)
-    coord, b, d = cluster.coordinator_index, micro_batch_size, model.dtype_bytes
+    coord, b = cluster.coordinator_index, micro_batch_size
     probe = Plan.uniform(model, cluster, Op.FULL, micro_batches, b, placement=even_placement(model, cluster))
     tasks, _ = cm.tasks_and_messages(probe)
     coord_fixed = sum(t.time_s for t in tasks if t.device == coord and not t.subnets)
-    per_param_mem = sum(state_bytes_per_param(d, model.optimizer))  # parameter, gradient, optimizer state
+    per_param_mem = sum(state_bytes_per_param(model.weight_bytes, model.optimizer))  # parameter, gradient, state
     subnet_mem = model.subnet.params * per_param_mem + b * model.subnet.saved_bytes
     coord_mem = cm.peak_memory(Plan.uniform(model, cluster, Op.SKIP, 1, b, placement=probe.placement))[coord]
     rates = []
     for k, (_, spec) in enumerate(cluster.devices):
-        optimizer = model.subnet.params * optimizer_bytes_per_param(d, model.optimizer) / spec.mem_bandwidth
+        optimizer = model.subnet.params * optimizer_bytes_per_param(model.weight_bytes, model.optimizer) / spec.mem_bandwidth
         t = keep * micro_batches * cm.subnet_time(k, Op.FULL, b) + optimizer
         optimizer += spec.memory_task_overhead_s / model.depth  # one optimizer task, spread over the blocks
         overhead = (cm.block_overhead_s(k, b, "fwd") + cm.block_overhead_s(k, b, "bwd")) * keep * micro_batches
-        free = spec.memory_bytes - (coord_mem if k == coord else 0)
+        free = spec.memory_bytes - (coord_mem if k == coord else spec.framework_bytes)  # coord_mem includes it
         rates.append((coord_fixed if k == coord else 0.0, t, overhead, max(int(free // subnet_mem), 0)))
     return rates
 

@@ -85,7 +85,9 @@ def attention_work(spec, hd: int, qkv_bias: bool) -> Work:
         fwd_act_bytes=(2 * N * D + 8 * N * hd + 4 * N * N) * d,
         ig_act_bytes=(2 * N * D + 8 * N * hd + 4 * N * N) * d,
         wg_act_bytes=(2 * N * D + 4 * N * hd) * d,  # (x, dqkv) for qkv; (out, dy) for proj
-        saved_bytes=(4 * N * hd + N * N) * d,  # q, k, v, attention probabilities, head output
+        # q, k, v, attention probabilities, head output; under autocast the probabilities twice: softmax's
+        # fp32 output (saved for its backward) and its 16-bit copy (for A V's)
+        saved_bytes=4 * N * hd * d + N * N * (4 + d if spec.autocast else d),
     )
     if not spec.lora_rank:
         return work

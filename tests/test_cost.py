@@ -221,6 +221,53 @@ def test_a_gpu_task_costs_the_sum_of_its_kernels():
     assert kernels.utilisation(qkv, 108) == pytest.approx((1576 * 576) / (13 * 128 * 5 * 128) * 65 / 108)
 
 
+def test_autocast_moves_fp32_elements_and_casts_between_them():
+    """Golden numbers: ViT-S/16 attention half of 2 heads, 2 images, unfused, under autocast. Forward: the
+    input cast to 16 bits (6 B per residual element), qkv's and proj's fp32 weights and biases cast (6 B per
+    parameter), the scores scaled, cast up, softmaxed in fp32 and cast down (4 + 6 + 8 + 6 B per score), the
+    heads merged (4 B per element); backward: 6, a bias reduction (2 B per output-gradient element) and 6 per
+    parameter, 4 + 6 + 12 + 6 per score, 4."""
+    from d2ft import kernels
+
+    amp = ModelSpec.from_timm("vit_small_patch16_224", dtype_bytes=2, autocast=True)
+    N, D, b, n, hd = 197, 384, 2, 2, 64
+    E, S, Q = b * N * D, b * n * N * N, b * N * n * hd
+    qkv_p, proj_p = D * 3 * n * hd + 3 * n * hd, n * hd * D + D
+    def moved(phase):
+        return sum(k.bytes_moved(2) for k in kernels.task_kernels(amp, "attn", phase, n, b, False) if k.kind == "elementwise")
+    assert moved("fwd") == 6 * E + 6 * qkv_p + 24 * S + 4 * Q + 6 * proj_p
+    assert moved("bwd") == 6 * E + (2 * b * N * 3 * n * hd + 6 * qkv_p) + 28 * S + 4 * Q + (2 * b * N * D + 6 * proj_p)
+    fp16 = ModelSpec.from_timm("vit_small_patch16_224", dtype_bytes=2)  # the same GEMMs, no casts
+    gemms = [k for k in kernels.task_kernels(amp, "attn", "bwd", n, b, False) if k.kind == "gemm"]
+    assert gemms == [k for k in kernels.task_kernels(fp16, "attn", "bwd", n, b, False) if k.kind == "gemm"]
+    # weights and gradients are fp32: the optimizer and the memory estimate count 4 B per element
+    assert amp.weight_bytes == 4 and fp16.weight_bytes == 2
+    # attention keeps its probabilities twice (fp32 for softmax's backward, 16-bit for A V's)
+    assert amp.subnet_attn.saved_bytes - fp16.subnet_attn.saved_bytes == 4 * N * N
+
+
+def test_autocast_needs_16_bit_gemms():
+    with pytest.raises(ValueError, match="autocast needs dtype_bytes 2"):
+        ModelSpec.from_timm("vit_small_patch16_224", dtype_bytes=4, autocast=True)
+
+
+def test_a_gpus_peak_memory_holds_the_frameworks_own():
+    """Every GPU's estimate includes its ``framework_bytes`` (CUDA context, allocator reserve); a CPU's none."""
+    from d2ft.catalogue import device, link
+    from d2ft.cluster import Cluster
+    from d2ft.units import GiB
+
+    gpu, cpu = device("rtx-3090"), device("epyc-9654")
+    assert gpu.memory_bytes == 24 * GiB and 0 < gpu.framework_bytes < gpu.memory_bytes and cpu.framework_bytes == 0
+    cluster = Cluster.star([("g", gpu), ("c", cpu)], link("pcie4-x16"))
+    plan = Plan.uniform(VIT_S, cluster, Op.FULL, 1, 8)
+    parts = CostModel(VIT_S, cluster).memory_breakdown(plan)
+    assert [p["framework"] for p in parts] == [gpu.framework_bytes, 0]
+    without = CostModel(VIT_S, Cluster.star([("g", dataclasses.replace(gpu, framework_bytes=0)), ("c", cpu)],
+                                            link("pcie4-x16"))).peak_memory(plan)
+    assert CostModel(VIT_S, cluster).peak_memory(plan)[0] == pytest.approx(without[0] + gpu.framework_bytes)
+
+
 @given(st.integers(1, 132), st.sampled_from([0.0, 5e-6, 3e-5]), st.integers(1, 32))
 def test_the_knapsack_linear_model_bounds_every_gpu_task_from_below(sms, launch, b):
     """block_overhead_s + n x subnet_time never exceeds the kernel model's task of n subnets, and equals

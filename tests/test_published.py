@@ -80,10 +80,27 @@ def test_peak_memory_is_held_against_the_published_batch_brackets(capsys):
     before it did not. The records say whether the prediction agrees and by what factor it would."""
     assert published.main(["--memory"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    rows, total = lines[:-1], lines[-1]
+    rows, total = [r for r in lines if "model" in r], lines[-1]
     assert rows and all(r["fails_batch"] == published.DECAY[published.DECAY.index(r["fits_batch"]) - 1] for r in rows)
     for r in rows:
-        assert r["predicted_peak_fails_bytes"] > r["predicted_peak_fits_bytes"] > 0
+        assert r["predicted_peak_fails_bytes"] > r["predicted_peak_fits_bytes"] > r["framework_bytes"] > 0
         assert r["agrees"] == (r["predicted_peak_fits_bytes"] <= r["memory_bytes"] < r["predicted_peak_fails_bytes"])
         assert r["scale_low"] < r["scale_high"]
     assert total["rows"] == len(rows) and total["agree"] == sum(r["agrees"] for r in rows)
+    by_set = {r["set"]: r for r in lines if "model" not in r and r["set"] != "all"}
+    assert by_set["calibration"]["rows"] + by_set["validation"]["rows"] == len(rows)
+    assert total["catalogue_is_the_fit"] is True
+
+
+def test_the_framework_memory_is_the_fit_of_the_calibration_brackets_only():
+    """The catalogue's framework memory is what the calibration brackets allow (the middle of the values
+    that make the most agree); moving a validation bracket leaves it as it is."""
+    from d2ft.hardware import FRAMEWORK_FITS
+
+    records = published.memory_records(published.ROWS, published.split(published.ROWS))
+    fitted = published.fit_framework(records)
+    assert fitted == FRAMEWORK_FITS
+    changed = [{**r, "memory_bytes": r["memory_bytes"] * 3} if r["set"] == "validation" else r for r in records]
+    assert published.fit_framework(changed) == fitted
+    calib = [r for r in records if r["set"] == "calibration"]
+    assert sum(r["agrees"] for r in calib) == len(calib)  # at the fit every calibration bracket agrees

@@ -56,7 +56,7 @@ SOLVER_HELP = f"{', '.join(SOLVERS)} (mip exact, dp the paper's two-stage heuris
 
 
 def add_model_cluster(p: argparse.ArgumentParser) -> None:
-    """--model, --cluster, --heads-only, --dtype-bytes, --message-dtype, --optimizer, --lora-rank (the what-if
+    """--model, --cluster, --heads-only, --dtype-bytes, --autocast, --message-dtype, --optimizer, --lora-rank (the what-if
     commands)."""
     p.add_argument("--model", default="vit_base_patch16_224",
                    help="timm model name (see `d2ft list models`) or a model.json file (default: %(default)s)")
@@ -66,6 +66,10 @@ def add_model_cluster(p: argparse.ArgumentParser) -> None:
                    help="subnets are attention heads only; the MLP stays whole on the coordinator")
     p.add_argument("--dtype-bytes", type=int, choices=(2, 4), default=None,
                    help="bytes per element: 2 (bf16/fp16) or 4 (fp32); default: the model's (4)")
+    p.add_argument("--autocast", action="store_true",
+                   help="with --dtype-bytes 2: 16 bits by autocast (PyTorch AMP): fp32 weights and gradients, the "
+                        "residual stream, LayerNorm and softmax in fp32, casts priced on GPUs; default: the whole "
+                        "model cast to 16 bits")
     p.add_argument("--message-dtype", choices=("fp32", "bf16", "fp16"), default=None,
                    help="element type of the messages between devices: bf16 or fp16 halve their bytes; default: "
                         "the model's dtype")

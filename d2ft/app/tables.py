@@ -51,15 +51,16 @@ def memory_by_dtype(model, cluster, plan, inference: bool = False) -> dict[str, 
 
     out = {}
     for name, d in MEMORY_DTYPES.items():
-        m = model if model.dtype_bytes == d else ModelSpec.from_dict({**model.to_dict(), "dtype_bytes": d})
+        m = model if model.dtype_bytes == d else ModelSpec.from_dict(
+            {**model.to_dict(), "dtype_bytes": d, "autocast": model.autocast and d == 2})
         out[name] = CostModel(m, cluster).memory_breakdown(plan, inference=inference)
     return out
 
 
-def memory_table(memory: dict, devices: list[str], cluster, optimizer: str = "adamw") -> str:
+def memory_table(memory: dict, devices: list[str], cluster, optimizer: str = "adamw", autocast: bool = False) -> str:
     """The memory estimate as a table: per device and dtype, each part and the total against capacity."""
     from ..cost import state_bytes_per_param
-    parts = ("params", "grads", "optimizer", "activations")
+    parts = ("params", "grads", "optimizer", "activations", "framework")
     rows = [f"{'memory':<10} {'dtype':<6} " + " ".join(f"{p:>11}" for p in parts) + f" {'total':>11} {'capacity':>11}  fits"]
     for k, dev in enumerate(devices):
         capacity = cluster.device(k).memory_bytes
@@ -69,9 +70,14 @@ def memory_table(memory: dict, devices: list[str], cluster, optimizer: str = "ad
             rows.append(f"{dev:<10} {dtype:<6} " + " ".join(f"{fmt_bytes(m[p]):>11}" for p in parts)
                         + f" {fmt_bytes(total):>11} {fmt_bytes(capacity):>11}  {'yes' if total <= capacity else 'NO'}")
     state = {"adamw": "AdamW moments", "sgd": "SGD momentum"}[optimizer]
-    rows.append(f"bf16/fp16: 16-bit parameters, gradients and activations with fp32 master weights and {state} "
-                f"({sum(state_bytes_per_param(2, optimizer))} B per trained parameter); not counted: the framework's "
-                "own memory (CUDA context, allocator cache)")
+    if autocast:
+        sixteen = (f"bf16/fp16 by autocast: fp32 parameters, gradients and {state} ({sum(state_bytes_per_param(4, optimizer))}"
+                   " B per trained parameter), 16-bit activations but fp32 norm inputs and attention probabilities kept "
+                   "at both widths")
+    else:
+        sixteen = (f"bf16/fp16: 16-bit parameters, gradients and activations with fp32 master weights and {state} "
+                   f"({sum(state_bytes_per_param(2, optimizer))} B per trained parameter)")
+    rows.append(sixteen + "; framework: the device's CUDA context and allocator reserve (DeviceSpec.framework_bytes)")
     return "\n".join(rows)
 
 

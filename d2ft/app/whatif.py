@@ -33,6 +33,8 @@ def _model_and_cluster(args: argparse.Namespace):
         overrides["split_mlp"] = False
     if args.dtype_bytes:
         overrides["dtype_bytes"] = args.dtype_bytes
+    if getattr(args, "autocast", False):
+        overrides["autocast"] = True
     if getattr(args, "optimizer", None):
         overrides["optimizer"] = args.optimizer
     if getattr(args, "message_dtype", None):
@@ -68,10 +70,10 @@ def _from_run(args: argparse.Namespace):
                                     "directory of `d2ft run`")
     step, plan = rundir.plan_at(run, args.step)
     model = load_model(str(run / rundir.MODEL_FILE))
-    if (args.heads_only or args.dtype_bytes or getattr(args, "optimizer", None) or getattr(args, "message_dtype", None)
-            or getattr(args, "lora_rank", None)):
-        raise ValueError("--run simulates the run's own model: leave out --heads-only, --dtype-bytes, --optimizer, "
-                         "--message-dtype and --lora-rank")
+    if (args.heads_only or args.dtype_bytes or getattr(args, "autocast", False) or getattr(args, "optimizer", None)
+            or getattr(args, "message_dtype", None) or getattr(args, "lora_rank", None)):
+        raise ValueError("--run simulates the run's own model: leave out --heads-only, --dtype-bytes, --autocast, "
+                         "--optimizer, --message-dtype and --lora-rank")
     return model, load_cluster(str(run / rundir.CLUSTER_FILE)), Plan.from_dict(plan)
 
 
@@ -119,7 +121,8 @@ def cmd_cost(args: argparse.Namespace) -> int:
         atomic_write_text(args.trace, Trace.from_cost(cost, meta=plan.meta).to_json())
     memory = memory_by_dtype(model, cluster, plan, inference=args.inference)
     record = {**step_record(cost), "memory_bytes": memory, "inference": args.inference}
-    text = step_table(cost) + "\n\n" + memory_table(memory, [n for n, _ in cluster.devices], cluster, model.optimizer)
+    text = step_table(cost) + "\n\n" + memory_table(memory, [n for n, _ in cluster.devices], cluster, model.optimizer,
+                                                      model.autocast)
     if args.inference:
         record["images_per_s"] = plan.batch_size / cost.max_compute_s if cost.max_compute_s else None
         text = (f"inference: the forward pass of {plan.batch_size} images ({plan.micro_batches} micro-batches of "
