@@ -69,6 +69,7 @@ ARMS = {  # name -> Job fields over the common ones
     "hybrid": dict(strategy="hybrid", keep=0.6),
     "hybrid-comm": dict(strategy="hybrid", keep=1.0, comm_keep=0.5),
     "hybrid-bf16": dict(strategy="hybrid", keep=0.6, message_dtype="bf16"),
+    "hybrid-fp32": dict(strategy="hybrid", keep=0.6, message_dtype="fp32"),
     "full-equal": dict(strategy="full", keep=1.0),
     "random": dict(strategy="random", keep=0.6),
     "layerdrop": dict(strategy="layerdrop", keep=0.6),
@@ -76,7 +77,9 @@ ARMS = {  # name -> Job fields over the common ones
     "lora-hybrid": dict(strategy="hybrid", keep=0.6, lora=True),
     "probe": dict(strategy="full", keep=1.0, lora=True),  # its fixed plan replaces the strategy (_probe)
 }
-"""``probe``: every subnet FORWARD_ONLY with LoRA's freezing, so only the classifier trains: the frozen probe."""
+"""``probe``: every subnet FORWARD_ONLY with LoRA's freezing, so only the classifier trains: the frozen probe.
+``hybrid-fp32`` is ``hybrid`` again, the control of ``hybrid-bf16`` run at the same commit as it (the two differ
+in nothing but the wire's rounding; ``hybrid`` itself may have run at an older commit whose data order differs)."""
 MAX_EPOCHS, PLATEAU, SEEDS, BATCH = 30, 0.005, (0, 1, 2), (2, 16)
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
 """Student's t quantile at 0.975 by degrees of freedom (two-sided 95% interval)."""
@@ -289,6 +292,7 @@ def paired(diffs: list[float]) -> tuple[float, float]:
 
 LABELS = {"full": "full", "hybrid": "D2FT hybrid, keep 0.6", "hybrid-comm": "D2FT hybrid, comm keep 0.5",
           "hybrid-bf16": "D2FT hybrid, keep 0.6, bf16 messages",
+          "hybrid-fp32": "D2FT hybrid, keep 0.6, fp32 messages (bf16's control)",
           "full-equal": "full, equal compute (fewer steps)", "random": "random, keep 0.6",
           "layerdrop": "layerdrop, keep 0.6", "lora-full": "LoRA, full", "lora-hybrid": "D2FT-LoRA hybrid, keep 0.6",
           "probe": "frozen probe (classifier only)"}
@@ -381,13 +385,14 @@ def markdown(records: list[dict], figures: Path) -> tuple[list[str], list[tuple[
         lines += [markdown_table(pd.DataFrame(rows)), "",
                   "LoRA rows are against full LoRA; target for time-to-accuracy: full's mean top-1 minus 1 point, in "
                   "epochs of all-FULL compute, per seed (\"-\": not reached).", ""]
-        if "hybrid-bf16" in top and "hybrid" in top:
-            diffs = [top["hybrid-bf16"][s]["top1"] - top["hybrid"][s]["top1"] for s in top["hybrid-bf16"] if s in top["hybrid"]]
+        control = next((a for a in ("hybrid-fp32", "hybrid") if a in top), None)
+        if "hybrid-bf16" in top and control:
+            diffs = [top["hybrid-bf16"][s]["top1"] - top[control][s]["top1"] for s in top["hybrid-bf16"] if s in top[control]]
             if diffs:
                 m, hw = paired(diffs)
-                lines += [f"bf16 messages (`--message-dtype bf16`: half the bytes on the wire) against fp32, same arm "
-                          f"otherwise, paired: {100 * m:+.2f} points" + (f" [{100 * (m - hw):+.2f}, {100 * (m + hw):+.2f}]"
-                                                                         if hw == hw else "")
+                lines += [f"bf16 messages (`--message-dtype bf16`: half the bytes on the wire) against fp32 "
+                          f"(`{control}`), same arm otherwise, paired: {100 * m:+.2f} points"
+                          + (f" [{100 * (m - hw):+.2f}, {100 * (m + hw):+.2f}]" if hw == hw else "")
                           + f" over {len(diffs)} seed{'s' if len(diffs) != 1 else ''}.", ""]
         if "probe" in top and full_seeds:
             ratio = statistics.fmean(r["top1"] for r in top["probe"].values()) / statistics.fmean(r["top1"] for r in full_seeds.values())
