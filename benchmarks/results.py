@@ -83,11 +83,24 @@ def _run(job) -> dict:
 
 
 def _record(section: str, **fields) -> dict:
-    rec = {"section": section, "date": datetime.date.today().isoformat(), "machine": _machine(), **fields}
+    rec = {"section": section, "date": datetime.date.today().isoformat(), "machine": _machine(), "commit": _commit(),
+           **fields}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with open(RESULTS, "a") as f:
         f.write(json.dumps(rec) + "\n")
     return rec
+
+
+def _commit() -> str | None:
+    """The checkout's commit (12 hex digits, "+" where its code differs from it), None outside git."""
+    import subprocess
+
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    if head.returncode != 0:
+        return None
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "d2ft", "simulator", "runtime", "analysis",
+                            "benchmarks/*.py"], cwd=ROOT).returncode != 0
+    return head.stdout.strip() + ("+" if dirty else "")
 
 
 def _machine() -> str:
@@ -235,11 +248,14 @@ def _profile(nproc: int) -> Path:
     return profile
 
 
-def fidelity(quick: bool) -> None:
-    """benchmarks/fidelity.py's groups (``--quick``: its quick ones), every plan recorded with its group."""
+def fidelity(quick: bool, groups: tuple[str, ...] | None = None) -> None:
+    """benchmarks/fidelity.py's groups (``--quick``: its quick ones; ``groups``: these), every plan recorded with
+    its group."""
     fid = _module("d2ft_fidelity", "fidelity.py")
     each = 3 if quick else 6
-    for group in fid.QUICK if quick else fid.GROUPS:
+    if bad := sorted(set(groups or ()) - set(fid.GROUPS)):
+        raise ValueError(f"unknown fidelity groups {bad}; choose from {', '.join(fid.GROUPS)}")
+    for group in groups or (fid.QUICK if quick else fid.GROUPS):
         t0 = time.perf_counter()
         print(f"[fidelity] {group}: 12 plans x {each} steps ...", file=sys.stderr, flush=True)
         rows = fid.run_group(group, each, repeat=not quick)
@@ -375,9 +391,21 @@ def _published_markdown(pub) -> tuple[list[str], list[tuple[str, str, bool]]]:
     return lines, goals
 
 
-def bench(quick: bool) -> None:
-    """The planner (speed, quality) and simulator benchmarks, their JSON lines recorded as they print them."""
+def bench(quick: bool, baseline: str | None = None) -> None:
+    """The planner (speed, quality) and simulator benchmarks, their JSON lines recorded as they print them;
+    with ``baseline`` (a commit) first the speed benchmarks of that commit and of this checkout side by side
+    (``benchmarks/baseline.py``)."""
     import subprocess
+
+    if baseline:
+        argv = ["benchmarks/baseline.py", "--baseline", baseline] + (["--quick"] if quick else [])
+        print(f"[bench] before and after ({baseline}) ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT)
+        if out.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed (exit {out.returncode}): {out.stderr.strip()[-500:]}")
+        _record("bench", name="baseline", command=".venv/bin/python " + " ".join(argv), seconds=time.perf_counter() - t0,
+                quick=quick, records=[json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")])
 
     runs = {"planner-speed": ["benchmarks/planner.py", "--suite", "speed", "--repeat", "1" if quick else "5"],
             "planner-quality": ["benchmarks/planner.py", "--suite", "quality", "--instances", "5" if quick else "100"],
@@ -721,6 +749,8 @@ def _fidelity_markdown(fid, figures: Path) -> tuple[list[str], list[tuple[str, s
     by_ranks = {f"{n} ranks": [r for r in every if int(r["nproc"]) == n] for n in counts}
     lines = [bench.summarise(g, rows) for g, rows in records.items()]
     lines += [bench.summarise(label, rows) for label, rows in by_ranks.items()] + [bench.summarise("all", every)]
+    commits = {g: ", ".join(sorted({str(r["commit"]) for r in rows if isinstance(r.get("commit"), str)})) or "-"
+               for g, rows in records.items()}
     pct = lambda v: None if v is None else 100 * v  # noqa: E731
     table = pd.DataFrame([{
         "group": x["group"], "plans": x["plans"],
@@ -736,7 +766,8 @@ def _fidelity_markdown(fid, figures: Path) -> tuple[list[str], list[tuple[str, s
         "before: Spearman": x.get("before_spearman"),
         "LoRA priced as full: median abs (%)": pct(x.get("as_full_median_abs_step_error")),
         "rerun: median abs difference (%)": pct(x.get("rerun_median_abs_step_difference")),
-        "rerun signed (%)": pct(x.get("rerun_median_signed_step_difference"))} for x in lines])
+        "rerun signed (%)": pct(x.get("rerun_median_signed_step_difference")),
+        "measured at": commits.get(x["group"], "")} for x in lines])
     group = [r["group"] for r in every]
     plots.save(plots.predicted_vs_measured([1e3 * r["predicted_step_time_s"] for r in every],
                                            [1e3 * r["measured_step_time_s"] for r in every], "step time", "ms",
@@ -790,7 +821,9 @@ def _fidelity_markdown(fid, figures: Path) -> tuple[list[str], list[tuple[str, s
             f"of its docstring: 2, 3 and 4 local ranks at micro-batch size 16 (the size the profiles are calibrated "
             f"at) and 8 (held out), 4 ranks emulating a 1, 1, 2, 4x slower cluster (`-slow`), and 2 ranks training "
             f"LoRA adapters (`-lora`: rank 4 on q, v), priced as LoRA, and as full fine-tuning for comparison (what "
-            f"the cost model did before it priced LoRA). Each group is "
+            f"the cost model did before it priced LoRA), and 2 and 4 ranks in the interleaved order (`-interleaved`: "
+            f"`d2ft run --order interleaved`, every micro-batch of a step in flight at once, against the "
+            f"simulator's `order=\"interleaved\"` schedule). Each group is "
             f"predicted by the simulator's graph path on the profile `d2ft calibrate` measured for that many ranks: "
             f"microbenchmarks of the backbone's tasks, the host's usable cores (the ranks share them as one host: "
             f"at most that many tasks at once, and a message between two ranks holds a core while it travels, "
@@ -801,7 +834,9 @@ def _fidelity_markdown(fid, figures: Path) -> tuple[list[str], list[tuple[str, s
             f"how far this machine's own step times move between two runs minutes apart, the floor under any "
             f"prediction's error here. Errors are predicted / measured - 1; per-rank compute and wait (the part of "
             f"the step a rank is not computing) are per rank of every plan. Measured "
-            f"{', '.join(sorted(set(fid['date'])))} on idle cores (the study paused).", "",
+            f"{', '.join(sorted(set(fid['date'])))} on idle cores (the study paused); \"measured at\" is the "
+            f"commit each group was measured at (\"-\": before records named it, i.e. before the runtime's "
+            f"asynchronous sends and its interleaved order).", "",
             f"Command: `.venv/bin/python benchmarks/fidelity.py --repeat{'' if each == 6 else f' --each {each}'}` "
             f"(runs and profiles in runs/results/fidelity-bench/, reused).", "",
             markdown_table(table), "", *why, *quick_line,
@@ -912,7 +947,36 @@ def _bench_markdown(b) -> list[str]:
                       "included.", ""]
     if "compare" in b.index:
         lines += _compare_markdown(b.loc["compare", "records"], b.loc["compare", "command"], b.loc["compare", "date"])
+    if "baseline" in b.index:
+        lines += _baseline_markdown(b.loc["baseline", "records"], b.loc["baseline", "command"], b.loc["baseline", "date"])
     return lines
+
+
+def _baseline_markdown(records: list[dict], command: str, date: str) -> list[str]:
+    """``benchmarks/baseline.py``'s measures as the before-and-after table."""
+    import pandas as pd
+
+    from analysis.report import markdown_table
+
+    rows = [r for r in records if "measure" in r]
+    if not rows:
+        return []
+
+    def change(r) -> str:
+        if r["before"] is None:
+            return "new"
+        if r["unit"] == "%":
+            return f"{r['after'] - r['before']:+.1f} points"
+        return f"{r['after'] / r['before']:.2f}x" if r["before"] else "-"
+
+    table = pd.DataFrame([{"measure": r["measure"], "unit": r["unit"],
+                           "before": "-" if r["before"] is None else r["before"], "after": r["after"],
+                           "after / before": change(r), "better": r["better"]} for r in rows])
+    return ["### Before and after, side by side", "",
+            f"The speed benchmarks of commit {rows[0]['before_commit'][:10]} (before) and of this page's commit "
+            f"{rows[0]['after_commit'][:10]} (after), each benchmark run at the one and then the other in one run, "
+            "on this machine with nothing else running. Command: "
+            f"`{command}` ({date}).", "", markdown_table(table), ""]
 
 
 def _compare_markdown(records: list[dict], command: str, date: str) -> list[str]:
@@ -965,6 +1029,11 @@ def main(argv=None) -> int:
     p.add_argument("--keeps", help="comma-separated compute keep ratios of the accuracy table (default: 0.8,0.6,0.4)")
     p.add_argument("--strategies", help="only these strategies and baselines in the accuracy table (and full); "
                                         "no comm-keep rows")
+    p.add_argument("--groups", help="with the fidelity section: only these of benchmarks/fidelity.py's groups "
+                                    "(comma-separated; default: all, or its quick ones with --quick)")
+    p.add_argument("--baseline", metavar="REV",
+                   help="with the bench section: first the speed benchmarks of commit REV and of this checkout side "
+                        "by side (benchmarks/baseline.py), for the before-and-after table")
     p.add_argument("--comm-strategies", default=",".join(COMPARED),
                    help="strategies and baselines of the accuracy table's comm keep 0.5 rows (default: all)")
     args = p.parse_args(argv)
@@ -984,8 +1053,8 @@ def main(argv=None) -> int:
                                           comm_strategies=comm),
              "lora": lambda: accuracy(args.quick, lora=True, seeds=seeds),
              "convergence": lambda: convergence(args.quick),
-             "hetero": lambda: hetero(args.quick), "fidelity": lambda: fidelity(args.quick),
-             "bench": lambda: bench(args.quick), "scale": lambda: scale(args.quick),
+             "hetero": lambda: hetero(args.quick), "fidelity": lambda: fidelity(args.quick, tuple(args.groups.split(",")) if args.groups else None),
+             "bench": lambda: bench(args.quick, args.baseline), "scale": lambda: scale(args.quick),
              "published": published, "learning": lambda: _learning_section(args.quick)}[s]()
     print(f"written: {write_markdown()}")
     return 0
