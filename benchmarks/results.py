@@ -22,7 +22,9 @@ benchmarks/figures/ are then written from all of them):
 - ``scale``: simulation only, ViT-B/L/H on 4 to 256 catalogue devices over several
   networks: savings and where the coordinator's link becomes the bottleneck;
 - ``published``: ``benchmarks/published.py``, the cost model before and now (kernel model on
-  GPUs) against published single-GPU throughputs.
+  GPUs) against published single-GPU throughputs;
+- ``baseline`` (only when named, with ``--baseline REV``): ``benchmarks/baseline.py``, the speed
+  benchmarks of commit REV and of this checkout side by side, the bench section's before and after.
 
 Usage (from the repository root; ``make results`` and ``make results-quick`` run the first two)::
 
@@ -57,7 +59,8 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 ROOT = Path(_HERE).parent
 RESULTS = ROOT / "benchmarks" / "results" / "results.jsonl"
 RUNS = Path("runs") / "results"  # relative to the repository root (main() changes into it)
-SECTIONS = ("learning", "accuracy", "lora", "convergence", "hetero", "fidelity", "bench", "scale", "published")
+SECTIONS = ("learning", "accuracy", "lora", "convergence", "hetero", "fidelity", "bench", "scale", "published",
+            "baseline")
 
 
 def _run(job) -> dict:
@@ -391,21 +394,26 @@ def _published_markdown(pub) -> tuple[list[str], list[tuple[str, str, bool]]]:
     return lines, goals
 
 
-def bench(quick: bool, baseline: str | None = None) -> None:
-    """The planner (speed, quality) and simulator benchmarks, their JSON lines recorded as they print them;
-    with ``baseline`` (a commit) first the speed benchmarks of that commit and of this checkout side by side
-    (``benchmarks/baseline.py``)."""
+def baseline(quick: bool, rev: str | None) -> None:
+    """The speed benchmarks of commit ``rev`` and of this checkout side by side (``benchmarks/baseline.py``),
+    recorded with the bench section for its before-and-after table."""
     import subprocess
 
-    if baseline:
-        argv = ["benchmarks/baseline.py", "--baseline", baseline] + (["--quick"] if quick else [])
-        print(f"[bench] before and after ({baseline}) ...", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT)
-        if out.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)} failed (exit {out.returncode}): {out.stderr.strip()[-500:]}")
-        _record("bench", name="baseline", command=".venv/bin/python " + " ".join(argv), seconds=time.perf_counter() - t0,
-                quick=quick, records=[json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")])
+    if not rev:
+        raise ValueError("the baseline section measures against a commit: give --baseline REV")
+    argv = ["benchmarks/baseline.py", "--baseline", rev] + (["--quick"] if quick else [])
+    print(f"[baseline] before ({rev}) and after ...", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed (exit {out.returncode}): {out.stderr.strip()[-500:]}")
+    _record("bench", name="baseline", command=".venv/bin/python " + " ".join(argv), seconds=time.perf_counter() - t0,
+            quick=quick, records=[json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")])
+
+
+def bench(quick: bool) -> None:
+    """The planner (speed, quality) and simulator benchmarks, their JSON lines recorded as they print them."""
+    import subprocess
 
     runs = {"planner-speed": ["benchmarks/planner.py", "--suite", "speed", "--repeat", "1" if quick else "5"],
             "planner-quality": ["benchmarks/planner.py", "--suite", "quality", "--instances", "5" if quick else "100"],
@@ -1023,7 +1031,8 @@ def _compare_markdown(records: list[dict], command: str, date: str) -> list[str]
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="one seed, fewer configurations and steps (< 15 min)")
-    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated of {', '.join(SECTIONS)}")
+    p.add_argument("--sections", default=",".join(s for s in SECTIONS if s != "baseline"),
+                   help=f"comma-separated of {', '.join(SECTIONS)} (default: all but baseline)")
     p.add_argument("--markdown-only", action="store_true", help="only rewrite RESULTS.md from the records")
     p.add_argument("--seeds", help="comma-separated seeds of the accuracy runs (default: 0,1,2; --quick: 0)")
     p.add_argument("--keeps", help="comma-separated compute keep ratios of the accuracy table (default: 0.8,0.6,0.4)")
@@ -1032,8 +1041,8 @@ def main(argv=None) -> int:
     p.add_argument("--groups", help="with the fidelity section: only these of benchmarks/fidelity.py's groups "
                                     "(comma-separated; default: all, or its quick ones with --quick)")
     p.add_argument("--baseline", metavar="REV",
-                   help="with the bench section: first the speed benchmarks of commit REV and of this checkout side "
-                        "by side (benchmarks/baseline.py), for the before-and-after table")
+                   help="the baseline section's commit: its speed benchmarks and this checkout's side by side "
+                        "(benchmarks/baseline.py), for the bench section's before-and-after table")
     p.add_argument("--comm-strategies", default=",".join(COMPARED),
                    help="strategies and baselines of the accuracy table's comm keep 0.5 rows (default: all)")
     args = p.parse_args(argv)
@@ -1043,6 +1052,8 @@ def main(argv=None) -> int:
     bad = sorted(set(wanted) - set(SECTIONS))
     if bad:
         p.error(f"unknown sections {bad}; choose from {', '.join(SECTIONS)}")
+    if "baseline" in wanted and not args.markdown_only and not args.baseline:
+        p.error("the baseline section measures against a commit: give --baseline REV (e.g. --baseline HEAD~10)")
     if not args.markdown_only:
         for s in wanted:
             seeds = tuple(int(x) for x in args.seeds.split(",")) if args.seeds else None
@@ -1054,7 +1065,7 @@ def main(argv=None) -> int:
              "lora": lambda: accuracy(args.quick, lora=True, seeds=seeds),
              "convergence": lambda: convergence(args.quick),
              "hetero": lambda: hetero(args.quick), "fidelity": lambda: fidelity(args.quick, tuple(args.groups.split(",")) if args.groups else None),
-             "bench": lambda: bench(args.quick, args.baseline), "scale": lambda: scale(args.quick),
+             "bench": lambda: bench(args.quick), "baseline": lambda: baseline(args.quick, args.baseline), "scale": lambda: scale(args.quick),
              "published": published, "learning": lambda: _learning_section(args.quick)}[s]()
     print(f"written: {write_markdown()}")
     return 0
