@@ -30,8 +30,8 @@ from .errors import unknown_name
 from .units import GB, GiB, TFLOPS, GFLOPS, Gbit, Mbit, ms, us
 
 KERNEL_FITS: dict[str, tuple[float, float]] = {
-    "rtx-3090": (1.0, 20e-6),
-    "rtx-4090": (1.0, 22e-6),
+    "rtx-3090": (1.0, 19e-6),
+    "rtx-4090": (1.0, 17e-6),
     "v100-sxm2-32gb": (0.86, 21e-6),
 }
 """(efficiency, kernel_launch_s) per GPU kind: ``benchmarks/published.py --fit`` on its calibration rows

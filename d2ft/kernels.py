@@ -229,9 +229,10 @@ def _autocast_kernels(model, part: str, heads: int, b: int, fused: bool) -> list
     and type promotion of mixed-width operands): weights stay fp32 and are cast to 16 bits once per
     forward; the residual stream is fp32 (the class-token concatenation and the position-embedding add
     promote the 16-bit patch embeddings); LayerNorm and softmax run in fp32, and each GEMM casts an
-    fp32 input to 16 bits; everything else is 16-bit. Bytes per element read plus written, forward then
-    backward: a 16 -> 32-bit cast 6 and 6; LayerNorm 8, then 12 for the input gradient and 8 for the
-    weight and bias gradients; softmax 8, then 12 (its fp32 output and gradient read); the residual add
+    fp32 input to 16 bits (the stem its pixels); everything else is 16-bit. Bytes per element read plus
+    written, forward then backward: a cast between 32 and 16 bits 6 and 6 (the pixels' cast no
+    backward); LayerNorm 8, then 12 for the input gradient and 8 for the weight and bias gradients (not
+    under LoRA, which freezes them); softmax 8, then 12 (its fp32 output and gradient read); the residual add
     (fp32 + 16-bit -> fp32) 10, then 6 to cast the branch's gradient to 16 bits and 12 to add the two
     gradients of the stream where it forks; the attention scale (16-bit) 4 and 4, GELU 4 and 6; the
     head-merging copy (``transpose(1, 2).reshape``) 4 and 4. Each weight's cast reads fp32 and writes
@@ -249,10 +250,11 @@ def _autocast_kernels(model, part: str, heads: int, b: int, fused: bool) -> list
         return moves(6 * params) if kern.role in frozen else moves(6 * params, 2 * kern.m * kern.n, 6 * params)
 
     def norm() -> list[Kernel]:
-        return [moves(8 * E, 12 * E, 8 * E)]
+        return [moves(8 * E, 12 * E) if model.lora_rank else moves(8 * E, 12 * E, 8 * E)]
 
     def linear(kern: Kernel, cast_input: bool = False) -> list[Kernel]:
-        return [weight(kern)] + ([moves(6 * kern.m * kern.k, 6 * kern.m * kern.k)] if cast_input else []) + [kern]
+        cast = 6 * kern.m * kern.k  # the input, fp32 to 16 bits; its gradient back (none for the pixels)
+        return [weight(kern)] + ([moves(cast, *(() if kern.role == "stem" else (cast,)))] if cast_input else []) + [kern]
 
     if part == "attn":
         n = heads
@@ -276,7 +278,7 @@ def _autocast_kernels(model, part: str, heads: int, b: int, fused: bool) -> list
     if part == "embed":
         k = model.in_chans * model.patch ** 2
         stem = gemm(b * model.patches, D, k, role="stem")
-        return linear(stem) + [moves(6 * E, 6 * E), moves(8 * E, 4 * E)]  # concatenate (promote), position add
+        return linear(stem, cast_input=True) + [moves(6 * E, 6 * E), moves(8 * E, 4 * E)]  # concatenate, position add
     if part == "head":
         heads_out = model.class_heads if model.num_classes else 0
         out = norm()
