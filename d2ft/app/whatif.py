@@ -101,7 +101,7 @@ def _pricing_text(spec) -> str:
     """How the cost model prices the device's tasks (d2ft.cost): kernel by kernel, or one roofline each."""
     if spec.kernel_model:
         return (f"kernel model: {spec.sm_count} SMs, {spec.efficiency:.0%} of peak, "
-                f"{fmt_time(spec.kernel_launch_s)} per kernel")
+                f"{fmt_time(spec.kernel_launch_s)} per kernel, {fmt_bytes(spec.framework_bytes)} framework memory")
     return f"roofline: {spec.efficiency:.0%} of peak, {fmt_time(spec.task_overhead_s)} per task"
 
 
