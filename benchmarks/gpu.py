@@ -159,7 +159,8 @@ def main(argv=None) -> int:
     for mode in modes:
         errors = [abs(r["ratio"] - 1) for r in rows if r["mode"] == mode]
         if errors:
-            print(json.dumps({"summary": mode, "rows": len(errors), "within_10pct": sum(e <= 0.1 for e in errors) / len(errors),
+            within = sum(e <= 0.1 for e in errors) / len(errors)
+            print(json.dumps({"summary": mode, "rows": len(errors), "within_10pct": within,
                               "median_abs_error": statistics.median(errors)}), flush=True)
     return 0
 
