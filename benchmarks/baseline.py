@@ -3,13 +3,15 @@
 Runs ``benchmarks/simulator.py``, ``benchmarks/planner.py --suite speed`` and ``benchmarks/runtime.py``
 of a baseline commit (checked out into a temporary git worktree, its own packages first on
 ``PYTHONPATH``) and of this checkout, one after the other per benchmark, so that both sides of a row
-see the machine in the same minutes. Each benchmark prints one JSON line per run (``benchmark``,
-``side``: "before" or "after", ``commit``, ``seconds``, ``lines``: the benchmark's own JSON lines), then
-one line per measure of the table (``measure``, ``before``, ``after``, ``unit``, ``better``: "lower" or
-"higher"). The machine's speed drifts within minutes here; the two sides of a row are minutes apart at
-most, rows of different benchmarks are not comparable to each other's timings.
+see the machine in the same minutes; ``--rounds N`` alternates the two N times and reports each
+measure's median over the rounds (this machine's speed moves by tens of percent within minutes, so
+one round can mislead). Each benchmark prints one JSON line per run (``benchmark``, ``side``:
+"before" or "after", ``round``, ``commit``, ``seconds``, ``lines``: the benchmark's own JSON lines),
+then one line per measure of the table (``measure``, ``before``, ``after``: medians over the rounds,
+``before_all``, ``after_all``: every round's, ``unit``, ``better``: "lower" or "higher"). Rows of
+different benchmarks are minutes apart and not comparable to each other's timings.
 
-    .venv/bin/python benchmarks/baseline.py --baseline 51af5c1            # the performance issue's start
+    .venv/bin/python benchmarks/baseline.py --baseline 01e6545 --rounds 3  # the performance issue's start
     .venv/bin/python benchmarks/baseline.py --baseline HEAD~5 --quick      # fewer repeats (a smoke test)
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -82,6 +85,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--baseline", required=True, help="the commit to measure against this checkout (any git revision)")
     p.add_argument("--benchmarks", default=",".join(BENCHMARKS), help=f"comma-separated of {', '.join(BENCHMARKS)}")
+    p.add_argument("--rounds", type=int, default=1, help="before/after alternations per benchmark, medians reported")
     p.add_argument("--quick", action="store_true", help="fewer repeats and points (a smoke test, not a measurement)")
     args = p.parse_args(argv)
     chosen = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
@@ -96,20 +100,24 @@ def main(argv=None) -> int:
         tree = Path(tmp) / "tree"
         _git("worktree", "add", "--detach", str(tree), before)
         try:
-            results = {}
             for name in chosen:
                 argv_ = BENCHMARKS[name][1 if args.quick else 0]
-                for side, root, commit in (("before", tree, before), ("after", ROOT, after)):
-                    print(f"[baseline] {name} {side} ({commit[:10]}) ...", file=sys.stderr, flush=True)
-                    lines, seconds = _run(root, argv_)
-                    results[(name, side)] = lines
-                    print(json.dumps({"benchmark": name, "side": side, "commit": commit, "seconds": seconds,
-                                      "command": ".venv/bin/python " + " ".join(argv_), "lines": lines}), flush=True)
-                old, new = measures(name, results[(name, "before")]), measures(name, results[(name, "after")])
-                for m in new:
-                    value, unit, better = new[m]
-                    print(json.dumps({"measure": m, "benchmark": name, "before": old[m][0] if m in old else None,
-                                      "after": value, "unit": unit, "better": better,
+                got: dict[str, list[dict]] = {"before": [], "after": []}
+                for i in range(args.rounds):
+                    for side, root, commit in (("before", tree, before), ("after", ROOT, after)):
+                        print(f"[baseline] {name} {side} ({commit[:10]}), round {i + 1} of {args.rounds} ...",
+                              file=sys.stderr, flush=True)
+                        lines, seconds = _run(root, argv_)
+                        got[side].append(measures(name, lines))
+                        print(json.dumps({"benchmark": name, "side": side, "round": i + 1, "commit": commit,
+                                          "seconds": seconds, "command": ".venv/bin/python " + " ".join(argv_),
+                                          "lines": lines}), flush=True)
+                for m, (_, unit, better) in got["after"][0].items():
+                    old = [r[m][0] for r in got["before"] if m in r]
+                    new = [r[m][0] for r in got["after"]]
+                    print(json.dumps({"measure": m, "benchmark": name, "before": statistics.median(old) if old else None,
+                                      "after": statistics.median(new), "before_all": old, "after_all": new,
+                                      "rounds": args.rounds, "unit": unit, "better": better,
                                       "before_commit": before, "after_commit": after}), flush=True)
         finally:
             _git("worktree", "remove", "--force", str(tree))

@@ -401,7 +401,7 @@ def baseline(quick: bool, rev: str | None) -> None:
 
     if not rev:
         raise ValueError("the baseline section measures against a commit: give --baseline REV")
-    argv = ["benchmarks/baseline.py", "--baseline", rev] + (["--quick"] if quick else [])
+    argv = ["benchmarks/baseline.py", "--baseline", rev] + (["--quick"] if quick else ["--rounds", "3"])
     print(f"[baseline] before ({rev}) and after ...", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT)
@@ -977,13 +977,19 @@ def _baseline_markdown(records: list[dict], command: str, date: str) -> list[str
             return f"{r['after'] - r['before']:+.1f} points"
         return f"{r['after'] / r['before']:.2f}x" if r["before"] else "-"
 
+    def each(values) -> str:
+        return ", ".join(f"{v:,.3g}" for v in values) if values else "-"
+
     table = pd.DataFrame([{"measure": r["measure"], "unit": r["unit"],
                            "before": "-" if r["before"] is None else r["before"], "after": r["after"],
-                           "after / before": change(r), "better": r["better"]} for r in rows])
+                           "after / before": change(r), "better": r["better"],
+                           "before, each round": each(r.get("before_all")), "after, each round": each(r.get("after_all"))}
+                          for r in rows])
     return ["### Before and after, side by side", "",
             f"The speed benchmarks of commit {rows[0]['before_commit'][:10]} (before) and of this page's commit "
-            f"{rows[0]['after_commit'][:10]} (after), each benchmark run at the one and then the other in one run, "
-            "on this machine with nothing else running. Command: "
+            f"{rows[0]['after_commit'][:10]} (after), each benchmark run at the one and then the other, "
+            f"{rows[0].get('rounds', 1)} time(s) in alternation in one run (medians over the rounds), on this machine "
+            "with nothing else running. Command: "
             f"`{command}` ({date}).", "", markdown_table(table), ""]
 
 

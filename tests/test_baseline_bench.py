@@ -21,15 +21,18 @@ def _in_a_git_checkout() -> bool:
 @pytest.mark.skipif(not _in_a_git_checkout(), reason="needs the repository's git history (an installed copy has none)")
 def test_the_planner_benchmark_of_two_commits_runs_side_by_side_and_leaves_no_worktree(capsys):
     before = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
-    assert baseline.main(["--baseline", "HEAD", "--benchmarks", "planner", "--quick"]) == 0
+    assert baseline.main(["--baseline", "HEAD", "--benchmarks", "planner", "--quick", "--rounds", "2"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     runs = [r for r in lines if "side" in r]
-    assert [(r["benchmark"], r["side"]) for r in runs] == [("planner", "before"), ("planner", "after")]
+    assert [(r["side"], r["round"]) for r in runs] == [("before", 1), ("after", 1), ("before", 2), ("after", 2)]
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     assert runs[0]["commit"] == runs[1]["commit"] == head
     rows = [r for r in lines if "measure" in r]
     assert {r["measure"] for r in rows} >= {"dp, vit_base_patch16_224 x 8 devices x 8 micro-batches"}
     assert all(r["before"] > 0 and r["after"] > 0 and r["unit"] == "ms" and r["better"] == "lower" for r in rows)
+    import statistics
+
+    assert all(len(r["after_all"]) == 2 and r["after"] == statistics.median(r["after_all"]) for r in rows)
     assert subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout == before
 
 
