@@ -393,7 +393,10 @@ def markdown(records: list[dict], figures: Path) -> tuple[list[str], list[tuple[
                 lines += [f"bf16 messages (`--message-dtype bf16`: half the bytes on the wire) against fp32 "
                           f"(`{control}`), same arm otherwise, paired: {100 * m:+.2f} points"
                           + (f" [{100 * (m - hw):+.2f}, {100 * (m + hw):+.2f}]" if hw == hw else "")
-                          + f" over {len(diffs)} seed{'s' if len(diffs) != 1 else ''}.", ""]
+                          + f" over {len(diffs)} seed{'s' if len(diffs) != 1 else ''}."
+                          + (" The two ran at a later commit than the other arms (augmentation drawn per image under a "
+                             "seed per batch since), so their rows' \"vs full\" pair runs of two commits; this "
+                             "difference does not." if control == "hybrid-fp32" else ""), ""]
         if "probe" in top and full_seeds:
             ratio = statistics.fmean(r["top1"] for r in top["probe"].values()) / statistics.fmean(r["top1"] for r in full_seeds.values())
             lines += [f"Frozen probe / full fine-tuning: {ratio:.3f} (how task-ready the frozen backbone is).", ""]
