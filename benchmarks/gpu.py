@@ -54,17 +54,23 @@ def catalogue_key(device_name: str) -> str | None:
     return next((key for sub, key in NAMES.items() if sub.lower() in device_name.lower()), None)
 
 
-def predict(name: str, batch: int, catalogue: str, mode: str) -> tuple[float, float]:
-    """(samples/s, peak bytes without the framework's) the cost model predicts for one step on ``catalogue``."""
-    from d2ft import CostModel, ModelSpec, Op, Plan
-    from d2ft.catalogue import device
-    from d2ft.cluster import Cluster
+def _published():
+    """benchmarks/published.py (a published row's pricing), loaded by path."""
+    import importlib.util
 
-    spec = device(catalogue)
-    mspec = ModelSpec.from_timm(name, dtype_bytes=2, autocast=True, optimizer="sgd")
-    one = Cluster(devices=(("gpu", spec),), links=(), coordinator="gpu", name=catalogue)
-    plan = Plan.uniform(mspec, one, Op.FULL, 1, batch)
-    cm = CostModel(mspec, one)
+    spec = importlib.util.spec_from_file_location("d2ft_published", os.path.join(_HERE, "published.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def predict(name: str, batch: int, catalogue: str, mode: str) -> tuple[float, float]:
+    """(samples/s, peak bytes without the framework's) the cost model predicts for one step on ``catalogue``,
+    priced as ``benchmarks/published.py`` prices a published row (its ``model_spec`` and ``one_gpu``)."""
+    from d2ft.catalogue import device
+
+    published = _published()
+    cm, plan = published.one_gpu(published.model_spec(name, 224, 2), device(catalogue), batch, catalogue)
     step = cm.step(plan, inference=mode == "infer")
     memory = cm.memory_breakdown(plan, inference=mode == "infer")[0]
     return batch / step.devices[0].compute_s, sum(memory.values()) - memory["framework"]

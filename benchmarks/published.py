@@ -181,17 +181,20 @@ def row_device(row, kind: str = "kernels", **constants):
     return dataclasses.replace(spec, fused_attention=_fused(row[0]), **constants)
 
 
-def predict(row, spec) -> float:
-    """The cost model's samples per second for a row on ``spec``: batch / compute time of the step."""
+def one_gpu(mspec, spec, batch: int, name: str = "gpu"):
+    """(cost model, all-FULL plan) of ``mspec`` wholly on one GPU ``spec``, one micro-batch of ``batch``."""
     from d2ft import CostModel, Op, Plan
     from d2ft.cluster import Cluster
 
+    one = Cluster(devices=(("gpu", spec),), links=(), coordinator="gpu", name=name)
+    return CostModel(mspec, one), Plan.uniform(mspec, one, Op.FULL, 1, batch)
+
+
+def predict(row, spec) -> float:
+    """The cost model's samples per second for a row on ``spec``: batch / compute time of the step."""
     source, gpu, mode, model, img, batch, _, d = row
-    mspec = model_spec(model, img, d)
-    one = Cluster(devices=(("gpu", spec),), links=(), coordinator="gpu", name=gpu)
-    plan = Plan.uniform(mspec, one, Op.FULL, 1, batch)
-    step = CostModel(mspec, one).step(plan, inference=mode == "infer")
-    return batch / step.devices[0].compute_s
+    cm, plan = one_gpu(model_spec(model, img, d), spec, batch, gpu)
+    return batch / cm.step(plan, inference=mode == "infer").devices[0].compute_s
 
 
 _TABLES: dict = {}
@@ -206,16 +209,13 @@ def kernel_table(row):
         return _TABLES[row]
     import numpy as np
 
-    from d2ft import Op, Plan
-    from d2ft.cluster import Cluster
     from d2ft.cost import optimizer_bytes_per_param
     from d2ft.kernels import memory_bytes, task_kernels, utilisation
     from d2ft.schedule import step_stream
 
     source, gpu, mode, model, img, batch, _, d = row
     mspec, dev = model_spec(model, img, d), row_device(row)
-    one = Cluster(devices=(("gpu", dev),), links=(), coordinator="gpu", name=gpu)
-    plan = Plan.uniform(mspec, one, Op.FULL, 1, batch)
+    _, plan = one_gpu(mspec, dev, batch, gpu)
     compute, memory, extra = [], [], 0.0
     for c in step_stream(plan, mspec, 0, inference=mode == "infer"):
         if getattr(c, "phase", None) == "opt":  # one memory-bound kernel
@@ -268,23 +268,20 @@ def memory_records(rows, sets) -> list[dict]:
     all-FULL on one GPU) at the row's batch, which fit, and at the batch tried before it, which did not, against
     the GPU's memory; ``agrees`` when the prediction fits the first and not the second. ``scale_low`` and
     ``scale_high`` bracket the factor the predicted peaks would need to agree."""
-    from d2ft import CostModel, Op, Plan
-    from d2ft.cluster import Cluster
-
     out = []
     for row, which in zip(rows, sets):
         source, gpu, mode, model, img, batch, _, d = row
         if mode != "train" or batch not in DECAY[1:]:
             continue
         mspec, dev = model_spec(model, img, d), row_device(row)
-        one = Cluster(devices=(("gpu", dev),), links=(), coordinator="gpu", name=gpu)
-        cm = CostModel(mspec, one)
         up = DECAY[DECAY.index(batch) - 1]
-        fits, fails = (sum(cm.memory_breakdown(Plan.uniform(mspec, one, Op.FULL, 1, b))[0].values()) for b in (batch, up))
+        fits, fails = (sum(cm.memory_breakdown(plan)[0].values())
+                       for cm, plan in (one_gpu(mspec, dev, b, gpu) for b in (batch, up)))
         cap = dev.memory_bytes
         out.append({"set": which, "kind": "memory", "source": source, "gpu": gpu, "model": model, "img_size": img,
                     "fits_batch": batch, "fails_batch": up, "memory_bytes": cap, "framework_bytes": dev.framework_bytes,
-                    "predicted_peak_fits_bytes": fits, "predicted_peak_fails_bytes": fails, "agrees": fits <= cap < fails,
+                    "predicted_peak_fits_bytes": fits, "predicted_peak_fails_bytes": fails,
+                    "agrees": fits <= cap < fails,
                     "scale_low": cap / fails, "scale_high": cap / fits})
     return out
 

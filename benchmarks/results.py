@@ -269,23 +269,24 @@ def fidelity(quick: bool, groups: tuple[str, ...] | None = None) -> None:
                     seconds=time.perf_counter() - t0, **row)
 
 
-def published() -> None:
-    """benchmarks/published.py: published single-GPU throughputs against the cost model, recorded as printed."""
+def _script(section: str, name: str, argv: list[str], **fields) -> None:
+    """Runs a benchmark script from the repository root and records its JSON lines as printed (``records``)."""
     import subprocess
 
-    for kind in ("roofline", "kernels"):
-        argv = ["benchmarks/published.py", "--model", kind] + (["--fit"] if kind == "kernels" else [])
-        out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT)
-        if out.returncode != 0:
-            raise RuntimeError(f"published.py failed (exit {out.returncode}): {out.stderr.strip()[-500:]}")
-        _record("published", name=f"published-{kind}", command=".venv/bin/python " + " ".join(argv),
-                records=[json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")])
-    argv = ["benchmarks/published.py", "--memory"]
+    t0 = time.perf_counter()
     out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
-        raise RuntimeError(f"published.py --memory failed (exit {out.returncode}): {out.stderr.strip()[-500:]}")
-    _record("published", name="published-memory", command=".venv/bin/python " + " ".join(argv),
-            records=[json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")])
+        raise RuntimeError(f"{' '.join(argv)} failed (exit {out.returncode}): {out.stderr.strip()[-500:]}")
+    _record(section, name=name, command=".venv/bin/python " + " ".join(argv), seconds=time.perf_counter() - t0,
+            **fields, records=[json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")])
+
+
+def published() -> None:
+    """benchmarks/published.py: published single-GPU throughputs against the cost model, recorded as printed."""
+    for kind in ("roofline", "kernels"):
+        _script("published", f"published-{kind}",
+                ["benchmarks/published.py", "--model", kind] + (["--fit"] if kind == "kernels" else []))
+    _script("published", "published-memory", ["benchmarks/published.py", "--memory"])
 
 
 def _published_why(sums: list[dict], fitted: dict | None) -> list[str]:
@@ -397,24 +398,15 @@ def _published_markdown(pub) -> tuple[list[str], list[tuple[str, str, bool]]]:
 def baseline(quick: bool, rev: str | None) -> None:
     """The speed benchmarks of commit ``rev`` and of this checkout side by side (``benchmarks/baseline.py``),
     recorded with the bench section for its before-and-after table."""
-    import subprocess
-
     if not rev:
         raise ValueError("the baseline section measures against a commit: give --baseline REV")
-    argv = ["benchmarks/baseline.py", "--baseline", rev] + (["--quick"] if quick else ["--rounds", "3"])
     print(f"[baseline] before ({rev}) and after ...", file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT)
-    if out.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed (exit {out.returncode}): {out.stderr.strip()[-500:]}")
-    _record("bench", name="baseline", command=".venv/bin/python " + " ".join(argv), seconds=time.perf_counter() - t0,
-            quick=quick, records=[json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")])
+    _script("bench", "baseline", ["benchmarks/baseline.py", "--baseline", rev]
+            + (["--quick"] if quick else ["--rounds", "3"]), quick=quick)
 
 
 def bench(quick: bool) -> None:
     """The planner (speed, quality) and simulator benchmarks, their JSON lines recorded as they print them."""
-    import subprocess
-
     runs = {"planner-speed": ["benchmarks/planner.py", "--suite", "speed", "--repeat", "1" if quick else "5"],
             "planner-quality": ["benchmarks/planner.py", "--suite", "quality", "--instances", "5" if quick else "100"],
             "simulator": ["benchmarks/simulator.py"] + (["--repeat", "3", "--evals", "200", "--sweep-points", "10000"]
@@ -422,13 +414,7 @@ def bench(quick: bool) -> None:
             "compare": ["benchmarks/compare.py"] + (["--steps", "3"] if quick else [])}
     for name, argv in runs.items():
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT)
-        if out.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)} failed (exit {out.returncode}): {out.stderr.strip()[-500:]}")
-        records = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
-        _record("bench", name=name, command=".venv/bin/python " + " ".join(argv), seconds=time.perf_counter() - t0,
-                quick=quick, records=records)
+        _script("bench", name, argv, quick=quick)
 
 
 def hetero(quick: bool) -> None:

@@ -156,7 +156,7 @@ def task_kernels(model, part: str, phase: str, heads: int, samples: int, fused: 
     for k in fwd:
         if k.kind == "elementwise":
             if k.nbytes:  # autocast: its own backward kernels
-                out.extend(Kernel("elementwise", nbytes=g) for g in k.grad_nbytes)
+                out.extend(moves(g) for g in k.grad_nbytes)
             else:
                 out.append(elementwise(k.elements * 3 // 2))  # read the saved input and the gradient, write one
         elif k.role == "attention" and fused:  # fused attention: recompute and both gradients
@@ -181,12 +181,14 @@ def frozen_roles(model) -> set[str]:
     return {"stem"} | {role for role, yes in adapted.items() if not yes}
 
 
-def _forward_kernels(model, part: str, heads: int, b: int, fused: bool) -> list[Kernel]:
+def _forward_kernels(model, part: str, heads: int, b: int, fused: bool,
+                     autocast: bool | None = None) -> list[Kernel]:
+    """A part's forward kernels; ``autocast`` (default: the model's) adds autocast's (``_autocast_kernels``)."""
     N, D, hd = model.tokens, model.dim, model.head_dim
     tokens = b * N
     if part in ("attn", "mlp") and heads <= 0:  # no subnet runs: no kernel
         return []
-    if model.autocast and part != "block":
+    if (model.autocast if autocast is None else autocast) and part != "block":
         return _autocast_kernels(model, part, heads, b, fused)
     if part == "attn":
         n = heads
@@ -244,6 +246,10 @@ def _autocast_kernels(model, part: str, heads: int, b: int, fused: bool) -> list
     tokens = b * N
     E = tokens * D  # residual-stream elements
     frozen = frozen_roles(model)
+    gemms: dict[str, list[Kernel]] = {}  # the part's products, by role, as without autocast
+    for kern in _forward_kernels(model, part, heads, b, fused, autocast=False):
+        if kern.kind == "gemm":
+            gemms.setdefault(kern.role, []).append(kern)
 
     def weight(kern: Kernel) -> Kernel:  # the fp32 weight (k x n) and bias (n) cast to 16 bits; its gradients
         params = kern.k * kern.n + kern.n
@@ -254,37 +260,28 @@ def _autocast_kernels(model, part: str, heads: int, b: int, fused: bool) -> list
 
     def linear(kern: Kernel, cast_input: bool = False) -> list[Kernel]:
         cast = 6 * kern.m * kern.k  # the input, fp32 to 16 bits; its gradient back (none for the pixels)
-        return [weight(kern)] + ([moves(cast, *(() if kern.role == "stem" else (cast,)))] if cast_input else []) + [kern]
+        back = () if kern.role == "stem" else (cast,)
+        return [weight(kern)] + ([moves(cast, *back)] if cast_input else []) + [kern]
 
     if part == "attn":
-        n = heads
-        S = b * n * N * N  # score elements
-        if fused:
-            att = [gemm(N, N, 2 * hd, b * n, "attention")]
-        else:  # scores, scale, cast up, softmax, cast down, weighted sum
-            att = [gemm(N, N, hd, b * n, "attention"), moves(4 * S, 4 * S), moves(6 * S, 6 * S), moves(8 * S, 12 * S),
-                   moves(6 * S, 6 * S), gemm(N, hd, N, b * n, "attention")]
-        merge = moves(4 * tokens * n * hd, 4 * tokens * n * hd)
-        return linear(gemm(tokens, 3 * n * hd, D, role="qkv"), cast_input=True) + att + [merge] + linear(
-            gemm(tokens, D, n * hd, role="proj"))
+        S = b * heads * N * N  # score elements
+        att = gemms["attention"]
+        if not fused:  # scores, scale, cast up, softmax, cast down, weighted sum
+            att = [att[0], moves(4 * S, 4 * S), moves(6 * S, 6 * S), moves(8 * S, 12 * S), moves(6 * S, 6 * S), att[1]]
+        merge = moves(4 * tokens * heads * hd, 4 * tokens * heads * hd)
+        return linear(gemms["qkv"][0], cast_input=True) + att + [merge] + linear(gemms["proj"][0])
     if part == "mlp":
-        width = heads * model.mlp_slice if model.split_mlp else model.mlp_hidden
-        return (linear(gemm(tokens, width, D, role="fc1"), cast_input=True) + [moves(4 * tokens * width, 6 * tokens * width)]
-                + linear(gemm(tokens, D, width, role="fc2")))
+        fc1 = gemms["fc1"][0]
+        gelu = moves(4 * fc1.m * fc1.n, 6 * fc1.m * fc1.n)  # over the hidden activations
+        return linear(fc1, cast_input=True) + [gelu] + linear(gemms["fc2"][0])
     if part == "norm":
         return norm()
     if part == "add":
         return [moves(10 * E, 6 * E, 12 * E)]
-    if part == "embed":
-        k = model.in_chans * model.patch ** 2
-        stem = gemm(b * model.patches, D, k, role="stem")
-        return linear(stem, cast_input=True) + [moves(6 * E, 6 * E), moves(8 * E, 4 * E)]  # concatenate, position add
+    if part == "embed":  # the stem, then the concatenation (promoting to fp32) and the position add
+        return linear(gemms["stem"][0], cast_input=True) + [moves(6 * E, 6 * E), moves(8 * E, 4 * E)]
     if part == "head":
-        heads_out = model.class_heads if model.num_classes else 0
-        out = norm()
-        if heads_out:
-            out += linear(gemm(b * heads_out, model.num_classes, D, role="classifier"), cast_input=True)
-        return out
+        return norm() + [k for c in gemms.get("classifier", []) for k in linear(c, cast_input=True)]
     raise ValueError(f"no kernel model for part {part!r}")
 
 
@@ -299,5 +296,6 @@ def launch_time(spec, model, part: str, phase: str, heads: int, samples: int) ->
     return len(task_kernels(model, part, phase, heads, samples, spec.fused_attention)) * spec.kernel_launch_s
 
 
-__all__ = ["Kernel", "TILE", "elementwise", "frozen_roles", "gemm", "kernel_time", "launch_time", "memory_bytes", "moves", "split_k", "task_kernels",
+__all__ = ["Kernel", "TILE", "elementwise", "frozen_roles", "gemm", "kernel_time", "launch_time", "memory_bytes", "moves",
+           "split_k", "task_kernels",
            "task_time", "utilisation"]
