@@ -32,6 +32,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .cost import CostModel
 from .errors import raise_problems
 from .ops import Op
@@ -160,7 +162,11 @@ class IncrementalLoad:
     def __init__(self, dp: DeviceProblem, choice: list[int]) -> None:
         self.dp, self.choice = dp, choice
         self.block_of = {i: key for key, idx in dp.blocks.items() for i in idx}
-        self.counts = {key: [sum(choice[i] == lv for i in idx) for lv in (0, 1, 2)] for key, idx in dp.blocks.items()}
+        self.counts = {}
+        for key, idx in dp.blocks.items():
+            n = self.counts[key] = [0, 0, 0]
+            for i in idx:
+                n[choice[i]] += 1
         self.t, self.b = dp.load(choice)
 
     def delta(self, i: int, to: int) -> tuple[float, int]:
@@ -183,6 +189,63 @@ class IncrementalLoad:
         n[to] += 1
         self.choice[i] = to
         self.t, self.b = self.t + dt, self.b + db
+
+
+class BlockArrays:
+    """A device's blocks as a padded (block, item) array of item indices, with the exact block table and
+    bytes as arrays, so that one stage prices every block at once."""
+
+    def __init__(self, dp: DeviceProblem) -> None:
+        idx = list(dp.blocks.values())
+        width = max(map(len, idx))
+        self.items = np.zeros((len(idx), width), dtype=np.int64)
+        self.valid = np.zeros((len(idx), width), dtype=bool)
+        for b, row in enumerate(idx):
+            self.items[b, :len(row)] = row
+            self.valid[b, :len(row)] = True
+        rows = dp.block_table  # triangular: f items FULL and o FORWARD_ONLY, f + o <= the largest block
+        self.table = np.full((len(rows), max(map(len, rows))), np.nan)
+        for f, row in enumerate(rows):
+            self.table[f, :len(row)] = row
+        self.bytes = np.array(dp.block_bytes, dtype=np.int64)
+        self.width, self.steps = width, np.arange(1, width + 1)
+
+    def stage(self, choice: list[int], score: list[float], frm: int, to: int, inv_t: float, inv_b: float):
+        """One stage's view of every block (``d2ft.solvers._stage_exact``), moving items ``frm`` -> ``to``.
+
+        Returns, flat over (block, j) in row-major order: each block's items, its pool first (the
+        items at ``frm`` with a positive score, best first, ties in item order); the exact (seconds,
+        bytes) that moving the pool's first j items adds to the block (``block_table``, j = 1..width);
+        per block its pool size; and the heap entry (-efficiency, block, 0, j) of its most efficient
+        prefix (efficiency: the prefix's score over its cost normalised by ``inv_t`` and ``inv_b``;
+        inf where it costs nothing), for blocks with a non-empty pool. Float operations are the
+        scalar ones, in the same order, so the result does not depend on being computed at once."""
+        ch = np.asarray(choice, dtype=np.int64)[self.items]
+        sc = np.asarray(score, dtype=np.float64)[self.items]
+        pool = self.valid & (ch == frm) & (sc > 0)
+        size = pool.sum(axis=1)
+        order = np.argsort(np.where(pool, -sc, np.inf), axis=1, kind="stable")
+        gains = np.cumsum(np.take_along_axis(np.where(pool, sc, 0.0), order, axis=1), axis=1)
+        n = [(self.valid & (ch == lv)).sum(axis=1) for lv in (0, 1, 2)]
+        after = [np.repeat(c[:, None], len(self.steps), axis=1) for c in n]
+        after[frm] = after[frm] - self.steps  # moving the first j of the pool, j = 1..width
+        after[to] = after[to] + self.steps
+        ok = self.steps <= size[:, None]
+        a1, a2 = np.where(ok, after[1], 0), np.where(ok, after[2], 0)
+        top0 = np.where(n[2] > 0, 2, np.where(n[1] > 0, 1, 0))
+        top = np.where(a2 > 0, 2, np.where(a1 > 0, 1, 0))
+        dt = self.table[a2, a1] - self.table[n[2], n[1]][:, None]
+        db = self.bytes[top] - self.bytes[top0][:, None]
+        with np.errstate(invalid="ignore"):  # 0 x inf where a capacity is exhausted: masked out
+            normed = np.where(dt > 0, dt * inv_t, 0.0) + np.where(db > 0, db * inv_b, 0.0)
+            eff = np.where(ok, np.where(normed > 0, gains / np.where(normed > 0, normed, 1.0), np.inf), -np.inf)
+        best = eff.max(axis=1)
+        best_j = np.where(best > -1.0, eff.argmax(axis=1) + 1, 1)
+        key = np.where(best > -1.0, -best, 1.0)
+        blocks = np.flatnonzero(size)
+        pools = np.take_along_axis(self.items, order, axis=1)
+        first = list(zip(key[blocks].tolist(), blocks.tolist(), [0] * len(blocks), best_j[blocks].tolist()))
+        return pools.ravel().tolist(), size.tolist(), dt.ravel().tolist(), db.ravel().tolist(), first
 
 
 LEVEL_OP = tuple(sorted(Op, key=lambda op: op.level))

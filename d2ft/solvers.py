@@ -35,7 +35,8 @@ import math
 import time
 from dataclasses import dataclass
 
-from .knapsack import DeviceProblem, IncrementalLoad, block_cost
+
+from .knapsack import BlockArrays, DeviceProblem, IncrementalLoad
 
 
 @dataclass(frozen=True)
@@ -181,32 +182,44 @@ def dp_two_stage(dp: DeviceProblem, shares: int = 4, refine: int = 1) -> DeviceS
         return DeviceSolution([], 0.0, None, "heuristic")
     two = lo == 0 and dp.levels == (0, 1, 2)
     top = dp.levels[-1]
+    start = [lo] * n
+    used0 = dp.load(start)
+    cache: dict = {}  # shared by every stage of this device (``_stage_exact``)
+    frm = 1 if two else lo  # stage 2: which running items also run backward (or the only stage)
+    fwd, bwd = [v[1] - v[0] for v in V], [v[top] - v[frm] for v in V]
+
+    after_stage1: dict[tuple, list[int]] = {}  # stage 2 depends on frac only through stage 1's choice
 
     def run(frac: float) -> list[int]:
-        choice = [lo] * n
+        choice, used = start[:], used0
         if two:  # stage 1: which items run
-            _stage(dp, choice, 0, 1, [V[i][1] - V[i][0] + frac * (V[i][2] - V[i][1]) for i in range(n)], 1 - frac)
-        frm = 1 if two else lo  # stage 2: which running items also run backward (or the only stage)
-        _stage(dp, choice, frm, top, [V[i][top] - V[i][frm] for i in range(n)], 1.0)
-        return choice
+            used = _stage(dp, choice, used, 0, 1, [f + frac * b for f, b in zip(fwd, bwd)], 1 - frac, cache)
+        key = tuple(choice)
+        if key not in after_stage1:
+            _stage(dp, choice, used, frm, top, bwd, 1.0, cache)
+            after_stage1[key] = choice
+        return after_stage1[key]
 
-    tried = {}
+    tried, value = {}, {}
     grid = [j / shares for j in range(shares + 1)] if two else [0.0]
     step = 1 / shares
     for _ in range(refine + 1 if two else 1):
         for frac in grid:
             if 0 <= frac <= 1 and frac not in tried:
                 tried[frac] = run(frac)
-        best_frac = max(tried, key=lambda f: dp.objective(tried[f]))
+                value[frac] = dp.objective(tried[frac])
+        best_frac = max(tried, key=value.__getitem__)
         step /= 2
         grid = [best_frac - step, best_frac + step]
     choice, value = _fill(dp, _repair(dp, tried[best_frac]))
     return DeviceSolution(choice, value, None, "heuristic")
 
 
-def _stage(dp: DeviceProblem, choice: list[int], frm: int, to: int, score: list[float], share: float) -> None:
+def _stage(dp: DeviceProblem, choice: list[int], used: tuple[float, int], frm: int, to: int, score: list[float],
+           share: float, cache: dict) -> tuple[float, int]:
     """Moves items from level ``frm`` to ``to``, best ``score`` per cost first, within ``share`` of
-    the capacity left; in place.
+    the capacity left; in place. ``used`` is the exact load of ``choice`` (``DeviceProblem.load``);
+    returns the load after the moves. ``cache`` keeps what the stages of one device share.
 
     A group knapsack over blocks: taking the j best items of a block costs j times the item
     cost plus, once, the block's extra overhead and bytes. All items of a device cost the
@@ -216,13 +229,14 @@ def _stage(dp: DeviceProblem, choice: list[int], frm: int, to: int, score: list[
     Zoltners, Operations Research 27(3), 1979) is within one block's value of the optimum;
     without block costs it is exactly top-k by score, the equal-weight fast path.
     """
-    used_t, used_b = dp.load(choice)
+    used_t, used_b = used
     left_t = (dp.capacity_s - used_t) * share
     left_b = (dp.capacity_bytes - used_b) * share if dp.capacity_bytes is not None else None
     inv_t = 1 / left_t if left_t > 0 else math.inf
     inv_b = 0.0 if left_b is None else (1 / left_b if left_b > 0 else math.inf)
     if dp.block_table is not None:
-        return _stage_exact(dp, choice, frm, to, score, left_t, left_b, inv_t, inv_b)
+        taken_t, taken_b = _stage_exact(dp, choice, frm, to, score, left_t, left_b, inv_t, inv_b, cache)
+        return used_t + taken_t, used_b + taken_b
     c_item = dp.time[to] - dp.time[frm]
     c_one = c_item * inv_t if c_item > 0 else 0.0
     O, B = dp.overhead_at, dp.block_bytes
@@ -254,70 +268,50 @@ def _stage(dp: DeviceProblem, choice: list[int], frm: int, to: int, score: list[
             continue
         if dt <= left_t * (1 + 1e-12) + 1e-15 and (left_b is None or db <= left_b):
             left_t -= dt
+            used_t, used_b = used_t + dt, used_b + db
             if left_b is not None:
                 left_b -= db
             for i in items:
                 choice[i] = to
         else:
             blocked.add(key)
+    return used_t, used_b
 
 
 def _stage_exact(dp: DeviceProblem, choice: list[int], frm: int, to: int, score: list[float], left_t: float,
-                 left_b: float | None, inv_t: float, inv_b: float) -> None:
+                 left_b: float | None, inv_t: float, inv_b: float, cache: dict) -> tuple[float, int]:
     """``_stage`` where blocks are priced exactly (``dp.block_table``): a block's j-th item costs what
     moving it adds to the block's exact time, so its increments (the most efficient prefix, then one item
-    at a time, in score order) are taken through a heap, each block's next one only after the last."""
+    at a time, in score order) are taken through a heap, each block's next one only after the last.
+    Every block's pool, costs and best prefix are computed at once over a (block, item) array
+    (``BlockArrays``, kept in ``cache`` across the stages of one device). Returns the (seconds, bytes)
+    taken."""
+    arr = cache.get("blocks") or cache.setdefault("blocks", BlockArrays(dp))
+    pools, sizes, ct, cb, heap = arr.stage(choice, score, frm, to, inv_t, inv_b)
+    width = arr.width
+
     def norm(dt: float, db: int) -> float:
         return (dt * inv_t if dt > 0 else 0.0) + (db * inv_b if db > 0 else 0.0)
 
-    heap, chains = [], {}
-    priced: dict[tuple, tuple[list, list]] = {}  # (the block's items per level, pool size) -> its costs, normalised
-    for key, idx in dp.blocks.items():
-        pool = [i for i in idx if choice[i] == frm and score[i] > 0]
-        if not pool:
-            continue
-        if len(pool) > 1:
-            pool.sort(key=score.__getitem__, reverse=True)
-        n = [0, 0, 0]
-        for i in idx:
-            n[choice[i]] += 1
-        state = (n[0], n[1], n[2], len(pool))
-        if state not in priced:  # blocks in the same state cost the same: price each state once a stage
-            t0, b0 = block_cost(dp, n)
-            costs, after = [], n[:]  # (dt, db) of moving the first j items, j = 1..len(pool)
-            for _ in pool:
-                after[frm] -= 1
-                after[to] += 1
-                t, b = block_cost(dp, after)
-                costs.append((t - t0, b - b0))
-            priced[state] = costs, [norm(dt, db) for dt, db in costs]
-        costs, normed = priced[state]
-        gain, best_j, best_eff = 0.0, 1, -1.0
-        for j, i in enumerate(pool, 1):
-            gain += score[i]
-            c = normed[j - 1]
-            eff = gain / c if c > 0 else math.inf
-            if eff > best_eff:
-                best_j, best_eff = j, eff
-        chains[key] = (pool, costs)
-        heapq.heappush(heap, (-best_eff, len(chains), key, 0, best_j))
+    heapq.heapify(heap)
+    taken_t, taken_b = 0.0, 0
     while heap:
-        _, order, key, done, upto = heapq.heappop(heap)
-        pool, costs = chains[key]
-        dt = costs[upto - 1][0] - (costs[done - 1][0] if done else 0.0)
-        db = costs[upto - 1][1] - (costs[done - 1][1] if done else 0)
+        _, b, done, upto = heapq.heappop(heap)
+        row = b * width  # the block's row in the flat per-(block, j) lists
+        dt = ct[row + upto - 1] - (ct[row + done - 1] if done else 0.0)
+        db = cb[row + upto - 1] - (cb[row + done - 1] if done else 0)
         if not (dt <= left_t * (1 + 1e-12) + 1e-15 and (left_b is None or db <= left_b)):
             continue  # this block takes nothing more
         left_t -= dt
+        taken_t, taken_b = taken_t + dt, taken_b + db
         if left_b is not None:
             left_b -= db
-        for i in pool[done:upto]:
+        for i in pools[row + done:row + upto]:
             choice[i] = to
-        if upto < len(pool):  # the block's next item, at its exact marginal cost
-            ndt = costs[upto][0] - costs[upto - 1][0]
-            ndb = costs[upto][1] - costs[upto - 1][1]
-            c = norm(ndt, ndb)
-            heapq.heappush(heap, (-(score[pool[upto]] / c) if c > 0 else -math.inf, order, key, upto, upto + 1))
+        if upto < sizes[b]:  # the block's next item, at its exact marginal cost
+            c = norm(ct[row + upto] - ct[row + upto - 1], cb[row + upto] - cb[row + upto - 1])
+            heapq.heappush(heap, (-(score[pools[row + upto]] / c) if c > 0 else -math.inf, b, upto, upto + 1))
+    return taken_t, taken_b
 
 
 def _repair(dp: DeviceProblem, choice: list[int]) -> list[int]:
