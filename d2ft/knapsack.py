@@ -209,6 +209,7 @@ class BlockArrays:
             self.table[f, :len(row)] = row
         self.bytes = np.array(dp.block_bytes, dtype=np.int64)
         self.width, self.steps = width, np.arange(1, width + 1)
+        self._priced: dict[tuple, tuple] = {}  # a few recent (levels, pool sizes) -> ``_price``
 
     def stage(self, choice: list[int], score: list[float], frm: int, to: int, inv_t: float, inv_b: float):
         """One stage's view of every block (``d2ft.solvers._stage_exact``), moving items ``frm`` -> ``to``.
@@ -216,16 +217,40 @@ class BlockArrays:
         Returns, flat over (block, j) in row-major order: each block's items, its pool first (the
         items at ``frm`` with a positive score, best first, ties in item order); the exact (seconds,
         bytes) that moving the pool's first j items adds to the block (``block_table``, j = 1..width);
-        per block its pool size; and the heap entry (-efficiency, block, 0, j) of its most efficient
-        prefix (efficiency: the prefix's score over its cost normalised by ``inv_t`` and ``inv_b``;
-        inf where it costs nothing), for blocks with a non-empty pool. Float operations are the
-        scalar ones, in the same order, so the result does not depend on being computed at once."""
+        per block its pool size; the heap entries (-efficiency, block, 0, j) of each block's most
+        efficient prefix (efficiency: the prefix's score over its cost normalised by ``inv_t`` and
+        ``inv_b``; inf where it costs nothing), for blocks with a non-empty pool, sorted; and per entry
+        the smallest time of it and those after it. Float operations are the scalar ones, in the same
+        order, so the result does not depend on being computed at once."""
         ch = np.asarray(choice, dtype=np.int64)[self.items]
         sc = np.asarray(score, dtype=np.float64)[self.items]
         pool = self.valid & (ch == frm) & (sc > 0)
         size = pool.sum(axis=1)
         order = np.argsort(np.where(pool, -sc, np.inf), axis=1, kind="stable")
         gains = np.cumsum(np.take_along_axis(np.where(pool, sc, 0.0), order, axis=1), axis=1)
+        state = (frm, to, ch.tobytes(), size.tobytes())  # the costs depend on the levels and pool sizes only
+        if state not in self._priced:
+            if len(self._priced) > 64:
+                self._priced.clear()
+            self._priced[state] = self._price(ch, size, frm, to)
+        ok, dt, db, ct, cb = self._priced[state]
+        with np.errstate(invalid="ignore"):  # 0 x inf where a capacity is exhausted: masked out
+            normed = np.where(dt > 0, dt * inv_t, 0.0) + np.where(db > 0, db * inv_b, 0.0)
+            eff = np.where(ok, np.where(normed > 0, gains / np.where(normed > 0, normed, 1.0), np.inf), -np.inf)
+        best = eff.max(axis=1)
+        best_j = np.where(best > -1.0, eff.argmax(axis=1) + 1, 1)
+        key = np.where(best > -1.0, -best, 1.0)
+        blocks = np.flatnonzero(size)
+        blocks = blocks[np.lexsort((blocks, key[blocks]))]  # the heap's order: efficiency, then block
+        first_dt = dt[blocks, best_j[blocks] - 1]
+        floor = np.minimum.accumulate(first_dt[::-1])[::-1] if len(blocks) else first_dt
+        pools = np.take_along_axis(self.items, order, axis=1)
+        first = list(zip(key[blocks].tolist(), blocks.tolist(), [0] * len(blocks), best_j[blocks].tolist()))
+        return pools.ravel().tolist(), size.tolist(), ct, cb, first, floor.tolist()
+
+    def _price(self, ch: np.ndarray, size: np.ndarray, frm: int, to: int):
+        """Where j is within the pool, and the exact (seconds, bytes) that moving a block's first j pool
+        items from ``frm`` to ``to`` adds (arrays, and flat lists of them)."""
         n = [(self.valid & (ch == lv)).sum(axis=1) for lv in (0, 1, 2)]
         after = [np.repeat(c[:, None], len(self.steps), axis=1) for c in n]
         after[frm] = after[frm] - self.steps  # moving the first j of the pool, j = 1..width
@@ -236,16 +261,7 @@ class BlockArrays:
         top = np.where(a2 > 0, 2, np.where(a1 > 0, 1, 0))
         dt = self.table[a2, a1] - self.table[n[2], n[1]][:, None]
         db = self.bytes[top] - self.bytes[top0][:, None]
-        with np.errstate(invalid="ignore"):  # 0 x inf where a capacity is exhausted: masked out
-            normed = np.where(dt > 0, dt * inv_t, 0.0) + np.where(db > 0, db * inv_b, 0.0)
-            eff = np.where(ok, np.where(normed > 0, gains / np.where(normed > 0, normed, 1.0), np.inf), -np.inf)
-        best = eff.max(axis=1)
-        best_j = np.where(best > -1.0, eff.argmax(axis=1) + 1, 1)
-        key = np.where(best > -1.0, -best, 1.0)
-        blocks = np.flatnonzero(size)
-        pools = np.take_along_axis(self.items, order, axis=1)
-        first = list(zip(key[blocks].tolist(), blocks.tolist(), [0] * len(blocks), best_j[blocks].tolist()))
-        return pools.ravel().tolist(), size.tolist(), dt.ravel().tolist(), db.ravel().tolist(), first
+        return ok, dt, db, dt.ravel().tolist(), db.ravel().tolist()
 
 
 LEVEL_OP = tuple(sorted(Op, key=lambda op: op.level))

@@ -287,20 +287,28 @@ def _stage_exact(dp: DeviceProblem, choice: list[int], frm: int, to: int, score:
     (``BlockArrays``, kept in ``cache`` across the stages of one device). Returns the (seconds, bytes)
     taken."""
     arr = cache.get("blocks") or cache.setdefault("blocks", BlockArrays(dp))
-    pools, sizes, ct, cb, heap = arr.stage(choice, score, frm, to, inv_t, inv_b)
+    pools, sizes, ct, cb, first, floor = arr.stage(choice, score, frm, to, inv_t, inv_b)
     width = arr.width
 
     def norm(dt: float, db: int) -> float:
         return (dt * inv_t if dt > 0 else 0.0) + (db * inv_b if db > 0 else 0.0)
 
-    heapq.heapify(heap)
+    # The heap is the sorted first increments merged with a heap of the later ones (pushed as blocks
+    # take their first), which pops in the same order as one heap of both.
+    pos, end, pushed = 0, len(first), []
     taken_t, taken_b = 0.0, 0
-    while heap:
-        _, b, done, upto = heapq.heappop(heap)
+    while pos < end or pushed:
+        if pushed and (pos == end or pushed[0] < first[pos]):
+            _, b, done, upto = heapq.heappop(pushed)
+        else:
+            _, b, done, upto = first[pos]
+            pos += 1
         row = b * width  # the block's row in the flat per-(block, j) lists
         dt = ct[row + upto - 1] - (ct[row + done - 1] if done else 0.0)
         db = cb[row + upto - 1] - (cb[row + done - 1] if done else 0)
         if not (dt <= left_t * (1 + 1e-12) + 1e-15 and (left_b is None or db <= left_b)):
+            if not pushed and pos < end and floor[pos] > left_t * (1 + 1e-12) + 1e-15:
+                break  # no increment left is small enough
             continue  # this block takes nothing more
         left_t -= dt
         taken_t, taken_b = taken_t + dt, taken_b + db
@@ -310,7 +318,7 @@ def _stage_exact(dp: DeviceProblem, choice: list[int], frm: int, to: int, score:
             choice[i] = to
         if upto < sizes[b]:  # the block's next item, at its exact marginal cost
             c = norm(ct[row + upto] - ct[row + upto - 1], cb[row + upto] - cb[row + upto - 1])
-            heapq.heappush(heap, (-(score[pools[row + upto]] / c) if c > 0 else -math.inf, b, upto, upto + 1))
+            heapq.heappush(pushed, (-(score[pools[row + upto]] / c) if c > 0 else -math.inf, b, upto, upto + 1))
     return taken_t, taken_b
 
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from d2ft import Cluster, CostModel, DeviceSpec, LinkSpec, ModelSpec, Op, Plan
 from d2ft.catalogue import cluster_preset, link
-from d2ft.knapsack import Budget, build_problem
+from d2ft.knapsack import BlockArrays, Budget, block_cost, build_problem
 from d2ft.plan import even_placement
 from d2ft.planner import BASELINES, STRATEGIES, plan_step
 from d2ft.scores import Scores, random_scores, synthetic
@@ -81,6 +81,36 @@ def test_on_kernel_model_devices_the_mip_is_exact_too(case):
         assert mip.status == "optimal" and mip.bound >= exact - 1e-9 * max(1.0, abs(exact))
         for heuristic in (dp_two_stage(dp), greedy(dp)):
             assert dp.fits(heuristic.choice) and heuristic.objective <= exact + 1e-9
+
+
+@settings(max_examples=30)
+@given(small_problems(max_items=12, kernel=True), st.integers(0, 2**31), st.sampled_from([(0, 1), (1, 2), (0, 2)]))
+def test_batched_block_pricing_equals_the_scalar_block_cost(case, seed, move):
+    """dp prices every block of a stage at once (``BlockArrays``): the costs of moving a block's first j pool
+    items equal ``block_cost`` differences, the pool is the block's items at ``frm`` with a positive score,
+    best first, and the first increments come sorted as a heap would pop them."""
+    import random
+    _, _, problem = case
+    rng, (frm, to) = random.Random(seed), move
+    for dp in problem.devices:
+        if dp.block_table is None or not dp.items:
+            continue
+        arr = BlockArrays(dp)
+        choice = [rng.choice((0, 1, 2)) for _ in dp.items]
+        score = [rng.choice((-1.0, 0.0, rng.random())) for _ in dp.items]
+        pools, sizes, ct, cb, first, floor = arr.stage(choice, score, frm, to, 1.0, 0.5)
+        assert first == sorted(first) and floor == [min(ct[b * arr.width + j - 1] for _, b, _, j in first[k:])
+                                                       for k in range(len(first))]
+        for b, idx in enumerate(dp.blocks.values()):
+            pool = sorted((i for i in idx if choice[i] == frm and score[i] > 0), key=lambda i: -score[i])
+            assert sizes[b] == len(pool) and pools[b * arr.width:b * arr.width + len(pool)] == pool
+            n = [sum(choice[i] == lv for i in idx) for lv in (0, 1, 2)]
+            t0, b0 = block_cost(dp, n)
+            for j in range(1, len(pool) + 1):
+                after = list(n)
+                after[frm], after[to] = after[frm] - j, after[to] + j
+                t1, b1 = block_cost(dp, after)
+                assert (ct[b * arr.width + j - 1], cb[b * arr.width + j - 1]) == (t1 - t0, b1 - b0)
 
 
 @settings(max_examples=40)
