@@ -1,7 +1,9 @@
 """Runtime benchmark: what D2FT's execution costs and saves for real, one JSON line per case.
 
   overhead  one process running the all-FULL plan (every subnet on rank 0) against a plain
-            timm training step of the same model, batch and optimizer (AdamW), one thread.
+            timm training step of the same model, batch and optimizer (AdamW), one thread;
+            --rounds runs of each, alternated, so that the machine's drift between two runs
+            falls on both (medians over every round's steps; ``round_overheads`` per round).
   saving    4 ranks (gloo, this machine): measured compute time of a hybrid plan at keep
             0.6 against the all-FULL plan on the same placement, next to the saving the
             cost model planned.
@@ -71,6 +73,7 @@ def plain_timm(steps: int, batch: int) -> list[float]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=6, help="steps per run; the first is a warm-up")
+    p.add_argument("--rounds", type=int, default=3, help="alternated d2ft and plain-timm runs of the overhead case")
     args = p.parse_args(argv)
     with torch.device("meta"):
         spec = model_spec_from_timm(build_model(MODEL))
@@ -78,11 +81,17 @@ def main(argv=None) -> int:
 
     one = local_cluster(1)
     full1 = Plan.uniform(spec, one, Op.FULL, 2, 4)
-    launch(job_for(full1, args.steps, tmp / "one"))
-    d2ft_s = statistics.median(r["wall_s"] for r in rank_logs(tmp / "one", 1)[0][1:])
-    timm_s = statistics.median(plain_timm(args.steps, full1.batch_size)[1:])
+    d2ft_steps, timm_steps, rounds = [], [], []
+    for r in range(args.rounds):
+        launch(job_for(full1, args.steps, tmp / f"one{r}"))
+        ours = [s["wall_s"] for s in rank_logs(tmp / f"one{r}", 1)[0][1:]]
+        theirs = plain_timm(args.steps, full1.batch_size)[1:]
+        d2ft_steps += ours
+        timm_steps += theirs
+        rounds.append(statistics.median(ours) / statistics.median(theirs) - 1)
+    d2ft_s, timm_s = statistics.median(d2ft_steps), statistics.median(timm_steps)
     print(json.dumps(dict(case="overhead", d2ft_all_full_step_s=d2ft_s, timm_step_s=timm_s,
-                          overhead=d2ft_s / timm_s - 1)), flush=True)
+                          overhead=d2ft_s / timm_s - 1, rounds=args.rounds, round_overheads=rounds)), flush=True)
 
     four = local_cluster(4)
     hybrid = plan_step(spec, four, "hybrid", "dp", keep=0.6, micro_batches=2, micro_batch_size=4, seed=0).plan
