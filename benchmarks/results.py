@@ -581,7 +581,9 @@ def write_markdown(records: Path = RESULTS, out: Path = ROOT / "benchmarks" / "R
         lines += fid_lines
         goals += fid_goals
     if not frame.empty and "bench" in set(frame["section"]):
-        lines += _bench_markdown(frame[frame["section"] == "bench"])
+        bench_lines, bench_goals = _bench_markdown(frame[frame["section"] == "bench"])
+        lines += bench_lines
+        goals += bench_goals
     if not frame.empty and "published" in set(frame["section"]):
         pub_lines, pub_goals = _published_markdown(frame[frame["section"] == "published"])
         lines += pub_lines
@@ -890,8 +892,9 @@ def _scale_markdown(sc, figures: Path) -> list[str]:
             markdown_table(every.reset_index(drop=True)), "", "</details>", ""]
 
 
-def _bench_markdown(b) -> list[str]:
-    """The planner and simulator benchmarks' summary lines as tables."""
+def _bench_markdown(b) -> tuple[list[str], list]:
+    """The planner and simulator benchmarks' summary lines as tables, and the speed goals (``SPEED_GOALS``)
+    on the before-and-after table's "after"."""
     import pandas as pd
 
     from analysis.report import markdown_table
@@ -941,9 +944,29 @@ def _bench_markdown(b) -> list[str]:
                       "included.", ""]
     if "compare" in b.index:
         lines += _compare_markdown(b.loc["compare", "records"], b.loc["compare", "command"], b.loc["compare", "date"])
+    goals = []
     if "baseline" in b.index:
-        lines += _baseline_markdown(b.loc["baseline", "records"], b.loc["baseline", "command"], b.loc["baseline", "date"])
-    return lines
+        records = b.loc["baseline", "records"]
+        lines += _baseline_markdown(records, b.loc["baseline", "command"], b.loc["baseline", "date"])
+        after = {r["measure"]: r for r in records if "measure" in r}
+        for measure, bound, label in SPEED_GOALS:
+            if measure in after:
+                r = after[measure]
+                ok = r["after"] <= bound if r["better"] == "lower" else r["after"] >= bound
+                goals.append((f"speed: {label}", f"{r['after']:,.3g} {r['unit']} (before: "
+                              f"{'-' if r['before'] is None else format(r['before'], ',.3g')})", bool(ok)))
+    return lines, goals
+
+
+SPEED_GOALS = [  # (benchmarks/baseline.py measure, bound, the goal in words): the performance issue's table
+    ("batched evaluations/s (full)", 100_000, "batched analytical evaluation at least 100,000 plans/s"),
+    ("graph simulation (full)", 50.0, "graph simulation of the 8,872-event step at most 50 ms"),
+    ("what-if sweep of 100,000 points", 60.0, "a 100,000-point sweep in under a minute"),
+    ("dp, vit_base_patch16_224 x 8 devices x 8 micro-batches", 10.0, "dp, ViT-B/16 x 8 A100 x 8 micro-batches at most 10 ms"),
+    ("dp, vit_large_patch16_224 x 16 devices x 16 micro-batches", 100.0,
+     "dp, ViT-L/16 x 16 A100 x 16 micro-batches at most 100 ms"),
+    ("all-FULL in one process against plain timm", 5.0, "all-FULL in one process at most 5% over plain timm"),
+]
 
 
 def _baseline_markdown(records: list[dict], command: str, date: str) -> list[str]:

@@ -53,3 +53,17 @@ def test_measures_are_read_from_each_benchmarks_own_lines():
     assert got["what-if sweep of 1,000 points"] == (2.0, "s", "lower")
     assert baseline.measures("runtime", [{"case": "overhead", "overhead": 0.25}]) == {
         "all-FULL in one process against plain timm": (25.0, "%", "lower")}
+
+
+def test_every_speed_goal_of_the_results_page_names_a_measure_the_benchmarks_print():
+    """The results page's speed goals are looked up by measure name: each must be one baseline.py makes."""
+    spec = importlib.util.spec_from_file_location("results_page", ROOT / "benchmarks" / "results.py")
+    results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(results)
+    lines = {"simulator": [{"case": "full", "analytical_evals_per_s": 1.0, "batched_evals_per_s": 1.0,
+                            "graph_median_s": 0.05}, {"case": "sweep", "points": 100_000, "seconds": 9.0}],
+             "planner": [{"case": "speed", "solver": "dp", "model": m, "devices": d, "micro_batches": d, "median_s": 0.1}
+                         for m, d in (("vit_base_patch16_224", 8), ("vit_large_patch16_224", 16))],
+             "runtime": [{"case": "overhead", "overhead": 0.05}]}
+    made = {m for name, recs in lines.items() for m in baseline.measures(name, recs)}
+    assert {m for m, _, _ in results.SPEED_GOALS} <= made
