@@ -330,7 +330,7 @@ def markdown(records: list[dict], figures: Path) -> tuple[list[str], list[tuple[
              "sums as 4 ranks; no messages), so savings are the cost model's (planned) figures for those 4 ranks, whose "
              "bytes the runtime matches exactly on real ranks. \"vs full\" is the mean over seeds of (arm - full of the "
              "same seed), with its 95% t interval." + _code_line(recs), ""]
-    goals = []
+    goals, hybrid_vs = [], {}
     epochs_recs = {c: [r for r in recs if r["combo"] == c and r["stage"] == "epochs"] for c in COMBOS}
     curves = {f"{BACKBONES[b].split('/')[-1].split('.')[0]} -> {TASKS[t]}": [y for _, y in epochs_recs[c][-1]["curve"]]
               for c, (b, t) in COMBOS.items() if epochs_recs[c]}
@@ -409,6 +409,12 @@ def markdown(records: list[dict], figures: Path) -> tuple[list[str], list[tuple[
                       "\"Subnets FULL < 1%\" in the table counts, per seed, the subnets that trained in under 1% of the "
                       "run's micro-batches (of 24): a subnet's Fisher score is re-measured only when it runs FULL, so "
                       "one that scored low early can stay untrained.", ""]
+        if "hybrid" in top:
+            hybrid_vs[combo] = {"starved": [sum(v < 0.01 for row in r["coverage"] for v in row) for r in top["hybrid"].values()]}
+            for against in ("full", "full-equal", "random"):
+                diffs = [top["hybrid"][s]["top1"] - top[against][s]["top1"] for s in top["hybrid"] if s in top.get(against, {})]
+                if diffs:
+                    hybrid_vs[combo][against] = statistics.fmean(diffs)
         for arm, against, least, what in GOALS:
             if arm in top and against in top:
                 diffs = [top[arm][s]["top1"] - top[against][s]["top1"] for s in top[arm] if s in top[against]]
@@ -417,7 +423,37 @@ def markdown(records: list[dict], figures: Path) -> tuple[list[str], list[tuple[
                     shown = f"{100 * m:+.2f} points" + (f" [{100 * (m - hw):+.2f}, {100 * (m + hw):+.2f}]" if hw == hw else "")
                     goals.append((f"{what} ({backbone} -> {task})", f"{shown}, {len(diffs)} seed{'s' if len(diffs) != 1 else ''}",
                                   bool(100 * m >= least)))
-    return lines, goals
+    return lines + _reading(hybrid_vs), goals
+
+
+def _reading(hybrid_vs: dict[str, dict]) -> list[str]:
+    """What the hybrid arm's misses point to, from its paired differences per combination (mean points against
+    full, equal-compute full and random) and its starved subnets per seed."""
+    done = {c: v for c, v in hybrid_vs.items() if {"full", "full-equal", "random"} <= set(v)}
+    if not done:
+        return []
+
+    def span(key: str) -> str:
+        values = sorted(100 * v[key] for v in done.values())
+        return f"{values[0]:+.1f}" if len(values) == 1 else f"{values[0]:+.1f} to {values[-1]:+.1f}"
+
+    starved = [n for v in done.values() for n in v["starved"]]
+    equal = [100 * v["full-equal"] for v in done.values()]
+    text = (f"Over {len(done)} combination(s) ({', '.join(done)}), computed from the tables above: hybrid at keep 0.6 "
+            f"lies {span('full')} points from full fine-tuning, {span('full-equal')} from full fine-tuning given the "
+            f"same compute (fewer steps) and {span('random')} from a random choice of subnets at the same keep.")
+    if min(100 * v["random"] for v in done.values()) >= 2:
+        text += " The scores choose far better than chance"
+        text += (", but the accuracy D2FT gives up is about what spending its compute on every subnet for fewer steps "
+                 "gives up (within 2 points of that arm everywhere): its choice of subnets adds little over training "
+                 "all of them for less time here." if max(map(abs, equal)) < 2 else ".")
+    text += (f" In every hybrid run {min(starved)} to {max(starved)} of the 24 subnets ran FULL in under 1% of the "
+             "micro-batches (the coverage maps): a subnet's Fisher score is refreshed only when it runs FULL, so a "
+             "subnet that scored low at first keeps that stale score.")
+    if min(starved) >= 6:
+        text += (" With a quarter or more of the model left untrained in every run, revisiting stale subnets (an "
+                 "exploration share of the budget) is the lever these measurements point to; it is not measured yet.")
+    return ["### What the misses point to", "", text, ""]
 
 
 if __name__ == "__main__":

@@ -67,3 +67,14 @@ def test_every_arm_builds_its_job():
             job = learning._probe(job)
             assert job.strategy is None and {op for grid in job.plan.ops for row in grid for op in row} == {Op.FORWARD_ONLY}
         assert job.emulate_ranks == 4 and (job.lora is not None) == (arm in ("lora-full", "lora-hybrid", "probe"))
+
+
+def test_the_reading_of_the_misses_follows_the_figures():
+    close = {"A": {"full": -0.012, "full-equal": -0.006, "random": 0.025, "starved": [11, 13]}}
+    text = learning._reading(close)[2]
+    assert "-1.2 points from full" in text and "adds little" in text and "11 to 13 of the 24" in text
+    assert "exploration" in text
+    apart = {"A": {"full": -0.012, "full-equal": 0.05, "random": 0.01, "starved": [0, 1]}}
+    text = learning._reading(apart)[2]
+    assert "adds little" not in text and "far better than chance" not in text and "exploration" not in text
+    assert learning._reading({"A": {"full": 0.0, "starved": [3]}}) == []  # an arm missing: no reading
