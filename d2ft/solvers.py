@@ -35,7 +35,6 @@ import math
 import time
 from dataclasses import dataclass
 
-
 from .knapsack import BlockArrays, DeviceProblem, IncrementalLoad
 
 
@@ -200,15 +199,15 @@ def dp_two_stage(dp: DeviceProblem, shares: int = 4, refine: int = 1) -> DeviceS
             after_stage1[key] = choice
         return after_stage1[key]
 
-    tried, value = {}, {}
+    tried, objective = {}, {}
     grid = [j / shares for j in range(shares + 1)] if two else [0.0]
     step = 1 / shares
     for _ in range(refine + 1 if two else 1):
         for frac in grid:
             if 0 <= frac <= 1 and frac not in tried:
                 tried[frac] = run(frac)
-                value[frac] = dp.objective(tried[frac])
-        best_frac = max(tried, key=value.__getitem__)
+                objective[frac] = dp.objective(tried[frac])
+        best_frac = max(tried, key=objective.__getitem__)
         step /= 2
         grid = [best_frac - step, best_frac + step]
     choice, value = _fill(dp, _repair(dp, tried[best_frac]))
