@@ -146,15 +146,20 @@ def main(argv=None) -> int:
 
     per_epoch = len(load_dataset("fashion-mnist-5to9").train.images) // JOB.batch_size
     target, reach = epochs_to_target()
-    tmp = Path(tempfile.mkdtemp(prefix="d2ft-compare-"))
+    with tempfile.TemporaryDirectory(prefix="d2ft-compare-") as scratch:  # the cases' run directories, removed after
+        return _compare(args.steps, per_epoch, target, reach, Path(scratch))
+
+
+def _compare(steps: int, per_epoch: int, target: float, reach: dict, tmp: Path) -> int:
+    """Every case of ``main``, its run directories under ``tmp``."""
     plain = prepare(JOB)  # the model and its checkpoint resolved, as timm and DDP build it
-    cases = [("timm-1-thread", "full", lambda: timm_steps(plain, args.steps, 1)),
-             ("timm-all-cores", "full", lambda: timm_steps(plain, args.steps, os.cpu_count() or 1))]
+    cases = [("timm-1-thread", "full", lambda: timm_steps(plain, steps, 1)),
+             ("timm-all-cores", "full", lambda: timm_steps(plain, steps, os.cpu_count() or 1))]
     for k in (2, 4):
-        cases += [(f"ddp-{k}", "full", lambda k=k: ddp_steps(plain, args.steps, k, tmp)),
-                  (f"d2ft-full-{k}", "full", lambda k=k: d2ft_steps(JOB, args.steps, k, "full", 1.0, tmp)),
+        cases += [(f"ddp-{k}", "full", lambda k=k: ddp_steps(plain, steps, k, tmp)),
+                  (f"d2ft-full-{k}", "full", lambda k=k: d2ft_steps(JOB, steps, k, "full", 1.0, tmp)),
                   (f"d2ft-hybrid-{k}", "hybrid" if k == 4 else None,
-                   lambda k=k: d2ft_steps(JOB, args.steps, k, "hybrid", 0.6, tmp))]
+                   lambda k=k: d2ft_steps(JOB, steps, k, "hybrid", 0.6, tmp))]
     summary = {}
     for name, arm, measure in cases:
         print(f"[compare] {name} ...", file=sys.stderr, flush=True)

@@ -77,8 +77,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     with torch.device("meta"):
         spec = model_spec_from_timm(build_model(MODEL))
-    tmp = Path(tempfile.mkdtemp(prefix="d2ft-bench-"))
+    with tempfile.TemporaryDirectory(prefix="d2ft-bench-") as scratch:  # the runs' directories, removed after
+        _cases(spec, args, Path(scratch))
+    return 0
 
+
+def _cases(spec, args, tmp: Path) -> None:
+    """The overhead and saving cases of ``main``, their run directories under ``tmp``."""
     one = local_cluster(1)
     full1 = Plan.uniform(spec, one, Op.FULL, 2, 4)
     d2ft_steps, timm_steps, rounds = [], [], []
@@ -109,7 +114,6 @@ def main(argv=None) -> int:
     print(json.dumps(dict(case="saving", ranks=4, ops=hybrid.summary(), planned_compute_saving=planned,
                           measured_compute_saving=real, full=measured["full"], hybrid=measured["hybrid"],
                           step_time_saving=1 - measured["hybrid"]["step_s"] / measured["full"]["step_s"])), flush=True)
-    return 0
 
 
 if __name__ == "__main__":
