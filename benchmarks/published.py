@@ -226,8 +226,8 @@ def kernel_table(row):
             continue
         extra += c.extra_bytes / dev.mem_bandwidth
         for k in task_kernels(mspec, c.part, c.phase, c.copies, c.samples, dev.fused_attention):
-            compute.append(k.flop / (dev.peak(d) * utilisation(k, dev.sm_count)) if k.kind == "gemm" else 0.0)
-            memory.append(memory_bytes(k, d, dev.sm_count) / dev.mem_bandwidth)
+            compute.append(k.flop / (dev.peak(d) * utilisation(k, dev.sm_count, dev.gemm_tile)) if k.kind == "gemm" else 0.0)
+            memory.append(memory_bytes(k, d, dev.sm_count, dev.gemm_tile) / dev.mem_bandwidth)
     _TABLES[row] = (np.array(compute), np.array(memory), extra)
     return _TABLES[row]
 

@@ -20,15 +20,19 @@ of the parameters that got gradients.
 
 A task's time depends on its device (``DeviceSpec``):
 
-- kernel model (``sm_count`` set: the catalogue's GPUs): the sum of the task's kernels, each
+- kernel model (``sm_count`` set: the catalogue's GPUs and ``d2ft calibrate``'s CPU ranks): the sum of the task's kernels, each
   on its own roofline with tile and wave quantisation, a launch cost per kernel, and the
   memory traffic of each kernel, fused attention or not (``d2ft.kernels``, where the
   formulas and their sources are), with autocast's casts and fp32 elementwise kernels where
   the model trains by autocast (``ModelSpec.autocast``); the optimizer's update is one
   memory-bound kernel. The constants (``efficiency``, ``kernel_launch_s``) are fitted per GPU
-  kind on the calibration rows of published measurements (``benchmarks/published.py``);
-- roofline (CPUs, calibrated profiles): one roofline per task plus a fixed per-task overhead
-  (``DeviceSpec.compute_time``), the constants measured by ``d2ft calibrate``.
+  kind on the calibration rows of published measurements (``benchmarks/published.py``); a CPU
+  rank's (rate, fixed time per GEMM and per elementwise kernel, backward efficiency) to its own
+  task timings by ``d2ft calibrate`` (one thread, no tile quantisation: ``runtime.calibrate``),
+  then refitted to the runtime's own steps (``runtime.insitu``);
+- roofline (the catalogue's CPUs, whose constants are assumed, and profiles written before
+  2026-12-02): one roofline per task plus a fixed per-task overhead
+  (``DeviceSpec.compute_time``).
 
 The planner's knapsack needs a cost linear in the number of subnets (``subnet_time``,
 ``block_overhead_s``): exact on the roofline, and on the kernel model a lower bound (each

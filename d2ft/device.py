@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import raise_problems
+from .kernels import TILE
 from .serial import fields_dict, from_fields
 
 
@@ -39,17 +40,25 @@ class DeviceSpec:
     """Fixed time per compute task, s (kernel launches; see ``compute_time``)."""
     elementwise_overhead_s: float | None = None
     """Fixed time of a task with no matrix products (norms, residual adds, the optimizer), s;
-    None: ``task_overhead_s``. Such a task is one kernel where a matrix task is several."""
+    None: ``task_overhead_s`` (on the kernel model ``kernel_launch_s``). Such a task is one kernel where
+    a matrix task is several; on the kernel model every elementwise kernel takes it (a CPU rank
+    dispatches a light operator far faster than a matrix product with its weights)."""
     backward_efficiency: float = 1.0
     """Backward FLOP rate relative to forward, in (0, 1]: below 1 where a framework's backward
-    kernels run slower than its forward ones (``d2ft calibrate --model`` measures it)."""
+    kernels run slower than its forward ones (``d2ft calibrate --model`` measures it); on the kernel
+    model it scales the backward's matrix products."""
     sm_count: int | None = None
     """Streaming multiprocessors. Set: every task is priced as the sum of its kernels, matrix products
     with tile and wave quantisation over these SMs (``d2ft.kernels``), and ``efficiency`` is what a
     large matrix product reaches; None: one roofline per task (CPUs, and devices with no kernel
     constants)."""
+    gemm_tile: int = TILE
+    """Kernel model: output tile edge of a matrix product, elements (tile and wave quantisation,
+    ``d2ft.kernels.utilisation``): 128 for a GPU's BLAS; 1 for a CPU rank (``d2ft calibrate``), whose
+    BLAS register blocks of a few elements quantise too little to model."""
     kernel_launch_s: float = 0.0
-    """Kernel model: fixed time per kernel, s (launch and framework dispatch)."""
+    """Kernel model: fixed time per kernel, s (launch and framework dispatch); an elementwise kernel's is
+    ``elementwise_overhead_s`` where that is set."""
     fused_attention: bool = True
     """Kernel model: attention runs as one fused kernel that never writes the N x N scores
     (PyTorch's ``scaled_dot_product_attention``); False: scores, softmax and weighted sum apart."""
@@ -64,6 +73,8 @@ class DeviceSpec:
         problems = []
         if self.sm_count is not None and not (isinstance(self.sm_count, int) and self.sm_count > 0):
             problems.append(f"sm_count must be a positive integer or None, got {self.sm_count!r}")
+        if not (isinstance(self.gemm_tile, int) and self.gemm_tile > 0):
+            problems.append(f"gemm_tile must be a positive integer, got {self.gemm_tile!r}")
         if not (isinstance(self.framework_bytes, (int, float)) and self.framework_bytes >= 0
                 and (not isinstance(self.memory_bytes, (int, float)) or self.framework_bytes < self.memory_bytes)):
             problems.append(f"framework_bytes must be >= 0 and below memory_bytes, got {self.framework_bytes!r}")
@@ -95,11 +106,12 @@ class DeviceSpec:
 
     @property
     def memory_task_overhead_s(self) -> float:
-        """Fixed time of a task with no matrix products (a norm, the optimizer's update), s: one kernel
-        launch on the kernel model, else ``elementwise_overhead_s`` (or ``task_overhead_s``)."""
-        if self.kernel_model:
-            return self.kernel_launch_s
-        return self.task_overhead_s if self.elementwise_overhead_s is None else self.elementwise_overhead_s
+        """Fixed time of a task or kernel with no matrix products (a norm, the optimizer's update), s:
+        ``elementwise_overhead_s`` where set, else one kernel launch on the kernel model and
+        ``task_overhead_s`` on the roofline."""
+        if self.elementwise_overhead_s is not None:
+            return self.elementwise_overhead_s
+        return self.kernel_launch_s if self.kernel_model else self.task_overhead_s
 
     def roofline_s(self, flop: float, bytes_moved: float, dtype_bytes: int = 4, backward: bool = False) -> float:
         """max(FLOP / achieved rate, bytes / bandwidth), s: ``compute_time`` without the overhead.

@@ -7,10 +7,11 @@ efficiency a large matrix product reaches and the fixed time per kernel (``KERNE
 RTX 3090, RTX 4090 and V100, the kinds with published rows). Every other GPU takes the
 median of those fits, an assumption until measured: with both GeForce fits at an efficiency
 of 1 (cards that hold clocks above their rated boost), that median is optimistic for a
-data-centre card held at its rated clock. CPUs are priced as one roofline per
-task, with ``efficiency`` (0.5: large-model training reaches about half of peak, e.g. 46.2%
+data-centre card held at its rated clock. The catalogue's CPUs (whole chips) are priced as one
+roofline per task, with ``efficiency (0.5: large-model training reaches about half of peak, e.g. 46.2%
 model FLOP utilisation for PaLM 540B, Chowdhery et al. 2022, Table 3) and
-``task_overhead_s`` assumed until ``d2ft calibrate`` measures them. Link latencies are
+``task_overhead_s`` assumed; ``d2ft calibrate`` measures a machine's ranks and prices them by the
+kernel model like a GPU. Link latencies are
 typical orders of magnitude, also not spec-sheet figures; bandwidths are line rates after
 encoding.
 

@@ -1,4 +1,4 @@
-"""The GPU kernel model: a compute task priced as the sum of its kernels, each on its own roofline.
+"""The kernel model: a compute task priced as the sum of its kernels, each on its own roofline.
 
 A task of the schedule (``d2ft.schedule.Compute``: a block half of n subnets, a norm, the stem,
 the classifier, a whole block of a depth-wise pipeline) runs as a handful of kernels. On a
@@ -6,6 +6,13 @@ device with ``sm_count`` set (``DeviceSpec.kernel_model``) ``d2ft.cost.CostModel
 kernel on its own (``task_time``), and the optimizer's update as one memory-bound kernel:
 
     t = kernel_launch_s + max(FLOP / (peak x efficiency x util(shape)), bytes / bandwidth)
+
+GPUs (the catalogue's, constants fitted to published measurements) and CPU ranks (``d2ft
+calibrate``: one thread as one "SM", ``gemm_tile`` 1, so that ``util`` is 1, and constants
+fitted to the rank's own task timings by ``d2ft.kernelfit``) are priced by the same model; a
+backward GEMM runs at ``backward_efficiency`` of the forward's rate (1 on the catalogue's
+GPUs), and an elementwise kernel's fixed time is ``elementwise_overhead_s`` where a device sets
+it (a CPU rank dispatches a light operator faster than a matrix product with its weights).
 
 - matrix products (GEMMs) take their shape into account: the output is cut into 128 x 128
   tiles that the device's SMs run in waves; ``util`` is the share of the last wave's SMs and
@@ -36,7 +43,12 @@ kernels only for GELU), stream-K GEMMs and the library's exact choice of tile an
 tensor-core alignment penalties for odd sizes, efficiency lost by shallow products (small
 inner dimension), clock boost and power limits (a card that holds a clock above its rated
 boost fits an ``efficiency`` near 1), L2-cache reuse between kernels, CPU-side launches
-overlapping the GPU's work (every kernel pays its launch), and launch overlap under CUDA graphs.
+overlapping the GPU's work (every kernel pays its launch), and launch overlap under CUDA graphs;
+on a CPU rank also caches (every kernel's bytes move at the measured copy bandwidth of a 64 MiB
+tensor, though a micro-batch's activations may stay in cache), the elementwise kernels' arithmetic
+(memory-bound by the formula above, where a LayerNorm on one thread is bound by its vector
+arithmetic), and the framework's operators around each modelled kernel (stacking the heads'
+weights, reshapes, bias adds), which its fitted fixed time absorbs.
 """
 
 from __future__ import annotations
@@ -92,22 +104,22 @@ def moves(nbytes: float, *grad_nbytes: float) -> Kernel:
     return Kernel("elementwise", nbytes=float(nbytes), grad_nbytes=tuple(float(g) for g in grad_nbytes))
 
 
-def split_k(kern: Kernel, sms: int) -> int:
-    """Slices of a GEMM's inner dimension: as many as the SMs its output tiles leave idle, each at
-    least ``TILE`` deep; 1 for a product that fills a wave, and for elementwise kernels.
+def split_k(kern: Kernel, sms: int, tile: int = TILE) -> int:
+    """Slices of a GEMM's inner dimension: as many as the SMs its output tiles (``tile`` elements a side)
+    leave idle, each at least ``tile`` deep; 1 for a product that fills a wave, and for elementwise kernels.
 
     >>> split_k(gemm(128, 128, 1024), 80), split_k(gemm(128, 128, 64), 80), split_k(gemm(128 * 8, 128 * 10, 4096), 80)
     (8, 1, 1)
     """
     if kern.kind != "gemm":
         return 1
-    tiles = math.ceil(kern.m / TILE) * math.ceil(kern.n / TILE) * kern.batch
+    tiles = math.ceil(kern.m / tile) * math.ceil(kern.n / tile) * kern.batch
     if tiles >= sms:
         return 1
-    return max(1, min(sms // tiles, math.ceil(kern.k / TILE)))
+    return max(1, min(sms // tiles, math.ceil(kern.k / tile)))
 
 
-def utilisation(kern: Kernel, sms: int) -> float:
+def utilisation(kern: Kernel, sms: int, tile: int = TILE) -> float:
     """The share of the device's tile slots that a GEMM fills with real work: tile quantisation (the
     last tile row and column are partly empty) times wave quantisation (the last wave leaves SMs idle),
     after split-K (``split_k``).
@@ -118,28 +130,39 @@ def utilisation(kern: Kernel, sms: int) -> float:
     1.0
     >>> utilisation(gemm(128, 128, 1024), 80)  # one tile split eight ways: 8 of 80 SMs
     0.1
+    >>> utilisation(gemm(800, 72, 96), 1, tile=1)  # a CPU rank: one thread, no quantisation
+    1.0
     """
-    tm, tn = math.ceil(kern.m / TILE), math.ceil(kern.n / TILE)
-    tiles = tm * tn * kern.batch * split_k(kern, sms)
+    tm, tn = math.ceil(kern.m / tile), math.ceil(kern.n / tile)
+    tiles = tm * tn * kern.batch * split_k(kern, sms, tile)
     waves = math.ceil(tiles / sms)
-    tile_fill = (kern.m * kern.n) / (tm * TILE * tn * TILE)
+    tile_fill = (kern.m * kern.n) / (tm * tile * tn * tile)
     return tile_fill * tiles / (waves * sms)
 
 
-def memory_bytes(kern: Kernel, dtype_bytes: int, sms: int) -> float:
+def memory_bytes(kern: Kernel, dtype_bytes: int, sms: int, tile: int = TILE) -> float:
     """``Kernel.bytes_moved`` plus, for a split GEMM, its fp32 partial sums written and read once."""
-    s = split_k(kern, sms)
+    s = split_k(kern, sms, tile)
     partials = 2 * s * kern.batch * kern.m * kern.n * 4 if s > 1 else 0
     return kern.bytes_moved(dtype_bytes) + partials
 
 
-def kernel_time(spec, kern: Kernel, dtype_bytes: int) -> float:
-    """One kernel's time on ``spec`` (module docstring), s."""
-    memory_s = memory_bytes(kern, dtype_bytes, spec.sm_count) / spec.mem_bandwidth
+def kernel_time(spec, kern: Kernel, dtype_bytes: int, backward: bool = False) -> float:
+    """One kernel's time on ``spec`` (module docstring), s; ``backward``: a GEMM of the backward pass, at
+    ``spec.backward_efficiency`` of the forward's rate."""
+    memory_s = memory_bytes(kern, dtype_bytes, spec.sm_count, spec.gemm_tile) / spec.mem_bandwidth
     if kern.kind == "gemm":
-        rate = spec.peak(dtype_bytes) * spec.efficiency * utilisation(kern, spec.sm_count)
+        rate = spec.peak(dtype_bytes) * spec.efficiency * utilisation(kern, spec.sm_count, spec.gemm_tile)
+        if backward:
+            rate *= spec.backward_efficiency
         return spec.kernel_launch_s + max(kern.flop / rate, memory_s)
-    return spec.kernel_launch_s + memory_s
+    return spec.memory_task_overhead_s + memory_s
+
+
+def fixed_time(spec, kern: Kernel) -> float:
+    """A kernel's fixed time on ``spec``, s: ``kernel_launch_s`` for a GEMM, ``spec.memory_task_overhead_s``
+    for an elementwise kernel (``elementwise_overhead_s`` where set)."""
+    return spec.kernel_launch_s if kern.kind == "gemm" else spec.memory_task_overhead_s
 
 
 def task_kernels(model, part: str, phase: str, heads: int, samples: int, fused: bool) -> list[Kernel]:
@@ -288,14 +311,14 @@ def _autocast_kernels(model, part: str, heads: int, b: int, fused: bool) -> list
 def task_time(spec, model, part: str, phase: str, heads: int, samples: int, dtype_bytes: int) -> float:
     """The sum of a task's kernel times on ``spec`` (a device with ``sm_count``), s."""
     kernels = task_kernels(model, part, phase, heads, samples, spec.fused_attention)
-    return sum(kernel_time(spec, k, dtype_bytes) for k in kernels)
+    return sum(kernel_time(spec, k, dtype_bytes, backward=phase == "bwd") for k in kernels)
 
 
 def launch_time(spec, model, part: str, phase: str, heads: int, samples: int) -> float:
-    """The launch share of ``task_time``: kernels x ``spec.kernel_launch_s``, s."""
-    return len(task_kernels(model, part, phase, heads, samples, spec.fused_attention)) * spec.kernel_launch_s
+    """The fixed share of ``task_time``: its kernels' ``fixed_time``, s."""
+    return sum(fixed_time(spec, k) for k in task_kernels(model, part, phase, heads, samples, spec.fused_attention))
 
 
-__all__ = ["Kernel", "TILE", "elementwise", "frozen_roles", "gemm", "kernel_time", "launch_time", "memory_bytes", "moves",
+__all__ = ["Kernel", "TILE", "elementwise", "fixed_time", "frozen_roles", "gemm", "kernel_time", "launch_time", "memory_bytes", "moves",
            "split_k", "task_kernels",
            "task_time", "utilisation"]
