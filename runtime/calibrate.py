@@ -1,23 +1,27 @@
 """``d2ft calibrate``: measure this machine's ranks and write a cluster the simulator loads.
 
+A rank is priced by the same kernel model as a GPU (``d2ft.kernels``): a task is the sum of its
+kernels, each a fixed time plus max(FLOP / rate, bytes / bandwidth), with one "SM" (the rank's one
+thread) and no tile quantisation (``gemm_tile`` 1), attention fused (the runtime calls
+``scaled_dot_product_attention``). Its constants are fitted to measured task times
+(``d2ft.kernelfit.fit_constants``): the rate of a matrix product, the fixed time per GEMM kernel
+(``kernel_launch_s``: the framework's dispatch of the product with the operators the runtime runs
+around it, stacking the heads' weights, reshapes, the bias), per elementwise kernel
+(``elementwise_overhead_s``) and the backward's rate (``backward_efficiency``).
+
 Compute: matrix products of subnet-like shapes at several sizes, one thread per rank as
-the runtime uses, timed (median of repeats) and fitted by least squares to
-t = overhead + FLOP / rate, which is ``DeviceSpec.compute_time`` with peak = rate,
-efficiency = 1 and task_overhead_s = overhead. Memory bandwidth: copies of a 64 MiB
+the runtime uses, timed (median of repeats), each one kernel. Memory bandwidth: copies of a 64 MiB
 tensor (read + write). Link: ping-pong between two ranks over gloo at sizes from 1 KiB to
 8 MiB, fitted to one-way t = latency + bytes / bandwidth, with all ``nproc`` ranks running
 and rank 0 talking to each of the others in turn, as the coordinator does.
 
 With a model (``calibrate(nproc, model_job=..., micro_batch_size=b)``, ``d2ft calibrate
 --model``), compute is fitted to the runtime's own tasks instead: one block's subnet
-halves (attention, MLP slice) for 1, H/2 and H heads at micro-batch size b, forward (with
-autograd recording, as a FULL subnet runs) and backward timed separately; forward times
-against the cost model's FLOP give the rate and overhead, backward times the backward
-efficiency (``DeviceSpec.backward_efficiency``). Small tasks of small models are far from
-GEMM speed (framework overhead per operator), which the GEMM fit misses.
-
-Elementwise tasks (a LayerNorm, a residual add at the micro-batch's activation size) give
-``DeviceSpec.elementwise_overhead_s``.
+halves (attention, MLP slice) for 1 to H heads at micro-batch size b, forward (with
+autograd recording, as a FULL subnet runs) and backward timed separately, and elementwise tasks (a
+LayerNorm, a residual add at the micro-batch's activation size), all fitted at once, each task as
+the cost model's kernels of it. Small tasks of small models are far from GEMM speed (framework
+overhead per operator), which the GEMM fit misses.
 
 Ranks sharing cores (``measure_core_sharing``): 1..nproc processes repeat one GEMM together; the
 largest total speed-up over one alone, rounded, is the host's usable cores C, written as one
@@ -44,6 +48,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from d2ft import kernels
+from d2ft.kernelfit import fit_constants
 from d2ft.cluster import Cluster, DeviceSpec, Host, LinkSpec
 
 from .provenance import machine
@@ -80,25 +86,32 @@ def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
 
 
 def measure_device(threads: int = 1) -> dict:
-    """GEMM and copy timings of this process: {"points": [(flop, s)], "rate", "overhead_s", "mem_bandwidth"}."""
+    """GEMM and copy timings of this process, the GEMMs fitted as one kernel each (``fit``):
+    {"points": [(m, k, n, s)], "mem_bandwidth", "rate", "kernel_launch_s", ...}."""
     torch.set_num_threads(threads)
+    src = torch.empty(16 * 2**20)  # 64 MiB of float32
+    dst = torch.empty_like(src)
+    bandwidth = 2 * src.numel() * src.element_size() / _median_time(lambda: dst.copy_(src), repeat=5)
     points = []
     for m, k, n in SHAPES:
         a, b = torch.randn(m, k), torch.randn(k, n)
-        points.append((2.0 * m * k * n, _median_time(lambda: a @ b)))
-    overhead, slope = fit_line([p[0] for p in points], [p[1] for p in points])
-    src = torch.empty(16 * 2**20)  # 64 MiB of float32
-    dst = torch.empty_like(src)
-    copy_s = _median_time(lambda: dst.copy_(src), repeat=5)
-    return {"points": points, "rate": 1 / slope, "overhead_s": max(overhead, 0.0),
-            "mem_bandwidth": 2 * src.numel() * src.element_size() / copy_s}
+        points.append((m, k, n, _median_time(lambda: a @ b)))
+    fitted = fit([([kernels.gemm(m, n, k)], False, t) for m, k, n, t in points], bandwidth)
+    return {"points": points, "mem_bandwidth": bandwidth, **fitted}
 
 
-def measure_tasks(model_job, micro_batch_size: int, repeat: int = 15) -> dict:
+def fit(tasks, mem_bandwidth: float) -> dict:
+    """``d2ft.kernelfit.fit_constants`` of (kernels, backward, s) tasks on one CPU thread, as a dict."""
+    return fit_constants(tasks, mem_bandwidth, dtype_bytes=4, sms=1, tile=1)._asdict()
+
+
+def measure_tasks(model_job, micro_batch_size: int, mem_bandwidth: float, repeat: int = 15) -> dict:
     """Forward and backward times of the subnet tasks of ``model_job``'s model (a ``runtime.job.Job``;
-    its weights are not read) in this process (one thread).
+    its weights are not read) and of its elementwise tasks in this process (one thread), fitted as
+    their kernels (``fit``) with ``mem_bandwidth`` (B/s, measured).
 
-    Returns {"points": [(phase, half, heads, FLOP, s)], "rate", "overhead_s", "backward_efficiency"}.
+    Returns {"points": [(phase, part, heads, FLOP, s)], "rate", "kernel_launch_s", "elementwise_overhead_s",
+    "backward_efficiency", "median_abs_error", ...}.
     """
     torch.set_num_threads(1)
     model = build_model(model_job.replace(checkpoint="none"))
@@ -119,25 +132,11 @@ def measure_tasks(model_job, micro_batch_size: int, repeat: int = 15) -> dict:
             points.append(("fwd", half, n, n * b * work[half].fwd_flop, t_f))
             points.append(("bwd", half, n, n * b * work[half].bwd_flop, max(t_fb - t_f, 1e-9)))
     norm = model.blocks[0].norm1
-    t_norm = _median_time(lambda: norm(x), repeat)
-    t_add = _median_time(lambda: x + x, repeat)
-    return {"points": points, **_fit_tasks(points), "micro_batch_size": b, "model": model_job.model,
-            "elementwise_s": [t_norm, t_add], "activation_bytes": x.numel() * x.element_size()}
-
-
-def _fit_tasks(points) -> dict:
-    """Rate and per-task overhead from forward times, backward efficiency from backward times: each
-    fitted to t = overhead + FLOP / rate (the overhead is the mean of both fits). Where a fit has no
-    positive slope (timings too noisy for one: a busy machine), both phases are fitted through the
-    origin instead (rate = FLOP / time summed), which is always positive
-    (tests/test_runtime_run.py::test_a_noisy_task_fit_still_gives_a_usable_device)."""
-    fwd = [(p[3], p[4]) for p in points if p[0] == "fwd"]
-    bwd = [(p[3], p[4]) for p in points if p[0] == "bwd"]
-    (o_f, s_f), (o_b, s_b) = fit_line(*zip(*fwd)), fit_line(*zip(*bwd))
-    if s_f <= 0 or s_b <= 0:
-        o_f = o_b = 0.0
-        s_f, s_b = (sum(t for _, t in xs) / sum(f for f, _ in xs) for xs in (fwd, bwd))
-    return {"rate": 1 / s_f, "overhead_s": max((o_f + o_b) / 2, 0.0), "backward_efficiency": min(1.0, s_f / s_b)}
+    points.append(("fwd", "norm", 0, 0.0, _median_time(lambda: norm(x), repeat)))
+    points.append(("fwd", "add", 0, 0.0, _median_time(lambda: x + x, repeat)))
+    tasks = [(kernels.task_kernels(spec, part, phase, n, b, fused=True), phase == "bwd", t)
+             for phase, part, n, _, t in points]
+    return {"points": points, **fit(tasks, mem_bandwidth), "micro_batch_size": b, "model": model_job.model}
 
 
 SHARING_SHAPE = (394, 768, 192)
@@ -275,7 +274,7 @@ def _calibrate(nproc: int, model_job, micro_batch_size: int, log, in_situ: bool)
     tasks = None
     if model_job is not None:
         log(f"[2/{stages}] timing {model_job.model}'s subnet tasks at micro-batch {micro_batch_size} ...")
-        tasks = measure_tasks(model_job, micro_batch_size)
+        tasks = measure_tasks(model_job, micro_batch_size, dev["mem_bandwidth"])
         raw["tasks"] = tasks
     spec = _device_spec("this machine, one CPU thread per rank (d2ft calibrate)", dev, tasks, model_job,
                         micro_batch_size, _memory_bytes() / nproc)
@@ -307,18 +306,18 @@ def _calibrate(nproc: int, model_job, micro_batch_size: int, log, in_situ: bool)
 
 def _device_spec(name: str, dev: dict, tasks: dict | None, model_job, micro_batch_size: int,
                  memory_bytes: float) -> DeviceSpec:
-    """A DeviceSpec from one rank's measurements: GEMMs (``measure_device``), or the model's own tasks."""
-    rate, overhead, bwd_eff, light = dev["rate"], dev["overhead_s"], 1.0, None
-    source = "measured by d2ft calibrate: GEMM timings fitted to overhead + FLOP/rate"
+    """A kernel-model DeviceSpec (module docstring) from one rank's measurements: GEMMs
+    (``measure_device``), or the model's own tasks."""
+    fitted, source = dev, "measured by d2ft calibrate: GEMM timings fitted as one kernel each (d2ft.kernels)"
     if tasks is not None:
-        rate, overhead, bwd_eff = tasks["rate"], tasks["overhead_s"], tasks["backward_efficiency"]
-        # An elementwise task reads and writes one activation: what is left beyond that is its overhead.
-        light = max(statistics.median(tasks["elementwise_s"]) - 2 * tasks["activation_bytes"] / dev["mem_bandwidth"], 0.0)
-        source = (f"measured by d2ft calibrate: {model_job.model} subnet tasks at micro-batch {micro_batch_size} "
-                  "fitted to overhead + FLOP/rate, backward separately")
+        fitted = tasks
+        source = (f"measured by d2ft calibrate: {model_job.model} subnet and elementwise tasks at micro-batch "
+                  f"{micro_batch_size} fitted as their kernels (d2ft.kernels), backward and elementwise apart")
+    rate = fitted["rate"]
     return DeviceSpec(name, peak_flops=rate, peak_flops_fp32=rate, mem_bandwidth=dev["mem_bandwidth"],
-                      memory_bytes=memory_bytes, efficiency=1.0, task_overhead_s=overhead,
-                      elementwise_overhead_s=light, backward_efficiency=bwd_eff, source=source)
+                      memory_bytes=memory_bytes, efficiency=1.0, sm_count=1, gemm_tile=1, fused_attention=True,
+                      kernel_launch_s=fitted["kernel_launch_s"], elementwise_overhead_s=fitted["elementwise_overhead_s"],
+                      backward_efficiency=fitted["backward_efficiency"], source=source)
 
 
 def calibrate_torchrun(model_job=None, micro_batch_size: int = 16, log=None) -> tuple[Cluster, dict] | None:
@@ -338,7 +337,7 @@ def calibrate_torchrun(model_job=None, micro_batch_size: int = 16, log=None) -> 
         rank, world = dist.get_rank(), dist.get_world_size()
         log(f"[1/2] every rank of {world} timing its compute ...")
         dev = measure_device()
-        tasks = measure_tasks(model_job, micro_batch_size) if model_job is not None else None
+        tasks = measure_tasks(model_job, micro_batch_size, dev["mem_bandwidth"]) if model_job is not None else None
         mine = {"host": socket.gethostname(), "device": dev, "tasks": tasks, "memory_bytes": _memory_bytes()}
         everyone = [None] * world
         dist.all_gather_object(everyone, mine)

@@ -7,14 +7,16 @@ the machine's load. Measured on this machine (2 cores, the shipped backbone, mic
 ranks, 2026-12-01), the runtime's tasks took 0.8-1.8 times the microbenchmark fit.
 
 ``fit_in_situ`` runs the all-FULL plan for a few steps on the profile's ranks (the runtime as
-``d2ft run`` launches it) and compares the CPU time of each rank's compute (the thread's CPU time
-between its messages, ``busy_cpu_s`` of metrics.jsonl, by phase) with the cost model's for the
-same plan: the coordinator on its own, the workers pooled. CPU time, not wall time: where ranks
-share cores, a rank's wall time also holds the time the OS ran the others, which the simulator
-schedules itself (``d2ft.cluster.Host``), and would count twice. Each device's spec is then
-scaled by its role's forward ratio f (``DeviceSpec.scaled``), and its ``backward_efficiency`` set
-(by bisection) so that the cost model gives the measured forward and backward CPU time on the
-calibration plan. Held out: every other plan and micro-batch size.
+``d2ft run`` launches it) and compares the CPU time of each rank's compute (the thread's CPU
+time between its messages, ``busy_cpu_s`` of metrics.jsonl, by phase) with the cost model's for
+the same plan (the kernel model of ``runtime.calibrate``'s profile): the coordinator on its own,
+the workers pooled. CPU time, not wall time: where ranks share cores, a rank's wall time also
+holds the time the OS ran the others, which the simulator schedules itself
+(``d2ft.cluster.Host``), and would count twice. Each device's spec is then scaled by its role's
+forward ratio f (``DeviceSpec.scaled``: rate and bandwidth divided, every kernel's fixed time
+multiplied), and its ``backward_efficiency`` set (by bisection) so that the cost model gives the
+measured forward and backward CPU time on the calibration plan. Held out: every other plan and
+micro-batch size.
 
 Not fitted: the optimizer step and the stem and classifier apart from the phase they fall in,
 per task-size differences (one ratio per role and phase), and messages (the link comes from the

@@ -39,8 +39,9 @@ log = logging.getLogger(__name__)
 LOCAL_CPU = DeviceSpec(
     "this machine, one CPU thread per rank (assumed figures; `d2ft calibrate` measures them)",
     peak_flops=20 * GFLOPS, peak_flops_fp32=20 * GFLOPS, mem_bandwidth=10 * GB, memory_bytes=4 * GiB,
-    efficiency=1.0, task_overhead_s=20e-6,
+    efficiency=1.0, sm_count=1, gemm_tile=1, kernel_launch_s=20e-6,
 )
+"""A rank as ``d2ft calibrate`` prices one (the kernel model of one thread), with assumed constants."""
 LOOPBACK = LinkSpec("loopback TCP (assumed)", bandwidth=1 * GB, latency_s=50e-6)
 
 

@@ -15,7 +15,7 @@ pytest.importorskip("timm")
 
 from d2ft.app.cli import main  # noqa: E402
 from d2ft import rundir  # noqa: E402
-from d2ft.cluster import Cluster  # noqa: E402
+from d2ft.cluster import Cluster, DeviceSpec, LinkSpec  # noqa: E402
 from runtime.job import Job  # noqa: E402
 from runtime.run import launch  # noqa: E402
 
@@ -24,10 +24,16 @@ BASE = ["--model", "vit_tiny_patch16_224", "--model-kwargs", TINY, "--checkpoint
 
 
 def test_run_end_to_end_with_emulated_slowdown(tmp_path, capsys):
+    from d2ft import Plan
     from runtime.measure import traces
 
-    code = main(["run", "--nproc", "2", *BASE, "--steps", "3", "--strategy", "full", "--slowdown", "1,8",
-                 "--out", str(tmp_path), "--json"])
+    # A placement of its own: the planner would keep this tiny model on the coordinator alone (a kernel's
+    # dispatch outweighs its arithmetic), and the slowed rank is to hold subnets.
+    plan = Plan(["rank0", "rank1"], [[0, 1, 1, 1], [1, 1, 0, 1]], [[["F"] * 4] * 2] * 2, micro_batch_size=2)
+    (tmp_path / "plan.json").write_text(plan.to_json())
+    out = tmp_path / "run"
+    code = main(["run", "--nproc", "2", *BASE, "--steps", "3", "--plan", str(tmp_path / "plan.json"),
+                 "--slowdown", "1,8", "--out", str(out), "--json"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["emulated_slowdown"] == [1.0, 8.0] and summary["bytes_exact"]
@@ -35,52 +41,52 @@ def test_run_end_to_end_with_emulated_slowdown(tmp_path, capsys):
     prov = summary["provenance"]  # where the figures come from
     assert prov["command"].startswith("d2ft run --nproc 2") and prov["versions"]["torch"] and prov["host"]
     assert prov["git"] is None or len(prov["git"]["commit"]) == 40
-    steps = traces(tmp_path)
+    steps = traces(out)
     assert [t.meta["step"] for t in steps] == [0, 1, 2] and all(t.meta["loss"] > 0 for t in steps)
     for t in steps:  # the slowed rank's compute is stretched 8x (sleeping), so it is the busier one
         assert t.devices["rank1"].busy_s > t.devices["rank0"].busy_s
     # Each rank's compute also as its thread's CPU time by phase: never more than the wall time it took.
-    for line in rundir.read_jsonl(tmp_path / rundir.METRICS_FILE):
+    for line in rundir.read_jsonl(out / rundir.METRICS_FILE):
         for dev in line["devices"]:
             assert {"fwd", "bwd"} <= set(dev["busy_cpu_s"]) and all(v >= 0 for v in dev["busy_cpu_s"].values())
             assert 0 < sum(dev["busy_cpu_s"].values()) <= dev["busy_s"] + 1e-3
     # The last step's measured timeline: its events add up to the step's own counters.
     from d2ft import Trace
 
-    timeline = Trace.from_json((tmp_path / "timeline-step2.json").read_text())
+    timeline = Trace.from_json((out / "timeline-step2.json").read_text())
     for name, stats in timeline.devices.items():
         sent = sum(e.nbytes for e in timeline.events if e.resource.startswith(f"{name}->"))
         busy = sum(e.duration_s for e in timeline.events if e.resource == name and e.kind == "compute")
         assert sent == stats.sent_bytes > 0 and busy == pytest.approx(stats.busy_s)
-    assert main(["report", str(tmp_path), "--json"]) == 0
-    assert (tmp_path / "figures" / "timelines.png").stat().st_size > 1000
+    assert main(["report", str(out), "--json"]) == 0
+    assert (out / "figures" / "timelines.png").stat().st_size > 1000
     capsys.readouterr()
-    step2 = str(tmp_path / "timeline-step2.json")
+    step2 = str(out / "timeline-step2.json")
     assert main(["compare", step2, step2, "--json"]) == 0  # a measurement against itself: no error anywhere
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert len(rows) == 1 + 2 * 3 and all(r["abs_error"] == 0 for r in rows)
-    assert main(["compare", step2, str(tmp_path / "nope.json")]) == 2
+    assert main(["compare", step2, str(out / "nope.json")]) == 2
     assert "trace file" in capsys.readouterr().err
-    assert main(["compare", step2, str(tmp_path / "job.json")]) == 2  # a JSON file that is no trace
-    assert f"{tmp_path / 'job.json'} is not a trace file (it has no 'source')" in capsys.readouterr().err
+    assert main(["compare", step2, str(out / "job.json")]) == 2  # a JSON file that is no trace
+    assert f"{out / 'job.json'} is not a trace file (it has no 'source')" in capsys.readouterr().err
     # The run wrote its model and cluster: its last step simulates with no hand work, on the same plan.
-    predicted = str(tmp_path / "predicted.json")
-    assert main(["simulate", "--run", str(tmp_path), "--trace", predicted, "--json"]) == 0
+    predicted = str(out / "predicted.json")
+    assert main(["simulate", "--run", str(out), "--trace", predicted, "--json"]) == 0
     simulated = json.loads(capsys.readouterr().out)
     assert simulated["comm_bytes"] == timeline.comm_bytes  # bytes are exact
     assert main(["compare", predicted, step2, "--json"]) == 0
-    assert main(["simulate", "--run", str(tmp_path), "--step", "9"]) == 2
+    assert main(["simulate", "--run", str(out), "--step", "9"]) == 2
     assert "has steps 0 to 2" in capsys.readouterr().err
     # The measured timeline for Perfetto: its messages as flows, bytes in flight as a counter.
-    chrome = tmp_path / "chrome.json"
-    assert main(["trace", str(tmp_path), "--chrome-trace", str(chrome)]) == 0
+    chrome = out / "chrome.json"
+    assert main(["trace", str(out), "--chrome-trace", str(chrome)]) == 0
     phases = [e["ph"] for e in json.loads(chrome.read_text())["traceEvents"]]
     assert phases.count("s") == phases.count("f") == sum(e.kind == "transfer" for e in timeline.events) > 0
     assert "C" in phases and "open it in ui.perfetto.dev" in capsys.readouterr().out
-    assert main(["trace", str(tmp_path), "--chrome-trace", str(chrome), "--json"]) == 0
+    assert main(["trace", str(out), "--chrome-trace", str(chrome), "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)
     assert rec["messages"] == phases.count("s") and rec["out"] == str(chrome)
-    assert main(["trace", str(tmp_path), "--step", "0", "--chrome-trace", str(chrome)]) == 2
+    assert main(["trace", str(out), "--step", "0", "--chrome-trace", str(chrome)]) == 2
     assert "recorded the timeline of step 2 only" in capsys.readouterr().err
 
 
@@ -149,6 +155,7 @@ def test_calibrate_writes_a_cluster_the_simulator_loads(tmp_path, capsys):
     figures = json.loads(capsys.readouterr().out)
     assert figures["peak_flops"] > 1e8 and figures["link_bandwidth"] > 1e6 and figures["link_latency_s"] >= 0
     assert figures["backward_efficiency"] == 1.0  # GEMMs say nothing about backward kernels
+    assert figures["elementwise_overhead_s"] is None and figures["kernel_launch_s"] >= 0  # nor about light ones
     # Core sharing measured: the two ranks are one host with the usable cores the measurement found.
     cluster, raw = Cluster.from_json(out.read_text()), json.loads(out.with_suffix(".raw.json").read_text())
     (host,) = cluster.hosts
@@ -167,7 +174,10 @@ def test_calibrate_writes_a_cluster_the_simulator_loads(tmp_path, capsys):
     assert all(r["fwd"] > 0 and r["bwd"] > 0 for r in in_situ["ratios"])
     fitted_cluster = Cluster.from_json((tmp_path / "model.json").read_text())
     assert all("fitted in situ" in spec.name for _, spec in fitted_cluster.devices)
-    assert fitted["elementwise_overhead_s"] >= 0 and fitted["task_overhead_s"] >= 0
+    assert fitted["elementwise_overhead_s"] >= 0 and fitted["kernel_launch_s"] >= 0
+    # Every rank priced by the kernel model: one thread, no tile quantisation, fused attention.
+    assert all((spec.sm_count, spec.gemm_tile, spec.fused_attention) == (1, 1, True) for _, spec in fitted_cluster.devices)
+    assert 0 <= fitted["fit_median_abs_error"] < 1
     assert main(["simulate", "--cluster", str(out), "--model", "vit_tiny_patch16_224", "--micro-batches", "1",
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["step_time_s"] > 0
@@ -370,16 +380,50 @@ def test_the_in_situ_refit_gives_the_measured_time_on_the_calibration_plan():
     assert slower.devices[0].compute_s > before.devices[0].compute_s
 
 
-def test_a_noisy_task_fit_still_gives_a_usable_device():
-    """Backward timings that fall with the work (noise on a busy machine) give no positive slope: the fit
-    goes through the origin instead of writing a negative backward efficiency (a profile no one can load)."""
-    from runtime.calibrate import _fit_tasks
+def _kernel_tasks(model, b, seconds):
+    """(kernels, backward, s) of every subnet task of ``model`` and its norm and add, timed by ``seconds``."""
+    from d2ft import kernels
 
-    points = [("fwd", "attn", n, 1e6 * n, 1e-3 + 1e-5 * n) for n in (1, 2, 3)]
-    points += [("bwd", "attn", n, 2e6 * n, 3e-3 - 1e-4 * n) for n in (1, 2, 3)]
-    fit = _fit_tasks(points)
-    assert 0 < fit["backward_efficiency"] <= 1 and fit["rate"] > 0 and fit["overhead_s"] == 0
-    clean = _fit_tasks([("fwd", "mlp", n, 1e6 * n, 1e-4 + 1e6 * n / 1e10) for n in (1, 2)]
-                       + [("bwd", "mlp", n, 2e6 * n, 1e-4 + 2e6 * n / 5e9) for n in (1, 2)])
-    assert clean["rate"] == pytest.approx(1e10) and clean["backward_efficiency"] == pytest.approx(0.5)
-    assert clean["overhead_s"] == pytest.approx(1e-4)
+    parts = [(p, ph, n) for n in range(1, model.heads + 1) for p in ("attn", "mlp") for ph in ("fwd", "bwd")]
+    parts += [("norm", "fwd", 0), ("add", "fwd", 0)]
+    return [(k := kernels.task_kernels(model, p, ph, n, b, True), ph == "bwd", seconds(k, ph == "bwd"))
+            for p, ph, n in parts]
+
+
+def test_the_task_fit_recovers_a_rank_priced_by_the_kernel_model():
+    """Timings that the kernel model itself gives (with memory-bound kernels among them) fit back to the constants
+    that gave them; the fitted device prices every task as measured."""
+    from d2ft import CostModel, ModelSpec, kernels
+    from runtime.calibrate import _device_spec, fit
+
+    model = ModelSpec.vit(dim=96, depth=2, heads=4, img_size=32, patch=8, num_classes=5)
+    truth = DeviceSpec("cpu", 6e10, 6e10, 1e10, 1e9, efficiency=1.0, sm_count=1, gemm_tile=1, kernel_launch_s=40e-6,
+                       elementwise_overhead_s=8e-6, backward_efficiency=0.7)
+    tasks = _kernel_tasks(model, 16, lambda ks, bwd: sum(kernels.kernel_time(truth, k, 4, bwd) for k in ks))
+    assert any(kernels.memory_bytes(k, 4, 1, 1) / 1e10 > k.flop / 6e10 for t in tasks for k in t[0] if k.kind == "gemm")
+    got = fit(tasks, 1e10)
+    assert got["rate"] == pytest.approx(6e10) and got["backward_efficiency"] == pytest.approx(0.7)
+    assert got["kernel_launch_s"] == pytest.approx(40e-6) and got["elementwise_overhead_s"] == pytest.approx(8e-6)
+    assert got["median_abs_error"] < 1e-9
+    spec = _device_spec("fitted", {"mem_bandwidth": 1e10}, got, Job(model="vit"), 16, 1e9)
+    cluster = Cluster.star([("rank0", spec)], LinkSpec("l", 1e9))
+    cm = CostModel(model, cluster)
+    for half in ("attn", "mlp"):
+        for phase in ("fwd", "bwd"):
+            assert cm.task_time(0, phase, half, 3, 16) == pytest.approx(
+                sum(kernels.kernel_time(truth, k, 4, phase == "bwd")
+                    for k in kernels.task_kernels(model, half, phase, 3, 16, True)), rel=1e-9)
+
+
+def test_a_noisy_task_fit_still_gives_a_usable_device():
+    """Timings that fall with the work (noise on a busy machine) fit no positive rate on their own: the fit keeps a
+    positive rate and every constant in range, so the profile loads, instead of a negative or infinite one."""
+    from d2ft import ModelSpec
+    from runtime.calibrate import _device_spec, fit
+
+    model = ModelSpec.vit(dim=96, depth=2, heads=4, img_size=32, patch=8, num_classes=5)
+    falling = _kernel_tasks(model, 16, lambda ks, bwd: 3e-3 - 1e-13 * sum(k.flop for k in ks))
+    got = fit(falling, 2e10)
+    assert got["rate"] > 0 and 0 < got["backward_efficiency"] <= 1
+    assert got["kernel_launch_s"] >= 0 and got["elementwise_overhead_s"] >= 0
+    _device_spec("noisy", {"mem_bandwidth": 2e10}, got, Job(model="vit"), 16, 1e9)  # a valid DeviceSpec: no ValueError

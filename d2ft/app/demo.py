@@ -79,7 +79,7 @@ def run_demo(out: str | Path = "out/demo", quick: bool = False, steps: int | Non
     atomic_write_text(profile, calibrated.to_json() + "\n")
     write_json(out / "profile.raw.json", raw)
     dev = calibrated.device(0)
-    log(f"      {dev.peak_flops / 1e9:.1f} GFLOP/s and {1e3 * dev.task_overhead_s:.2f} ms per subnet task on a "
+    log(f"      {dev.peak_flops / 1e9:.1f} GFLOP/s and {1e6 * dev.kernel_launch_s:.0f} us per matrix-product kernel on a "
         f"rank, the {nproc} ranks sharing {raw.get('cores', 1)} usable cores; "
         f"link {calibrated.links[0][2].bandwidth / 1e9:.2f} GB/s")
 

@@ -38,8 +38,10 @@ def cmd_calibrate(args) -> int:
     atomic_write_text(out, cluster.to_json() + "\n")
     write_json(out.with_suffix(".raw.json"), raw)
     dev = cluster.device(0)
-    summary = {"out": str(out), "peak_flops": dev.peak_flops, "task_overhead_s": dev.task_overhead_s,
+    fit = raw["tasks"] if "tasks" in raw else raw["device"]
+    summary = {"out": str(out), "peak_flops": dev.peak_flops, "kernel_launch_s": dev.kernel_launch_s,
                "elementwise_overhead_s": dev.elementwise_overhead_s, "backward_efficiency": dev.backward_efficiency,
+               "fit_median_abs_error": fit["median_abs_error"],
                "mem_bandwidth": dev.mem_bandwidth, "usable_cores": raw.get("cores"),
                "contention_slowdown": raw.get("contention_slowdown", 1.0)}
     if cluster.links:
@@ -49,8 +51,11 @@ def cmd_calibrate(args) -> int:
         print(json.dumps(summary))
         return 0
     what = f"{model_job.model} subnet tasks" if model_job else "GEMMs"
-    print(f"compute ({what}): {dev.peak_flops / 1e9:.2f} GFLOP/s per rank (one thread), {fmt_time(dev.task_overhead_s)} "
-          f"per task; memory {dev.mem_bandwidth / 1e9:.2f} GB/s")
+    light = "" if dev.elementwise_overhead_s is None else f", {fmt_time(dev.elementwise_overhead_s)} per elementwise kernel"
+    print(f"compute ({what}, priced kernel by kernel): {dev.peak_flops / 1e9:.2f} GFLOP/s per rank (one thread), "
+          f"{fmt_time(dev.kernel_launch_s)} per matrix-product kernel{light}, backward at "
+          f"{dev.backward_efficiency:.2f} of the forward rate; memory {dev.mem_bandwidth / 1e9:.2f} GB/s; the fit "
+          f"misses its timings by {100 * fit['median_abs_error']:.0f}% (median)")
     if "core_sharing" in raw:
         speedups = ", ".join(f"{row['speedup']:.2f}" for row in raw["core_sharing"]["rows"])
         print(f"cores: {raw['cores']} usable (total speed-up of 1..{args.nproc} ranks computing together: {speedups}); "
@@ -98,7 +103,7 @@ def _calibrate_torchrun(args, model_job, log) -> int:
         return 0
     for name, spec in cluster.devices:
         print(f"{name}: {spec.name.split(' (')[0]}: {spec.peak_flops / 1e9:.2f} GFLOP/s, "
-              f"{fmt_time(spec.task_overhead_s)} per task")
+              f"{fmt_time(spec.kernel_launch_s)} per matrix-product kernel")
     for link in links:
         print(f"{link['a']} - {link['b']}: {link['bandwidth'] / 1e9:.2f} GB/s, {fmt_time(link['latency_s'])} one way")
     print(f"cluster of {cluster.num_devices} ranks on {len(raw['hosts'])} host(s) written to {out} (use it with "
