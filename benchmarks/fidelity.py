@@ -31,7 +31,10 @@ which the simulator counts as waiting) as ``median_abs_compute_cpu_error`` and
 ``median_abs_wait_error``, ``median_signed_wait_error``; ``spearman`` (rank agreement of step time
 across the group's plans); ``bytes_exact`` (every plan's measured bytes equal the cost model's);
 ``before_median_abs_step_error`` and ``before_spearman``: the same plans predicted on the profile as
-``d2ft calibrate`` wrote it before it measured core sharing (``previous_profile``); with
+``d2ft calibrate`` wrote it before it measured core sharing (``previous_profile``);
+``roofline_median_abs_step_error`` and ``roofline_spearman``: the same plans predicted on the profile
+``d2ft calibrate`` wrote before it priced ranks by the kernel model (one roofline per task, kept in
+RUNS/roofline/ where it was measured); with
 ``--repeat``, ``rerun_median_abs_step_difference`` and ``rerun_median_signed_step_difference``: the
 same plans measured again right after, against the first measurement (the machine's own noise).
 
@@ -57,6 +60,9 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
 
 RUNS = Path(os.path.dirname(_HERE)) / "runs" / "results" / "fidelity-bench"
+ROOFLINE = RUNS / "roofline"
+"""Profiles of ``d2ft calibrate`` before it priced ranks by the kernel model (until 2026-12-02), and the runs
+measured on them: the "roofline" comparison of every plan where ``ROOFLINE/profile-rN.json`` exists."""
 GROUPS = {f"r{n}-b{b}": dict(nproc=n, micro_batch_size=b) for b in (16, 8) for n in (2, 3, 4)}
 GROUPS["r4-b16-slow"] = dict(nproc=4, micro_batch_size=16, slowdown=[1.0, 1.0, 2.0, 4.0])
 GROUPS["r2-b16-lora"] = dict(nproc=2, micro_batch_size=16, lora=True)
@@ -99,10 +105,10 @@ def _has(row: dict, key: str) -> bool:
 def summarise(group: str, rows: list[dict]) -> dict:
     """One group's line (module docstring) from ``measure_fidelity`` rows; rows that carry
     ``before_step_time_s`` (the same plans on the profile as calibrate wrote it before hosts:
-    ``previous_profile``) add ``before_median_abs_step_error`` and ``before_spearman``."""
+    ``previous_profile``) add ``before_median_abs_step_error`` and ``before_spearman``; rows that carry
+    ``roofline_step_time_s`` (on the roofline profile: ``ROOFLINE``) the same for ``roofline``."""
     rel = lambda p, m: (p - m) / m  # noqa: E731
     step = [rel(r["predicted_step_time_s"], r["measured_step_time_s"]) for r in rows]
-    before = [rel(r["before_step_time_s"], r["measured_step_time_s"]) for r in rows if _has(r, "before_step_time_s")]
     compute, wait, cpu = [], [], []
     for r in rows:
         if _has(r, "rank_measured_compute_cpu_s"):
@@ -133,9 +139,12 @@ def summarise(group: str, rows: list[dict]) -> dict:
     if rerun and len(rerun) == len(rows):
         out["rerun_median_abs_step_difference"] = statistics.median(abs(e) for e in rerun)
         out["rerun_median_signed_step_difference"] = statistics.median(rerun)
-    if before and len(before) == len(rows):
-        out["before_median_abs_step_error"] = statistics.median(abs(e) for e in before)
-        out["before_spearman"] = spearman([r["before_step_time_s"] for r in rows], steps) if len(rows) > 1 else None
+    for other in ("before", "roofline"):
+        key = f"{other}_step_time_s"
+        if all(_has(r, key) for r in rows):
+            out[f"{other}_median_abs_step_error"] = statistics.median(
+                abs(rel(r[key], r["measured_step_time_s"])) for r in rows)
+            out[f"{other}_spearman"] = spearman([r[key] for r in rows], steps) if len(rows) > 1 else None
     return out
 
 
@@ -167,20 +176,25 @@ def run_group(group: str, each: int, repeat: bool = False) -> list[dict]:
     from d2ft.app.demo import measure_fidelity
     from runtime.job import LoraSpec
 
+    from d2ft.cluster import Cluster
+
     spec = GROUPS[group]
     profile = profile_for(spec["nproc"])
+    assumed = {"before": previous_profile(profile)}
+    if (roofline := ROOFLINE / profile.name).exists():
+        assumed["roofline"] = Cluster.from_json(roofline.read_text())
     lora = LoraSpec() if spec.get("lora") else None
     runs = [f"{group}-e{each}"] + [f"{group}-e{each}-rerun"] * repeat
     frames = [measure_fidelity(RUNS / name, profile, spec["nproc"], each=each,
                                micro_batch_size=spec["micro_batch_size"], slowdown=spec.get("slowdown"),
-                               assumed={"before": previous_profile(profile)}, lora=lora,
+                               assumed=assumed, lora=lora,
                                order=spec.get("order", "sequential"))
               for name in runs]
     rows = [{**row, "group": group, "each": each} for row in frames[0].to_dict("records")]
     for row, again in zip(rows, frames[-1].to_dict("records") if repeat else []):
         row["rerun_step_time_s"] = again["measured_step_time_s"]
     if lora:  # the same plans priced as full fine-tuning, as the cost model did before it priced LoRA
-        from d2ft import Cluster, Plan
+        from d2ft import Plan
         from d2ft.app.demo import backbone_spec
         from d2ft.rundir import read_job
         from simulator import simulate

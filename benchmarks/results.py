@@ -760,6 +760,8 @@ def _fidelity_markdown(fid, figures: Path) -> tuple[list[str], list[tuple[str, s
         "bytes exact": "yes" if x["bytes_exact"] else "no",
         "before: step median abs (%)": pct(x.get("before_median_abs_step_error")),
         "before: Spearman": x.get("before_spearman"),
+        "roofline profile: step median abs (%)": pct(x.get("roofline_median_abs_step_error")),
+        "roofline profile: Spearman": x.get("roofline_spearman"),
         "LoRA priced as full: median abs (%)": pct(x.get("as_full_median_abs_step_error")),
         "rerun: median abs difference (%)": pct(x.get("rerun_median_abs_step_difference")),
         "rerun signed (%)": pct(x.get("rerun_median_signed_step_difference")),
@@ -778,6 +780,8 @@ def _fidelity_markdown(fid, figures: Path) -> tuple[list[str], list[tuple[str, s
         "step measured (ms)": 1e3 * r["measured_step_time_s"],
         "error (%)": 100 * (r["predicted_step_time_s"] / r["measured_step_time_s"] - 1),
         "before (%)": 100 * (r["before_step_time_s"] / r["measured_step_time_s"] - 1),
+        "roofline profile (%)": 100 * (r["roofline_step_time_s"] / r["measured_step_time_s"] - 1)
+        if bench._has(r, "roofline_step_time_s") else None,
         "compute predicted (ms)": 1e3 * sum(r["rank_predicted_compute_s"]),
         "compute measured (ms)": 1e3 * sum(r["rank_measured_compute_s"]), "bytes sent": r["measured_sent_bytes"],
         "bytes exact": "yes" if r["predicted_sent_bytes"] == r["measured_sent_bytes"] else "no"} for r in every])
@@ -826,7 +830,11 @@ def _fidelity_markdown(fid, figures: Path) -> tuple[list[str], list[tuple[str, s
             f"loopback TCP being the cores' copying), then each role refitted to the thread CPU time of a few "
             f"all-FULL steps of the runtime itself (`runtime/insitu.py`). \"Before\" is the same plans on the "
             f"profile as `d2ft calibrate` wrote it until this change (microbenchmarks only, no host, workers slowed "
-            f"by workers / cores). \"Rerun\" measures the same plans again in a second run right after the first: "
+            f"by workers / cores). \"Roofline profile\" is the same plans on the profile `d2ft calibrate` wrote until "
+            f"2026-12-02, measured on this machine the day before: each task one roofline with a fixed overhead, "
+            f"where the profile now prices a rank by the same kernel model as a GPU (`d2ft/kernels.py`: one thread, "
+            f"no tile quantisation, each kernel's fixed time and roofline, constants fitted to the task timings). "
+            f"\"Rerun\" measures the same plans again in a second run right after the first: "
             f"how far this machine's own step times move between two runs minutes apart, the floor under any "
             f"prediction's error here. Errors are predicted / measured - 1; per-rank compute and wait (the part of "
             f"the step a rank is not computing) are per rank of every plan. Measured "
