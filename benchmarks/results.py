@@ -829,7 +829,7 @@ def _fidelity_markdown(fid, figures: Path) -> tuple[list[str], list[tuple[str, s
             f"at most that many tasks at once, and a message between two ranks holds a core while it travels, "
             f"loopback TCP being the cores' copying), then each role refitted to the thread CPU time of a few "
             f"all-FULL steps of the runtime itself (`runtime/insitu.py`). \"Before\" is the same plans on the "
-            f"profile as `d2ft calibrate` wrote it until this change (microbenchmarks only, no host, workers slowed "
+            f"profile as `d2ft calibrate` wrote it until 2026-12-01 (microbenchmarks only, no host, workers slowed "
             f"by workers / cores). \"Roofline profile\" is the same plans on the profile `d2ft calibrate` wrote until "
             f"2026-12-02, measured on this machine the day before: each task one roofline with a fixed overhead, "
             f"where the profile now prices a rank by the same kernel model as a GPU (`d2ft/kernels.py`: one thread, "
@@ -838,7 +838,7 @@ def _fidelity_markdown(fid, figures: Path) -> tuple[list[str], list[tuple[str, s
             f"how far this machine's own step times move between two runs minutes apart, the floor under any "
             f"prediction's error here. Errors are predicted / measured - 1; per-rank compute and wait (the part of "
             f"the step a rank is not computing) are per rank of every plan. Measured "
-            f"{', '.join(sorted(set(fid['date'])))} on idle cores (the study paused); \"measured at\" is the "
+            f"{', '.join(sorted(set(fid['date'])))} on idle cores; \"measured at\" is the "
             f"commit each group was measured at (\"-\": before records named it, i.e. before the runtime's "
             f"asynchronous sends and its interleaved order).", "",
             f"Command: `.venv/bin/python benchmarks/fidelity.py --repeat{'' if each == 6 else f' --each {each}'}` "
