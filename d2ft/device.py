@@ -138,11 +138,13 @@ class DeviceSpec:
         overhead = self.task_overhead_s if flop > 0 else self.memory_task_overhead_s
         return overhead + self.roofline_s(flop, bytes_moved, dtype_bytes, backward)
 
-    def scaled(self, slowdown: float) -> "DeviceSpec":
-        """A copy that computes ``slowdown`` times slower (peaks and bandwidth divided)."""
-        if not slowdown > 0:
-            raise ValueError(f"slowdown must be > 0, got {slowdown!r}")
-        if slowdown == 1:
+    def scaled(self, slowdown: float, fixed: float | None = None) -> "DeviceSpec":
+        """A copy that computes ``slowdown`` times slower: peaks and bandwidth divided, the fixed times
+        (per task, per kernel) multiplied by ``fixed`` (default: ``slowdown`` too)."""
+        fixed = slowdown if fixed is None else fixed
+        if not slowdown > 0 or not fixed >= 0:
+            raise ValueError(f"slowdown must be > 0 and fixed >= 0, got {slowdown!r} and {fixed!r}")
+        if slowdown == 1 and fixed == 1:
             return self
         return dataclasses.replace(
             self,
@@ -150,9 +152,9 @@ class DeviceSpec:
             peak_flops=self.peak_flops / slowdown,
             peak_flops_fp32=self.peak_flops_fp32 / slowdown,
             mem_bandwidth=self.mem_bandwidth / slowdown,
-            task_overhead_s=self.task_overhead_s * slowdown,
-            kernel_launch_s=self.kernel_launch_s * slowdown,
-            elementwise_overhead_s=None if self.elementwise_overhead_s is None else self.elementwise_overhead_s * slowdown,
+            task_overhead_s=self.task_overhead_s * fixed,
+            kernel_launch_s=self.kernel_launch_s * fixed,
+            elementwise_overhead_s=None if self.elementwise_overhead_s is None else self.elementwise_overhead_s * fixed,
         )
 
     def to_dict(self) -> dict:

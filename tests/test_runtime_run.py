@@ -350,35 +350,52 @@ def test_a_profile_measured_elsewhere_is_never_used_silently(tmp_path, caplog):
     assert "was measured on another machine (host 'a-bigger-box' there" in caplog.text and "cores 64 there" in caplog.text
 
 
-def test_the_in_situ_refit_gives_the_measured_time_on_the_calibration_plan():
-    """Ratios pooled by role (the coordinator alone, the workers together); the refitted cost model gives the
-    measured forward and backward time of the plan it was fitted on."""
+def test_the_in_situ_refit_gives_the_measured_time_on_the_calibration_plans():
+    """Ratios pooled by role (the coordinator alone, the workers together); at two sizes the fixed times and the
+    rate get factors of their own; the refitted cost model gives the measured forward and backward time of the
+    plans it was fitted on."""
+    import dataclasses
+
     from d2ft import CostModel, ModelSpec, Op, Plan
-    from runtime.insitu import _predicted, refit
+    from runtime.insitu import _predicted, _without_fixed, refit
     from runtime.prepare import LOCAL_CPU, LOOPBACK
 
     model = ModelSpec.vit(dim=64, depth=2, heads=4, img_size=32, patch=8, num_classes=5)
     cluster = Cluster.star([(f"rank{i}", LOCAL_CPU) for i in range(3)], LOOPBACK)
-    plan = Plan.uniform(model, cluster, Op.FULL, 2, 4)
-    predicted = _predicted(plan, model, cluster)
-    measured = [{"fwd": 2 * p["fwd"], "bwd": 3 * p["bwd"]} for p in predicted]
-    measured[1] = {"fwd": 1.0 * predicted[1]["fwd"], "bwd": 2.0 * predicted[1]["bwd"]}  # workers pooled:
-    measured[2] = {"fwd": 2.0 * predicted[2]["fwd"], "bwd": 2.0 * predicted[2]["bwd"]}  # equal shares here
-    fitted, ratios = refit(cluster, predicted, measured, plan, model)
-    assert ratios[0] == {"device": "rank0", "fwd": pytest.approx(2.0), "bwd": pytest.approx(3.0)}
-    assert ratios[1]["fwd"] == pytest.approx(1.5) and ratios[2]["bwd"] == pytest.approx(2.0)
-    again = _predicted(plan, model, fitted)
-    assert again[0]["fwd"] == pytest.approx(measured[0]["fwd"], rel=1e-6)
-    assert again[0]["bwd"] == pytest.approx(measured[0]["bwd"], rel=1e-6)
-    workers = lambda rows, p: rows[1][p] + rows[2][p]  # noqa: E731
-    assert workers(again, "fwd") == pytest.approx(workers(measured, "fwd"), rel=1e-6)
-    assert workers(again, "bwd") == pytest.approx(workers(measured, "bwd"), rel=1e-6)
+    plans = [Plan.uniform(model, cluster, Op.FULL, 2, b) for b in (4, 8)]
+    predicted = [_predicted(p, model, cluster) for p in plans]
+    work = [_predicted(p, model, _without_fixed(cluster)) for p in plans]
+    # The coordinator dispatches 3x slower and computes 1.5x slower; the workers 2x and 1x (pooled: equal shares).
+    factor = {0: (3.0, 1.5), 1: (2.0, 1.0), 2: (2.0, 1.0)}
+    measured = [[{"fwd": a * (p[k]["fwd"] - w[k]["fwd"]) + b * w[k]["fwd"], "bwd": 3 * p[k]["bwd"]}
+                 for k, (a, b) in factor.items()] for p, w in zip(predicted, work)]
+    fitted, ratios = refit(cluster, list(zip(plans, measured)), model)
+    assert (ratios[0]["fixed"], ratios[0]["rate"]) == (pytest.approx(3.0), pytest.approx(1.5))
+    assert (ratios[1]["fixed"], ratios[2]["rate"]) == (pytest.approx(2.0), pytest.approx(1.0))
+    total = lambda rows, p, ks: sum(rows[k][p] for k in ks)  # noqa: E731
+    for plan, m in zip(plans, measured):
+        again = _predicted(plan, model, fitted)
+        assert again[0]["fwd"] == pytest.approx(m[0]["fwd"], rel=1e-6)
+        assert total(again, "fwd", [1, 2]) == pytest.approx(total(m, "fwd", [1, 2]), rel=1e-6)
+    both = lambda rows, ks: sum(total(r, "bwd", ks) for r in rows)  # noqa: E731
+    again = [_predicted(p, model, fitted) for p in plans]
+    assert both(again, [0]) == pytest.approx(both(measured, [0]), rel=1e-6)
+    assert both(again, [1, 2]) == pytest.approx(both(measured, [1, 2]), rel=1e-6)
+    # One size: one factor for both, the measured total over the predicted one.
+    one, r1 = refit(cluster, [(plans[0], [{"fwd": 2 * p["fwd"], "bwd": 3 * p["bwd"]} for p in predicted[0]])], model)
+    assert r1[0] == {"device": "rank0", "fwd": pytest.approx(2.0), "bwd": pytest.approx(3.0), "fixed": pytest.approx(2.0),
+                     "rate": pytest.approx(2.0)}
     # A backward faster than backward efficiency 1 allows: it stays at 1 (and the forward still fits).
-    fast, _ = refit(cluster, predicted, [{"fwd": p["fwd"], "bwd": 0.1 * p["bwd"]} for p in predicted], plan, model)
+    fast, _ = refit(cluster, [(plans[0], [{"fwd": p["fwd"], "bwd": 0.1 * p["bwd"]} for p in predicted[0]])], model)
     assert all(spec.backward_efficiency == 1.0 for _, spec in fast.devices)
-    slower, before = CostModel(model, fitted).step(plan), CostModel(model, cluster).step(plan)
+    slower, before = CostModel(model, one).step(plans[0]), CostModel(model, cluster).step(plans[0])
     assert slower.devices[0].compute_s > before.devices[0].compute_s
-
+    # Noise that no positive pair explains (fixed times that would have to be negative): one factor again.
+    noisy = [[dict(r, fwd=0.5 * w[k]["fwd"] * (1 if i else 3)) for k, r in enumerate(m)]
+             for i, (m, w) in enumerate(zip(measured, work))]
+    _, r2 = refit(cluster, list(zip(plans, noisy)), model)
+    assert r2[0]["fixed"] == r2[0]["rate"] > 0
+    assert dataclasses.replace(LOCAL_CPU.scaled(2.0, fixed=0.5), name="x").kernel_launch_s == pytest.approx(10e-6)
 
 def _kernel_tasks(model, b, seconds):
     """(kernels, backward, s) of every subnet task of ``model`` and its norm and add, timed by ``seconds``."""

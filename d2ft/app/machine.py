@@ -61,9 +61,11 @@ def cmd_calibrate(args) -> int:
         print(f"cores: {raw['cores']} usable (total speed-up of 1..{args.nproc} ranks computing together: {speedups}); "
               f"the {args.nproc} ranks share them as one host, each {raw['contention_slowdown']:.3g}x slower together")
     if "in_situ" in raw:
-        ratios = ", ".join(f"{r['fwd']:.2f}/{r['bwd']:.2f}" for r in raw["in_situ"]["ratios"])
-        print(f"fitted to the runtime's own all-FULL steps: per rank, forward/backward time over the "
-              f"microbenchmarks' {ratios}")
+        ratios = ", ".join(f"{r['fwd']:.2f}/{r['bwd']:.2f} (fixed times x{r['fixed']:.2f}, rate /{r['rate']:.2f})"
+                           for r in raw["in_situ"]["ratios"])
+        sizes = " and ".join(str(b) for b in raw["in_situ"]["sizes"])
+        print(f"fitted to the runtime's own all-FULL steps at micro-batch {sizes}: per rank, forward/backward "
+              f"time over the microbenchmarks' {ratios}")
     if cluster.links:
         print(f"link between ranks: {summary['link_bandwidth'] / 1e9:.2f} GB/s, {fmt_time(summary['link_latency_s'])} one way")
     print(f"cluster written to {out} (use it with --cluster); raw timings in {out.with_suffix('.raw.json')}")
