@@ -8,12 +8,11 @@ RTX 3090, RTX 4090 and V100, the kinds with published rows). Every other GPU tak
 median of those fits, an assumption until measured: with both GeForce fits at an efficiency
 of 1 (cards that hold clocks above their rated boost), that median is optimistic for a
 data-centre card held at its rated clock. The catalogue's CPUs (whole chips) are priced as one
-roofline per task, with ``efficiency (0.5: large-model training reaches about half of peak, e.g. 46.2%
-model FLOP utilisation for PaLM 540B, Chowdhery et al. 2022, Table 3) and
+roofline per task, with ``efficiency`` (0.5: large-model training reaches about half of peak, e.g.
+46.2% model FLOP utilisation for PaLM 540B, Chowdhery et al. 2022, Table 3) and
 ``task_overhead_s`` assumed; ``d2ft calibrate`` measures a machine's ranks and prices them by the
-kernel model like a GPU. Link latencies are
-typical orders of magnitude, also not spec-sheet figures; bandwidths are line rates after
-encoding.
+kernel model like a GPU. Link latencies are typical orders of magnitude, also not spec-sheet
+figures; bandwidths are line rates after encoding.
 
 GPU memory is binary (a "24GB" card holds 24 GiB: its DRAM is built of power-of-two chips), and a
 GPU's peak-memory estimates include ``framework_bytes`` (``FRAMEWORK_FITS``). Not modelled: clock

@@ -151,12 +151,12 @@ def kernel_time(spec, kern: Kernel, dtype_bytes: int, backward: bool = False) ->
     """One kernel's time on ``spec`` (module docstring), s; ``backward``: a GEMM of the backward pass, at
     ``spec.backward_efficiency`` of the forward's rate."""
     memory_s = memory_bytes(kern, dtype_bytes, spec.sm_count, spec.gemm_tile) / spec.mem_bandwidth
-    if kern.kind == "gemm":
-        rate = spec.peak(dtype_bytes) * spec.efficiency * utilisation(kern, spec.sm_count, spec.gemm_tile)
-        if backward:
-            rate *= spec.backward_efficiency
-        return spec.kernel_launch_s + max(kern.flop / rate, memory_s)
-    return spec.memory_task_overhead_s + memory_s
+    if kern.kind != "gemm":
+        return fixed_time(spec, kern) + memory_s
+    rate = spec.peak(dtype_bytes) * spec.efficiency * utilisation(kern, spec.sm_count, spec.gemm_tile)
+    if backward:
+        rate *= spec.backward_efficiency
+    return fixed_time(spec, kern) + max(kern.flop / rate, memory_s)
 
 
 def fixed_time(spec, kern: Kernel) -> float:

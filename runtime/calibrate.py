@@ -308,11 +308,11 @@ def _device_spec(name: str, dev: dict, tasks: dict | None, model_job, micro_batc
                  memory_bytes: float) -> DeviceSpec:
     """A kernel-model DeviceSpec (module docstring) from one rank's measurements: GEMMs
     (``measure_device``), or the model's own tasks."""
-    fitted, source = dev, "measured by d2ft calibrate: GEMM timings fitted as one kernel each (d2ft.kernels)"
+    fitted, source = dev, "measured by d2ft calibrate: GEMM timings fitted as one kernel each (d2ft.kernelfit)"
     if tasks is not None:
         fitted = tasks
         source = (f"measured by d2ft calibrate: {model_job.model} subnet and elementwise tasks at micro-batch "
-                  f"{micro_batch_size} fitted as their kernels (d2ft.kernels), backward and elementwise apart")
+                  f"{micro_batch_size} fitted as their kernels (d2ft.kernelfit), backward and elementwise apart")
     rate = fitted["rate"]
     return DeviceSpec(name, peak_flops=rate, peak_flops_fp32=rate, mem_bandwidth=dev["mem_bandwidth"],
                       memory_bytes=memory_bytes, efficiency=1.0, sm_count=1, gemm_tile=1, fused_attention=True,
