@@ -58,6 +58,12 @@ def test_before_figures_and_the_profile_as_calibrate_wrote_it_before_hosts(tmp_p
     assert line["rerun_median_abs_step_difference"] == pytest.approx(0.1)
     assert line["rerun_median_signed_step_difference"] == pytest.approx(0.05)
     assert "before_median_abs_step_error" not in fidelity.summarise("r4-b16", [_row(1.0, 1.0, [1], [1], [0], [0])])
+    # The same plans on the roofline profiles of before the kernel model: figures of their own, where every plan has one.
+    for r, old in zip(rows, (1.5, 1.2, 0.6)):
+        r["roofline_step_time_s"] = old
+    line = fidelity.summarise("r4-b16", rows)
+    assert line["roofline_median_abs_step_error"] == pytest.approx(0.4) and "roofline_spearman" in line
+    assert "roofline_median_abs_step_error" not in fidelity.summarise("r4-b16", rows + [_row(1.0, 1.0, [1], [1], [0], [0])])
     # A 4-rank profile with a host of 2 cores and every rank 1.25x slower for computing together ...
     alone = LOCAL_CPU
     names = [f"rank{i}" for i in range(4)]
