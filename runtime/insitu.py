@@ -107,7 +107,8 @@ def refit(cluster: Cluster, calibration: list[tuple[Plan, list[dict]]], model) -
         measured = [total(m, "fwd", ks) for _, m in calibration]
         proportional = [total(w, "fwd", ks) for w in work]
         a, b = _scales([total(p, "fwd", ks) - w for p, w in zip(before, proportional)], proportional, measured)
-        f = sum(measured) / sum(total(p, "fwd", ks) for p in before) if sum(measured) > 0 else 1.0
+        f_pred = sum(total(p, "fwd", ks) for p in before)
+        f = sum(measured) / f_pred if f_pred > 0 and sum(measured) > 0 else 1.0  # a role with nothing placed: 1
         g_pred = sum(total(p, "bwd", ks) for p in before)
         g = sum(total(m, "bwd", ks) for _, m in calibration) / g_pred if g_pred > 0 else f
         for k in ks:
@@ -115,7 +116,7 @@ def refit(cluster: Cluster, calibration: list[tuple[Plan, list[dict]]], model) -
                                            name=cluster.devices[k][1].name + " (fitted in situ)")
             ratios[k] = {"device": cluster.devices[k][0], "fwd": f, "bwd": g, "fixed": a, "rate": b}
         target = sum(total(m, "bwd", ks) for _, m in calibration)
-        if target <= 0:
+        if target <= 0 or g_pred <= 0:  # nothing measured, or nothing placed to fit
             continue
 
         def backward(eff):

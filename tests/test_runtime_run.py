@@ -396,6 +396,14 @@ def test_the_in_situ_refit_gives_the_measured_time_on_the_calibration_plans():
     _, r2 = refit(cluster, list(zip(plans, noisy)), model)
     assert r2[0]["fixed"] == r2[0]["rate"] > 0
     assert dataclasses.replace(LOCAL_CPU.scaled(2.0, fixed=0.5), name="x").kernel_launch_s == pytest.approx(10e-6)
+    # Every subnet on the coordinator (as the planner places a tiny model): the idle workers keep their spec.
+    alone = [Plan.uniform(model, cluster, Op.FULL, 2, b, placement=[[0] * 4] * 2) for b in (4, 8)]
+    idle = [[{"fwd": 2 * r["fwd"] or 1e-4, "bwd": 2 * r["bwd"] or 1e-4} for r in _predicted(p, model, cluster)]
+            for p in alone]  # an idle worker's thread still records a little CPU time
+    kept, r3 = refit(cluster, list(zip(alone, idle)), model)
+    assert r3[1]["fwd"] == 1.0 and kept.device(1).peak_flops == LOCAL_CPU.peak_flops
+    assert kept.device(1).backward_efficiency == LOCAL_CPU.backward_efficiency
+    assert r3[0]["rate"] == pytest.approx(2.0) and r3[0]["fixed"] == pytest.approx(2.0)
 
 def _kernel_tasks(model, b, seconds):
     """(kernels, backward, s) of every subnet task of ``model`` and its norm and add, timed by ``seconds``."""
