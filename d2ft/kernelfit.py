@@ -59,8 +59,8 @@ def fit_constants(tasks: list[tuple[list[Kernel], bool, float]], mem_bandwidth: 
     measured = np.array([r[3] for r in rows])
     bound: list[set[int]] = [set() for _ in rows]  # per task, its memory-bound GEMMs
     for _ in range(20):
-        A = np.array([[len(g), len(e), sum(f for j, (f, _) in enumerate(g) if j not in m),
-                       b * sum(f for j, (f, _) in enumerate(g) if j not in m)] for (g, e, b, _), m in zip(rows, bound)])
+        flop = [sum(f for j, (f, _) in enumerate(g) if j not in m) for (g, *_), m in zip(rows, bound)]  # compute-bound
+        A = np.array([[len(g), len(e), x, b * x] for (g, e, b, _), x in zip(rows, flop)])
         y = measured - np.array([sum(e) + sum(s for j, (_, s) in enumerate(g) if j in m) for (g, e, _, _), m in zip(rows, bound)])
         x = _nnls(A / measured[:, None], y / measured)
         a, d = x[2], x[3]

@@ -66,11 +66,10 @@ def _without_fixed(cluster: Cluster) -> Cluster:
     return dataclasses.replace(cluster, devices=tuple((n, dataclasses.replace(s, **zero)) for n, s in cluster.devices))
 
 
-def _scales(fixed: list[float], work: list[float], measured: list[float]) -> tuple[float, float]:
+def _scales(fixed: list[float], work: list[float], measured: list[float], f: float) -> tuple[float, float]:
     """(a, b) with a x fixed + b x work = measured at every calibration size, by least squares: the factors of
-    the fixed times and of the work's rate. One size, or no positive solution (noise): one factor for both,
-    the measured total over the predicted one."""
-    f = sum(measured) / (sum(fixed) + sum(work)) if sum(fixed) + sum(work) > 0 and sum(measured) > 0 else 1.0
+    the fixed times and of the work's rate. One size, or no positive solution (noise): ``f`` for both (the
+    measured total over the predicted one)."""
     if len(measured) < 2:
         return f, f
     import numpy as np
@@ -106,9 +105,9 @@ def refit(cluster: Cluster, calibration: list[tuple[Plan, list[dict]]], model) -
             continue
         measured = [total(m, "fwd", ks) for _, m in calibration]
         proportional = [total(w, "fwd", ks) for w in work]
-        a, b = _scales([total(p, "fwd", ks) - w for p, w in zip(before, proportional)], proportional, measured)
         f_pred = sum(total(p, "fwd", ks) for p in before)
         f = sum(measured) / f_pred if f_pred > 0 and sum(measured) > 0 else 1.0  # a role with nothing placed: 1
+        a, b = _scales([total(p, "fwd", ks) - w for p, w in zip(before, proportional)], proportional, measured, f)
         g_pred = sum(total(p, "bwd", ks) for p in before)
         g = sum(total(m, "bwd", ks) for _, m in calibration) / g_pred if g_pred > 0 else f
         for k in ks:
